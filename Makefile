@@ -1,0 +1,22 @@
+# `make run` installs into a cached virtualenv and starts the app; `make test` runs the test suite.
+PYTHON ?= python3
+REQS_HASH := $(shell cat requirements.txt requirements-nodeps.txt | sha256sum | cut -c1-12)
+VENV ?= $(HOME)/.cache/alignment-lab/venv-$(REQS_HASH)
+PY := $(VENV)/bin/python
+
+.PHONY: install run test bench
+install: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	touch $@
+
+run: install
+	$(PY) app.py $(ARGS)
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)
+
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) -m bench $(ARGS)

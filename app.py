@@ -1,0 +1,44 @@
+"""Alignment Lab: one page, five tabs, each a thin UI over `core`. `demo` is importable and loads no model.
+
+    python app.py [--profile auto|full|lite] [--generator ID] [--reward-model ID] ...   (see --help)
+"""
+from __future__ import annotations
+
+import argparse
+
+import gradio as gr
+
+from core import profiles
+from tabs import align, common, icl, rag, reward, rl
+
+TABS = [("ICL lab", icl), ("Reward explorer", reward), ("DPO / ORPO trainer", align),
+        ("RAG recipe chat", rag), ("RL summarizer", rl)]
+THEME = gr.themes.Soft(primary_hue="indigo")
+CSS = ".status-line {font-size: 0.9em; opacity: 0.85}"
+
+
+def build_app(profile: profiles.Profile | None = None) -> gr.Blocks:
+    profile = profile or profiles.resolve()
+    with gr.Blocks(title="Alignment Lab") as demo:
+        gr.Markdown(f"# Alignment Lab\nPrompting, reward models and alignment, hands on. "
+                    f"Profile: **{profile.name}**"
+                    + (" (offline models that ship inside PyPI packages, sample data)" if profile.name == "lite" else ""))
+        with gr.Row():
+            status = gr.Markdown(common.status_markdown(), elem_classes="status-line")
+            unload_button = gr.Button("Unload model", size="sm", scale=0)
+        with gr.Tabs():
+            for title, module in TABS:
+                with gr.Tab(title):
+                    module.build(profile)
+        gr.Timer(2.0).tick(common.status_markdown, outputs=status, api_name="status", queue=False)
+        unload_button.click(common.unload, outputs=status, api_name="unload", **common.GPU_EVENT)
+    return demo
+
+
+demo = build_app()
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Start the Alignment Lab web app.")
+    profiles.add_arguments(parser)
+    demo = build_app(profiles.from_args(parser.parse_args()))
+    demo.queue(default_concurrency_limit=8).launch(theme=THEME, css=CSS)

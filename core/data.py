@@ -1,0 +1,76 @@
+"""Dataset loading: a hub id, a local JSONL/CSV/Parquet file, or a folder of `<split>.<ext>` files, all read
+through `datasets`; plus the seed datasets' schemas that every source (our lite samples included) must match."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+HUB_CONFIGS = {"openai/gsm8k": "main", "abisee/cnn_dailymail": "1.0.0"}  # config names the seeds used
+
+_MESSAGES = "messages"  # marker: a list of {"role", "content"} dicts
+SCHEMAS = {
+    "gsm8k": {"question": str, "answer": str},
+    "preferences": {"source": str, "prompt": str, "question": str, "chosen": _MESSAGES, "rejected": _MESSAGES},
+    "recipes": {"uid": str, "name": str, "description": str, "link": str, "ner": str, "ingredients": str,
+                "steps": str},
+    "news": {"article": str, "highlights": str, "id": str},
+}
+
+
+def local_path(spec: str) -> Path | None:
+    """The local file or folder `spec` names (relative to the cwd, else to the repo root), or None for a hub id."""
+    for base in (Path.cwd(), REPO_ROOT):
+        path = (base / os.path.expanduser(spec)).resolve()
+        if path.exists():
+            return path
+    return None
+
+
+def _split_file(folder: Path, split: str) -> Path:
+    for ext in LOCAL_FORMATS:
+        if (folder / f"{split}{ext}").exists():
+            return folder / f"{split}{ext}"
+    found = sorted(p.name for p in folder.iterdir() if p.suffix in LOCAL_FORMATS)
+    raise FileNotFoundError(f"no {split}.jsonl/.csv/.parquet in {folder} (it holds: {', '.join(found) or 'nothing'})")
+
+
+def load_split(spec: str, split: str):
+    """Rows of one split as a `datasets.Dataset`. A single local file serves every split."""
+    import datasets
+
+    if not spec or not spec.strip():
+        raise ValueError("dataset id is empty: give a hub id or a local .jsonl/.csv/.parquet path")
+    path = local_path(spec)
+    if path is None:
+        if spec.startswith((".", "/", "~")) or Path(spec).suffix in LOCAL_FORMATS:
+            raise FileNotFoundError(f"dataset file {spec!r} does not exist")
+        return datasets.load_dataset(spec, HUB_CONFIGS.get(spec), split=split)
+    file = _split_file(path, split) if path.is_dir() else path
+    if file.suffix not in LOCAL_FORMATS:
+        raise ValueError(f"{file.name}: unsupported format, use one of {', '.join(LOCAL_FORMATS)}")
+    return datasets.load_dataset(LOCAL_FORMATS[file.suffix], data_files=str(file), split="train")
+
+
+def _type_error(value, kind) -> str | None:
+    if kind is _MESSAGES:
+        ok = isinstance(value, list) and value and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in value)
+        return None if ok else "a non-empty list of {role, content} messages"
+    return None if isinstance(value, kind) else kind.__name__
+
+
+def validate(rows, schema: str) -> None:
+    """Raises ValueError naming the first row and column that does not match the seed dataset's schema."""
+    columns = SCHEMAS[schema]
+    for i, row in enumerate(rows):
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise ValueError(f"{schema} row {i}: missing column(s) {', '.join(missing)}")
+        for column, kind in columns.items():
+            expected = _type_error(row[column], kind)
+            if expected:
+                raise ValueError(f"{schema} row {i}: column {column!r} should be {expected}, "
+                                 f"got {type(row[column]).__name__}")

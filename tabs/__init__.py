@@ -1,0 +1,1 @@
+"""One module per tab: layout and event wiring only; every handler calls into `core`."""

@@ -1,0 +1,68 @@
+"""What every tab shares: the accelerator queue settings, the status line, and turning core errors into gr.Error."""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import gradio as gr
+
+from core.models import MODELS, ModelLoadError
+from core.runs import Stopped
+
+# Every model-using event joins one queue of width 1: users wait their turn for the accelerator.
+GPU_EVENT = {"concurrency_id": "gpu", "concurrency_limit": 1}
+
+
+def status_markdown() -> str:
+    """The status line: resident model, its load time, and memory figures."""
+    s = MODELS.status()
+    if s["device"] == "cuda":
+        memory = f"GPU {s['allocated_gb']:.2f} GB allocated · {s['reserved_gb']:.2f} reserved · {s['peak_gb']:.2f} peak"
+    else:
+        memory = f"CPU · process {s['rss_gb']:.2f} GB"
+    if s["loading"]:
+        model = f"loading **{s['loading']}** …"
+    elif s["model_id"]:
+        model = f"resident: **{s['role']}** `{s['model_id']}` (loaded in {s['load_seconds']:.1f} s)"
+    else:
+        model = "no model resident"
+    return f"{model} · {memory}" + (" · busy" if s["busy"] else "")
+
+
+def model_line(role: str, model_id: str) -> str:
+    return f"<small>{role}: `{model_id}`</small>"
+
+
+def _translated(exc: Exception) -> Exception:
+    if isinstance(exc, (ValueError, ModelLoadError, FileNotFoundError)):
+        return gr.Error(str(exc))
+    if isinstance(exc, Stopped):
+        return gr.Error(f"{exc}: partial results are kept under runs/")
+    return exc
+
+
+def user_errors(fn):
+    """Wraps a handler (plain or streaming): bad input (ValueError), load failures and missing files reach the
+    user as gr.Error with core's message. Anything else is a bug and keeps its traceback."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except (ValueError, ModelLoadError, FileNotFoundError, Stopped) as exc:
+                raise _translated(exc) from exc
+        return streaming
+
+    @functools.wraps(fn)
+    def plain(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, ModelLoadError, FileNotFoundError, Stopped) as exc:
+            raise _translated(exc) from exc
+    return plain
+
+
+def unload() -> str:
+    """Unload button -> status line: frees the accelerator."""
+    MODELS.unload()
+    return status_markdown()

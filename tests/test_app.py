@@ -1,0 +1,56 @@
+"""The app builds with all five tabs, launches, and every tab's endpoints answer through gradio_client."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import app
+from core import profiles
+
+
+@pytest.fixture(scope="module")
+def client():
+    from gradio_client import Client
+
+    demo = app.build_app(profiles.LITE)
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+
+
+def test_five_tabs_in_order():
+    demo = app.build_app(profiles.LITE)
+    labels = [b.label for b in demo.blocks.values() if type(b).__name__ == "Tab"]
+    assert labels == ["ICL lab", "Reward explorer", "DPO / ORPO trainer", "RAG recipe chat", "RL summarizer"]
+
+
+def test_importing_the_app_loads_no_model():
+    code = ("import app, sys; from core.models import MODELS; import torch; "
+            "sys.exit(0 if MODELS.status()['model_id'] is None and app.demo is not None else 3)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(app.__file__).parent, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_every_tab_endpoint_is_exposed(client):
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert {"/status", "/unload"} <= names
+    for _title, module in app.TABS:
+        missing = {f"/{n}" for n in module.API_NAMES} - names
+        assert not missing, f"{module.__name__} endpoints not served: {missing}"
+
+
+def test_model_events_share_the_gpu_queue():
+    demo = app.build_app(profiles.LITE)
+    model_events = [fn for fn in demo.fns.values() if fn.concurrency_id == "gpu"]
+    assert model_events and all(fn.concurrency_limit == 1 for fn in model_events)
+    assert all(fn.api_name for fn in demo.fns.values()), "every event needs an api_name"
+
+
+def test_status_endpoint_reports_the_slot(client):
+    text = client.predict(api_name="/status")
+    assert "no model resident" in text or "resident:" in text
+    assert "GB" in text

@@ -1,0 +1,152 @@
+"""The one-slot model manager: eviction, serialization, failed loads, and the real language-model loader."""
+import gc
+import threading
+import time
+import weakref
+
+import pytest
+import torch
+
+from core.loaders import load_language_model
+from core.models import ModelLoadError, ModelManager
+
+
+def linear(_id):
+    return torch.nn.Linear(64, 64)
+
+
+def other_linear(_id):
+    return torch.nn.Linear(32, 32)
+
+
+def test_loading_b_evicts_a_and_a_is_collected():
+    manager = ModelManager()
+    with manager.use("generator", "a", linear) as a:
+        ref = weakref.ref(a)
+    del a
+    with manager.use("reward", "b", other_linear) as b:
+        assert b.in_features == 32
+    gc.collect()
+    assert ref() is None, "model A survived its eviction"
+    assert manager.last_eviction == {"model_id": "a", "collected": True, "leaked_gb": 0.0}
+    assert manager.status()["model_id"] == "b" and manager.status()["role"] == "reward"
+
+
+def test_same_id_and_loader_is_reused_not_reloaded():
+    calls = []
+
+    def counting(model_id):
+        calls.append(model_id)
+        return torch.nn.Linear(4, 4)
+
+    manager = ModelManager()
+    for role in ("generator", "judge"):  # two roles, one (loader, id): one resident
+        with manager.use(role, "x", counting):
+            pass
+    assert calls == ["x"]
+    with manager.use("generator", "y", counting):
+        pass
+    assert calls == ["x", "y"]
+
+
+def test_concurrent_users_are_serialized():
+    manager = ModelManager()
+    inside, peak, order = [0], [0], []
+    lock = threading.Lock()
+
+    def worker(n):
+        with manager.use("generator", f"m{n % 2}", linear):
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            order.append(n)
+            time.sleep(0.02)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1 and sorted(order) == list(range(8))
+
+
+def test_failed_load_leaves_manager_empty_and_usable():
+    manager = ModelManager()
+    with manager.use("generator", "a", linear):
+        pass
+
+    def broken(model_id):
+        raise OSError(f"{model_id} is not a local folder and the hub is offline")
+
+    with pytest.raises(ModelLoadError, match="could not load 'missing/model' for reward: no such model"):
+        with manager.use("reward", "missing/model", broken):
+            pass
+    status = manager.status()
+    assert status["model_id"] is None and status["loading"] is None and not status["busy"]
+    with manager.use("generator", "a", linear) as model:
+        assert model.in_features == 64
+
+
+def test_missing_package_names_the_fix():
+    manager = ModelManager()
+
+    def needs_package(_id):
+        import package_that_is_not_installed  # noqa: F401
+
+    with pytest.raises(ModelLoadError, match="a package is missing"):
+        with manager.use("generator", "x", needs_package):
+            pass
+
+
+def test_nested_use_of_another_model_in_one_thread_is_refused():
+    manager = ModelManager()
+    with manager.use("generator", "a", linear):
+        with pytest.raises(RuntimeError, match="leave that `with` block first"):
+            with manager.use("reward", "b", other_linear):
+                pass
+        with manager.use("generator", "a", linear) as again:  # the same model nests fine
+            assert again.in_features == 64
+
+
+def test_status_reports_load_time_and_memory():
+    manager = ModelManager()
+
+    def slow(_id):
+        time.sleep(0.05)
+        return torch.nn.Linear(2, 2)
+
+    with manager.use("generator", "slow", slow):
+        pass
+    status = manager.status()
+    assert status["load_seconds"] >= 0.05
+    assert status["device"] in {"cpu", "cuda"}
+    assert (status.get("rss_gb") or status.get("allocated_gb")) > 0
+
+
+def test_language_model_loader_on_a_local_folder(tiny_lm_dir):
+    lm = load_language_model(str(tiny_lm_dir))
+    assert lm.backend == "transformers" and lm.device == "cpu"
+    assert lm.tokenizer.padding_side == "left" and lm.tokenizer.pad_token == "<|pad|>"
+    assert not lm.model.training
+
+
+def test_unknown_model_fails_fast_offline():
+    manager = ModelManager()
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="does-not/exist"):
+        with manager.use("generator", "does-not/exist", load_language_model):
+            pass
+    assert time.perf_counter() - start < 15
+    assert manager.status()["model_id"] is None
+
+
+@pytest.mark.gpu
+def test_eviction_returns_cuda_memory():
+    manager = ModelManager()
+    with manager.use("generator", "big", lambda _id: torch.nn.Linear(4096, 4096).cuda()):
+        pass
+    with manager.use("reward", "small", lambda _id: torch.nn.Linear(8, 8).cuda()):
+        pass
+    assert manager.last_eviction["collected"] and manager.last_eviction["leaked_gb"] < 0.01
