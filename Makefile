@@ -1,14 +1,14 @@
 # `make run` installs into a cached virtualenv and starts the app; `make test` runs the test suite.
 PYTHON ?= python3
-REQS_HASH := $(shell cat requirements.txt requirements-nodeps.txt | sha256sum | cut -c1-12)
+REQS_HASH := $(shell cat requirements.txt requirements-nodeps.txt constraints.txt | sha256sum | cut -c1-12)
 VENV ?= $(HOME)/.cache/alignment-lab/venv-$(REQS_HASH)
 PY := $(VENV)/bin/python
 
 .PHONY: install run test bench
 install: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $@
 

@@ -62,7 +62,8 @@ def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = Genera
                             add_special_tokens=False).to(lm.device)
             out = model.generate(**enc, **kwargs)
             new = out[:, enc["input_ids"].shape[1]:]
-            for i, text in zip(batch, tokenizer.batch_decode(new, skip_special_tokens=True)):
+            for i, text in zip(batch, tokenizer.batch_decode(new, skip_special_tokens=True,
+                                                            clean_up_tokenization_spaces=False)):
                 answers[i] = text.strip()
             done += len(batch)
             if control is not None:

@@ -52,11 +52,14 @@ def package_file(spec: str) -> Path:
     return path
 
 
-def _fix_chatml_tokenizer(tokenizer) -> None:
+def _fix_gguf_eos(tokenizer, model=None) -> None:
     # transformers' GGUF reader gives SmolLM2 eos = <|im_start|>, so generation never stops; the chat
-    # template ends each turn with <|im_end|>, which is the real end of an answer.
-    if "<|im_end|>" in tokenizer.get_vocab():
+    # template ends each turn with <|im_end|>, which is the real end of an answer (and a safe pad).
+    if tokenizer.eos_token == "<|im_start|>" and "<|im_end|>" in tokenizer.get_vocab():
         tokenizer.eos_token = tokenizer.pad_token = "<|im_end|>"
+        if model is not None:
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
 def _dequantized_copy(gguf: Path) -> Path:
@@ -67,8 +70,8 @@ def _dequantized_copy(gguf: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    _fix_chatml_tokenizer(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    _fix_gguf_eos(tokenizer, model)
     # save_pretrained refuses GGUF-loaded models while they still look quantized.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -117,7 +120,6 @@ def load_language_model(model_id: str) -> LanguageModel:
     name, dev = resolve_local(name), device()
     use_unsloth = dev == "cuda" and importlib.util.find_spec("unsloth") is not None
     model, tokenizer = _load_unsloth(name, revision) if use_unsloth else _load_transformers(name, revision, dev)
-    _fix_chatml_tokenizer(tokenizer)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

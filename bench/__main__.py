@@ -1,0 +1,21 @@
+"""`python -m bench <name> [options]`: run one benchmark (each prints a table). Names: see BENCHES."""
+import importlib
+import sys
+
+BENCHES = {
+    "startup": "bench.startup",  # cold start of the app and model role switches (lite, CPU)
+    "icl": "bench.icl",
+    "reward": "bench.reward",
+    "rag": "bench.rag",
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHES:
+        print(f"usage: python -m bench {{{','.join(BENCHES)}}} [options]")
+        return 2
+    return importlib.import_module(BENCHES[argv[0]]).main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
