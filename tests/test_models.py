@@ -150,3 +150,27 @@ def test_eviction_returns_cuda_memory():
     with manager.use("reward", "small", lambda _id: torch.nn.Linear(8, 8).cuda()):
         pass
     assert manager.last_eviction["collected"] and manager.last_eviction["leaked_gb"] < 0.01
+
+
+@pytest.mark.gpu
+def test_cuda_llama_loads_through_unsloth_and_evicts_cleanly(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from core.generation import GenerationConfig, generate
+    from tests import tiny
+
+    tokenizer = tiny.tiny_tokenizer()
+    config = tiny.tiny_llama_config(len(tokenizer), hidden_size=256, intermediate_size=512,
+                                    num_attention_heads=4, num_key_value_heads=2)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    manager = ModelManager()
+    with manager.use("generator", str(tmp_path), load_language_model) as lm:
+        assert lm.backend == "unsloth" and lm.device == "cuda"
+        answers = generate(lm, ["2+2", "Tom has 3 apples."], GenerationConfig(max_new_tokens=4, min_new_tokens=4))
+        assert len(answers) == 2
+    del lm
+    with manager.use("reward", "small", lambda _id: torch.nn.Linear(8, 8).cuda()):
+        pass
+    assert manager.last_eviction["collected"], manager.last_eviction
+    assert manager.last_eviction["leaked_gb"] < 0.05, manager.last_eviction
