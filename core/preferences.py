@@ -81,10 +81,12 @@ def filter_pairs(dataset, cfg: PreferenceDataConfig):
     if missing:
         raise ValueError(f"preference data needs 'chosen' and 'rejected' columns (orpo-dpo-mix-40k schema); "
                          f"missing {', '.join(sorted(missing))}")
-    tagged = dataset.map(lambda row: {_REASON: removal_reason(row, cfg)}, desc="checking preference pairs")
-    counted = Counter(tagged[_REASON])
+    # Only the reason column is written (the 44k-row mix is not copied per setting); select keeps an index map.
+    reasons = dataset.map(lambda row: {_REASON: removal_reason(row, cfg)}, remove_columns=dataset.column_names,
+                          desc="checking preference pairs")[_REASON]
+    counted = Counter(reasons)
     removed = {rule: counted.get(rule, 0) for rule in RULES}
-    kept = tagged.filter(lambda reason: reason == "", input_columns=_REASON).remove_columns(_REASON)
+    kept = dataset.select([i for i, reason in enumerate(reasons) if not reason])
     if len(kept) == 0:
         raise ValueError(_nothing_left(len(dataset), removed, cfg))
     return kept, removed

@@ -14,8 +14,8 @@ PREVIEW_COLUMNS = ["prompt", "chosen", "rejected"]
 
 
 def _removed_frame(result: preferences.PreferenceDataResult) -> pd.DataFrame:
-    rows = [(RULE_LABELS[rule], n) for rule, n in result.removed.items()] + [("kept", result.kept)]
-    return pd.DataFrame(rows, columns=["rule", "rows"])
+    rows = [(RULE_LABELS[rule], n) for rule, n in result.removed.items()]
+    return pd.DataFrame(rows, columns=["rule", "rows removed"])
 
 
 def _summary(result: preferences.PreferenceDataResult, cfg: preferences.PreferenceDataConfig) -> str:
@@ -43,9 +43,10 @@ def build(profile) -> None:
         n_rows = gr.Number(value=1600, precision=0, minimum=1, label="Rows", info="seeded subset size")
     filter_button = gr.Button("Filter & format", variant="primary")
     summary = gr.Markdown()
-    removed_plot = gr.BarPlot(x="rule", y="rows", title="Rows removed by each rule, and kept", height=260,
-                              sort=[*RULE_LABELS.values(), "kept"])
-    preview = gr.Dataframe(headers=PREVIEW_COLUMNS, label="Formatted preview (first rows)", wrap=True)
+    removed_plot = gr.BarPlot(x="rule", y="rows removed", title="Rows removed by each rule", height=240,
+                              y_lim=[0, None], sort=list(RULE_LABELS.values()))
+    preview = gr.Dataframe(headers=PREVIEW_COLUMNS, label="Formatted preview (first rows)", wrap=True,
+                           column_widths=["40%", "30%", "30%"])
 
     @user_errors
     def on_filter_click(threshold, limit, drop, rows, progress=gr.Progress(track_tqdm=True)):

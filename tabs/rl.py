@@ -53,8 +53,8 @@ def build(profile) -> None:
         if not highlights_text:
             raise ValueError("load an article first: there are no reference highlights to score against")
         frame = _score_frame(article_text, highlights_text, summary_text)
-        reward = rouge.rouge_reward([summary_text], [highlights_text])[0]
-        return f"**Reward (rouge1 F1): {reward:.3f}**", frame
+        yours, lead = rouge.rouge_reward([summary_text, rouge.lead_baseline(article_text)], [highlights_text] * 2)
+        return f"**Reward (rouge1 F1): {yours:.3f}** · lead-3 baseline: {lead:.3f}", frame
 
     gr.on([load_button.click, index.submit], on_load_click, inputs=index, outputs=[article, highlights, summary],
           api_name="load_article")
