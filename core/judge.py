@@ -66,7 +66,7 @@ def _rating_probs(lm, rows: list[list[int]]):
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # so a padded row sees the positions it would alone
     with torch.inference_mode():
         logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                          position_ids=positions.to(lm.device)).logits[:, -1].float()
+                          position_ids=positions.to(lm.device), logits_to_keep=1).logits[:, -1].float()
     return torch.softmax(logits[:, digit_ids(lm.tokenizer)], dim=-1).cpu()
 
 
