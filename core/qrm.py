@@ -35,7 +35,7 @@ class RewardModel:
     tokenizer: Any
     model_id: str
     device: str
-    pad_id: int | None  # the id the model's pooling treats as padding (None: score one sequence at a time)
+    pad_id: int | None  # the id the model's pooling treats as padding (None: one sequence per forward pass)
 
 
 def quantile_levels(n: int) -> list[float]:
@@ -86,8 +86,8 @@ def load_reward_model(model_id: str) -> RewardModel:
         dtype=torch.bfloat16 if dev == "cuda" else torch.float32, device_map=dev).eval()  # eval: BatchNorm in gates
     tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
     tokenizer.padding_side = "right"
-    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
-    return RewardModel(model, tokenizer, model_id, dev, pad_id)
+    # Padding must use the id the model's pooling looks for, which it reads from its config.
+    return RewardModel(model, tokenizer, model_id, dev, model.config.pad_token_id)
 
 
 def fit_prompt(render: Callable[[str], list[int]], tokenizer, prompt: str, max_tokens: int) -> tuple[list[int], bool]:

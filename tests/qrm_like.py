@@ -102,8 +102,13 @@ def save_qrm_like(path: Path, tokenizer, seed: int = 0, dtype=torch.float32, dev
                     bos_token_id=tokenizer.bos_token_id, gating_pattern=gating_pattern(tokenizer))
     config = QrmLikeConfig(**{**settings, **shape})
     torch.manual_seed(seed)
-    with torch.device(device):
-        model = QrmLikeForRewardModel(config).to(dtype)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in `dtype` directly: an 8B model never exists in fp32
+    try:
+        with torch.device(device):
+            model = QrmLikeForRewardModel(config)
+    finally:
+        torch.set_default_dtype(default)
     with torch.no_grad():  # rewards of order 1, and BatchNorm statistics that are not the identity
         model.regression_layer.weight.normal_(0.0, 1.0)
         model.gating.layers[1].running_mean.uniform_(-0.1, 0.1)

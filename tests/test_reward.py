@@ -141,11 +141,12 @@ def test_compat_step_restores_the_name_qrm_imports():
 def scalar_dir(tmp_path_factory):
     from transformers import LlamaForSequenceClassification
 
-    def save(num_labels):
+    def save(num_labels, **config):
         path = tmp_path_factory.mktemp(f"scalar-{num_labels}")
         tokenizer = tiny.tiny_tokenizer()
         torch.manual_seed(1)
-        LlamaForSequenceClassification(tiny.tiny_llama_config(len(tokenizer), num_labels=num_labels)).save_pretrained(path)
+        config = tiny.tiny_llama_config(len(tokenizer), num_labels=num_labels, **config)
+        LlamaForSequenceClassification(config).save_pretrained(path)
         tokenizer.save_pretrained(path)
         return path
     return save
@@ -161,6 +162,13 @@ def test_scalar_reward_model_gives_its_single_score(scalar_dir):
     assert result.scores[2].score == pytest.approx(expected, abs=1e-5)
     assert reward.score_table(result)[-1]["third"] == result.scores[2].score
     reward_plots.distribution_figure(result).savefig(io.BytesIO(), format="png")
+
+
+def test_model_without_a_pad_id_scores_one_answer_per_pass(scalar_dir):
+    folder = scalar_dir(1, pad_token_id=None)  # batching would make transformers raise: it cannot find the ends
+    together = run(folder, ANSWERS).scores
+    alone = [run(folder, (a,)).scores[0] for a in ANSWERS]
+    assert [t.score for t in together] == pytest.approx([a.score for a in alone], abs=1e-5)
 
 
 def test_classifier_with_several_outputs_is_not_a_reward_model(scalar_dir):
