@@ -37,13 +37,16 @@ def attribute_figure(result: RewardResult) -> Figure:
         ax.bar(xs, values, width, label=label, color=_color(label, i))
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel(_value_label(result))
-    ax.axhline(0, color="#888", linewidth=0.6)
+    if result.scorer == "judge":
+        ax.set_ylim(1, 5)  # the rating scale
+    else:
+        ax.axhline(0, color="#888", linewidth=0.6)
     gating = result.scores[0].gating
     if gating is not None:
         twin = ax.twinx()
         twin.plot(range(len(names)), gating, "o-", color="#333", label="gating coefficient")
         twin.set_ylim(0, max(1.0, max(gating) * 1.1))
-        twin.set_ylabel("gating coefficient (shared: depends on the prompt)")
+        twin.set_ylabel("gating coefficient (from the prompt)")
         twin.legend(loc="upper right", fontsize=8)
     else:
         note = ("no gate: an LLM judge, its final score is the plain mean of the five ratings"
@@ -56,7 +59,7 @@ def attribute_figure(result: RewardResult) -> Figure:
 
 def distribution_figure(result: RewardResult, per_attribute: bool = False) -> Figure:
     """Quantiles of each answer's final-score distribution over the levels (dashed: its score); with
-    per_attribute, one panel per attribute."""
+    per_attribute, one panel per attribute and the final score's last."""
     if per_attribute and result.scores[0].attribute_quantiles is not None:
         return _per_attribute_figure(result)
     fig = Figure(figsize=(8, 4.2), layout="constrained")
@@ -66,25 +69,30 @@ def distribution_figure(result: RewardResult, per_attribute: bool = False) -> Fi
                 transform=ax.transAxes)
         ax.set_axis_off()
         return fig
-    for i, (label, s) in enumerate(zip(result.labels, result.scores)):
-        color = _color(label, i)
-        ax.plot(result.levels, s.score_quantiles, "o-", markersize=3, color=color, label=label)
-        ax.axhline(s.score, color=color, linestyle="--", linewidth=0.8)
-    ax.set_xlabel("quantile level")
+    _plot_quantiles(ax, result, [s.score_quantiles for s in result.scores], [s.score for s in result.scores])
     ax.set_ylabel("final score" if result.scorer == "qrm" else "mean rating (1-5)")
     ax.legend(loc="upper left", fontsize=8)
-    ax.set_title("Reward distribution (quantiles; dashed: the score) · " + _title(result), fontsize=10)
+    ax.set_title("Reward distribution · " + _title(result), fontsize=10)
     return fig
 
 
+def _plot_quantiles(ax, result: RewardResult, series: list[list[float]], means: list[float] | None = None) -> None:
+    for i, (label, values) in enumerate(zip(result.labels, series)):
+        color = _color(label, i)
+        ax.plot(result.levels, values, "o-", markersize=2.5, color=color, label=label)
+        if means is not None:
+            ax.axhline(means[i], color=color, linestyle="--", linewidth=0.8, label=f"{label} score")
+    ax.set_xlabel("quantile level", fontsize=8)
+
+
 def _per_attribute_figure(result: RewardResult) -> Figure:
-    fig = Figure(figsize=(11, 3.4), layout="constrained")
-    axes = fig.subplots(1, len(result.attributes), sharey=True)
-    for a, (ax, name) in enumerate(zip(axes, result.attributes)):
-        for i, (label, s) in enumerate(zip(result.labels, result.scores)):
-            ax.plot(result.levels, s.attribute_quantiles[a], "o-", markersize=2, color=_color(label, i), label=label)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("quantile level", fontsize=8)
+    fig = Figure(figsize=(8, 5.4), layout="constrained")
+    axes = fig.subplots(2, 3, sharex=True).flatten()
+    for a, name in enumerate(result.attributes):
+        _plot_quantiles(axes[a], result, [s.attribute_quantiles[a] for s in result.scores])
+        axes[a].set_title(name, fontsize=9)
+    _plot_quantiles(axes[5], result, [s.score_quantiles for s in result.scores], [s.score for s in result.scores])
+    axes[5].set_title("final score", fontsize=9)
     axes[0].set_ylabel(_value_label(result))
     axes[0].legend(fontsize=7)
     fig.suptitle("Per-attribute reward distributions · " + _title(result), fontsize=10)

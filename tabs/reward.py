@@ -79,8 +79,8 @@ def build(profile) -> None:
         score_button = gr.Button("Score", variant="primary")
     summary = gr.Markdown()
     with gr.Row():
-        attribute_plot = gr.Plot(label="Attribute rewards and gating")
-        distribution_plot = gr.Plot(label="Reward distributions")
+        attribute_plot = gr.Plot(label="Attribute rewards and gating", show_label=False)
+        distribution_plot = gr.Plot(label="Reward distributions", show_label=False)
     score_table = gr.Dataframe(label="Scores", interactive=False)
     result_state = gr.State(None)
 

@@ -197,7 +197,7 @@ def test_distribution_plots_overall_and_per_attribute(qrm_dir):
     assert lines["chosen"] == pytest.approx(result.scores[0].score_quantiles)
     assert lines["rejected"] == pytest.approx(result.scores[1].score_quantiles)
     detail = reward_plots.distribution_figure(result, per_attribute=True)
-    assert [a.get_title() for a in detail.axes] == list(qrm.ATTRIBUTES)
+    assert [a.get_title() for a in detail.axes] == [*qrm.ATTRIBUTES, "final score"]
     assert list(detail.axes[4].lines[1].get_ydata()) == pytest.approx(result.scores[1].attribute_quantiles[4])
     detail.savefig(io.BytesIO(), format="png")
 
