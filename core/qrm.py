@@ -90,6 +90,11 @@ def load_reward_model(model_id: str) -> RewardModel:
     return RewardModel(model, tokenizer, model_id, dev, model.config.pad_token_id)
 
 
+def token_limit(model, max_tokens: int) -> int:
+    """max_tokens, or the model's context length when that is shorter."""
+    return min(max_tokens, getattr(model.config, "max_position_embeddings", None) or max_tokens)
+
+
 def fit_prompt(render: Callable[[str], list[int]], tokenizer, prompt: str, max_tokens: int) -> tuple[list[int], bool]:
     """Token ids of `render(prompt)`, cutting the prompt from its start until they fit in max_tokens. The template
     (and so the assistant header) and the answer stay whole. Returns (ids, truncated)."""

@@ -95,11 +95,13 @@ def run(cfg: RewardConfig = RewardConfig()) -> RewardResult:
     generator = judge.judge_model_id(cfg.model_id)
     if generator is not None:  # same loader and id as the ICL generator: shares its resident slot
         with MODELS.use("reward", generator, load_language_model) as lm:
-            scores = judge.score(lm, cfg.prompt, list(cfg.responses), cfg.max_tokens)
+            limit = qrm.token_limit(lm.model, cfg.max_tokens)
+            scores = judge.score(lm, cfg.prompt, list(cfg.responses), limit)
         scorer = "judge"
     else:
         with MODELS.use("reward", cfg.model_id, qrm.load_reward_model) as rm:
-            scores = qrm.score(rm, cfg.prompt, list(cfg.responses), cfg.max_tokens)
+            limit = qrm.token_limit(rm.model, cfg.max_tokens)
+            scores = qrm.score(rm, cfg.prompt, list(cfg.responses), limit)
         scorer = "scalar" if scores[0].rewards is None else "qrm"
     first = scores[0]
     return RewardResult(
@@ -107,7 +109,7 @@ def run(cfg: RewardConfig = RewardConfig()) -> RewardResult:
         responses=list(cfg.responses), scores=scores,
         attributes=qrm.attribute_names(len(first.rewards)) if first.rewards else [],
         levels=qrm.quantile_levels(len(first.score_quantiles)) if first.score_quantiles else [],
-        warnings=input_warnings(cfg) + _truncation_warnings(list(cfg.labels), scores, cfg.max_tokens),
+        warnings=input_warnings(cfg) + _truncation_warnings(list(cfg.labels), scores, limit),
         seconds=time.perf_counter() - start)
 
 

@@ -89,6 +89,12 @@ def test_long_prompt_is_cut_from_its_start_keeping_the_header(rm, qrm_dir):
     assert any("was cut" in w for w in result.warnings) and math.isfinite(result.scores[0].score)
 
 
+def test_the_model_context_caps_max_tokens(qrm_dir):
+    result = run(qrm_dir, ANSWERS[:2], prompt="graphite " * 3000, max_tokens=8192)  # the model takes 512
+    assert all(s.truncated and s.n_tokens <= 512 for s in result.scores)
+    assert any("longer than 512 tokens" in w for w in result.warnings)
+
+
 def test_answer_longer_than_the_limit_is_refused(qrm_dir):
     with pytest.raises(ValueError, match="shorten the answer"):
         run(qrm_dir, ("graphite " * 6000, "lead"), max_tokens=256)
