@@ -1,0 +1,99 @@
+"""Matplotlib figures for the reward explorer: attribute bars with the gating line (the seed's chart) and the
+reward distributions over the quantile levels. Built as Figure objects (no pyplot state), so threads are safe."""
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+
+from core.reward import RewardResult
+
+COLORS = {"chosen": "#2e7d32", "rejected": "#c62828"}
+OTHER_COLORS = ["#1565c0", "#6a1b9a", "#ef6c00", "#00838f"]
+
+
+def _color(label: str, i: int) -> str:
+    return COLORS.get(label, OTHER_COLORS[i % len(OTHER_COLORS)])
+
+
+def _title(result: RewardResult) -> str:
+    parts = [f"{label} {s.score:.3f}" for label, s in zip(result.labels, result.scores)]
+    if result.margin is not None:
+        parts.append(f"margin {result.margin:+.3f}")
+    return " · ".join(parts)
+
+
+def _value_label(result: RewardResult) -> str:
+    return {"judge": "expected rating (1-5)", "qrm": "attribute reward"}.get(result.scorer, "reward")
+
+
+def attribute_figure(result: RewardResult) -> Figure:
+    """Grouped bars per attribute, one colour per answer; QRM's gating coefficients as a line on a second axis."""
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    names = result.attributes or ["score"]
+    width = 0.8 / len(result.scores)
+    for i, (label, s) in enumerate(zip(result.labels, result.scores)):
+        values = s.rewards if s.rewards is not None else [s.score]
+        xs = [x - 0.4 + width * (i + 0.5) for x in range(len(names))]
+        ax.bar(xs, values, width, label=label, color=_color(label, i))
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel(_value_label(result))
+    if result.scorer == "judge":
+        ax.set_ylim(1, 5)  # the rating scale
+    else:
+        ax.axhline(0, color="#888", linewidth=0.6)
+    gating = result.scores[0].gating
+    if gating is not None:
+        twin = ax.twinx()
+        twin.plot(range(len(names)), gating, "o-", color="#333", label="gating coefficient")
+        twin.set_ylim(0, max(1.0, max(gating) * 1.1))
+        twin.set_ylabel("gating coefficient (from the prompt)")
+        twin.legend(loc="upper right", fontsize=8)
+    else:
+        note = ("no gate: an LLM judge, its final score is the plain mean of the five ratings"
+                if result.scorer == "judge" else "single-score reward model: no attributes, no gate")
+        ax.text(0.5, -0.16, note, transform=ax.transAxes, ha="center", fontsize=8, color="#555")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(_title(result), fontsize=10)
+    return fig
+
+
+def distribution_figure(result: RewardResult, per_attribute: bool = False) -> Figure:
+    """Quantiles of each answer's final-score distribution over the levels (dashed: its score); with
+    per_attribute, one panel per attribute and the final score's last."""
+    if per_attribute and result.scores[0].attribute_quantiles is not None:
+        return _per_attribute_figure(result)
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    if result.scores[0].score_quantiles is None:
+        ax.text(0.5, 0.5, "this reward model gives a single score, not a distribution", ha="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    _plot_quantiles(ax, result, [s.score_quantiles for s in result.scores], [s.score for s in result.scores])
+    ax.set_ylabel("final score" if result.scorer == "qrm" else "mean rating (1-5)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Reward distribution · " + _title(result), fontsize=10)
+    return fig
+
+
+def _plot_quantiles(ax, result: RewardResult, series: list[list[float]], means: list[float] | None = None) -> None:
+    for i, (label, values) in enumerate(zip(result.labels, series)):
+        color = _color(label, i)
+        ax.plot(result.levels, values, "o-", markersize=2.5, color=color, label=label)
+        if means is not None:
+            ax.axhline(means[i], color=color, linestyle="--", linewidth=0.8, label=f"{label} score")
+    ax.set_xlabel("quantile level", fontsize=8)
+
+
+def _per_attribute_figure(result: RewardResult) -> Figure:
+    fig = Figure(figsize=(8, 5.4), layout="constrained")
+    axes = fig.subplots(2, 3, sharex=True).flatten()
+    for a, name in enumerate(result.attributes):
+        _plot_quantiles(axes[a], result, [s.attribute_quantiles[a] for s in result.scores])
+        axes[a].set_title(name, fontsize=9)
+    _plot_quantiles(axes[5], result, [s.score_quantiles for s in result.scores], [s.score for s in result.scores])
+    axes[5].set_title("final score", fontsize=9)
+    axes[0].set_ylabel(_value_label(result))
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Per-attribute reward distributions · " + _title(result), fontsize=10)
+    return fig

@@ -1,0 +1,61 @@
+"""The Reward explorer tab's endpoints through gradio_client, on an app whose reward model is a QRM-shaped
+random model saved to a local folder."""
+import dataclasses
+
+import pytest
+
+import app
+from core import profiles, reward
+from tests import tiny
+from tests.qrm_like import save_qrm_like
+
+
+@pytest.fixture(scope="module")
+def qrm_dir(tmp_path_factory):
+    return save_qrm_like(tmp_path_factory.mktemp("qrm-like-tab"), tiny.tiny_tokenizer())
+
+
+@pytest.fixture(scope="module")
+def client(qrm_dir):
+    from gradio_client import Client
+
+    demo = app.build_app(dataclasses.replace(profiles.LITE, reward_model=str(qrm_dir)))
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+
+
+def test_score_endpoint_returns_the_plotted_values(client, qrm_dir):
+    example = reward.load_examples()[2]
+    summary, attribute_plot, distribution_plot, table = client.predict(
+        example["prompt"], example["chosen"], example["rejected"], False, 2048, api_name="/reward_score")
+    expected = reward.run(reward.RewardConfig(example["prompt"], (example["chosen"], example["rejected"]),
+                                              model_id=str(qrm_dir)))
+    rows = {row[0]: row[1:] for row in table["data"]}
+    assert table["headers"] == ["row", "chosen", "rejected", "gate"]
+    for a, name in enumerate(expected.attributes):
+        assert rows[name] == pytest.approx([expected.scores[0].rewards[a], expected.scores[1].rewards[a],
+                                            expected.scores[0].gating[a]], abs=1e-4)
+    assert rows["final score"][:2] == pytest.approx([s.score for s in expected.scores], abs=1e-4)
+    assert f"{expected.margin:+.3f}" in summary
+    assert attribute_plot is not None and distribution_plot is not None
+
+
+def test_example_endpoint_fills_the_boxes(client):
+    example = reward.load_examples()[-1]
+    assert list(client.predict(example["name"], api_name="/reward_example")) == [
+        example["prompt"], example["chosen"], example["rejected"]]
+
+
+def test_missing_answer_is_a_clear_error(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="chosen answer is empty"):
+        client.predict("Is graphite lead?", "  ", "No.", False, 2048, api_name="/reward_score")
+
+
+def test_long_prompt_is_reported_as_cut(client):
+    summary, *_ = client.predict("graphite " * 6000 + "?", "No.", "Yes.", True, 256, api_name="/reward_score")
+    assert "was cut" in summary
