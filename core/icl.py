@@ -133,32 +133,61 @@ class _Job:
     stages: list[dict] = field(default_factory=list)  # {"name", "prompt" (messages), "output"}
 
 
-def _round(lm, jobs: list[_Job], r: int, cfg: IclConfig, shots: list[dict], control) -> int:
-    """Stage r of every job that has one: one greedy pass and one sampled pass. Returns prompts generated."""
-    done = 0
-    for sampled in (False, True):
-        todo = [j for j in jobs if r < len(STRATEGIES[j.strategy].stages)
-                and (STRATEGIES[j.strategy].voting and r == len(STRATEGIES[j.strategy].stages) - 1) == sampled]
-        copies = cfg.samples if sampled else 1
-        prompts = [render(STRATEGIES[j.strategy], r, j.problem.question, shots, [s["output"] for s in j.stages])
-                   for j in todo]
-        if not prompts:
-            continue
-        outputs = generate(lm, [p for p in prompts for _ in range(copies)], cfg.generation(sampled), control,
-                           desc=f"stage {r + 1}{' sampled' if sampled else ''}: {len(prompts) * copies} prompts")
-        for i, (job, prompt) in enumerate(zip(todo, prompts)):
-            name = STRATEGIES[job.strategy].stages[r].name
-            for c in range(copies):
-                job.stages.append({"name": f"{name} {c + 1}" if sampled else name, "prompt": prompt,
-                                   "output": outputs[i * copies + c]})
-        done += len(outputs)
-    return done
+def _stage_count(name: str, samples: int) -> int:
+    """Stage records a finished job holds: one per stage, k for a voted last stage."""
+    strategy = STRATEGIES[name]
+    return len(strategy.stages) + (samples - 1 if strategy.voting else 0)
+
+
+def _pass(lm, jobs: list[_Job], r: int, sampled: bool, cfg: IclConfig, shots: list[dict], control) -> int:
+    """Stage r of every job whose stage r is greedy (or sampled): one generate call over all of them, k copies
+    each when sampled. Returns the number of prompts generated."""
+    def voted_here(job):
+        strategy = STRATEGIES[job.strategy]
+        return strategy.voting and r == len(strategy.stages) - 1
+
+    todo = [j for j in jobs if r < len(STRATEGIES[j.strategy].stages) and voted_here(j) == sampled]
+    if not todo:
+        return 0
+    copies = cfg.samples if sampled else 1
+    prompts = [render(STRATEGIES[j.strategy], r, j.problem.question, shots, [s["output"] for s in j.stages])
+               for j in todo]
+    outputs = generate(lm, [p for p in prompts for _ in range(copies)], cfg.generation(sampled), control,
+                       desc=f"stage {r + 1}{' sampled' if sampled else ''}: {len(prompts) * copies} prompts")
+    for i, (job, prompt) in enumerate(zip(todo, prompts)):
+        name = STRATEGIES[job.strategy].stages[r].name
+        for c in range(copies):
+            job.stages.append({"name": f"{name} {c + 1}" if sampled else name, "prompt": prompt,
+                               "output": outputs[i * copies + c]})
+    return len(outputs)
+
+
+def _generate_all(cfg: IclConfig, jobs: list[_Job], shots: list[dict], control, cache: AnswerCache,
+                  rows: list[dict], on_rows) -> tuple[bool, int]:
+    """Runs the jobs pass by pass; a job's row is added (and cached) as soon as its last stage is done, so a Stop
+    keeps every finished job. Returns (stopped, prompts generated)."""
+    generated, pending = 0, list(jobs)
+    with MODELS.use("generator", cfg.model_id, load_language_model) as lm:
+        try:
+            for r in range(max(len(STRATEGIES[j.strategy].stages) for j in jobs)):
+                for sampled in (False, True):
+                    generated += _pass(lm, pending, r, sampled, cfg, shots, control)
+                    for job in [j for j in pending if len(j.stages) == _stage_count(j.strategy, cfg.samples)]:
+                        cache.put(job.key, job.stages)
+                        rows.append(make_row(job.problem.index, job.problem.question, job.problem.gold,
+                                             job.strategy, job.stages, cached=False))
+                        pending.remove(job)
+                    if on_rows is not None:
+                        on_rows(rows, generated)
+        except Stopped:
+            return True, generated
+    return False, generated
 
 
 def _answer(cfg: IclConfig, problems: list[Problem], shots: list[dict], control: RunControl | None,
             cache: AnswerCache, on_rows=None) -> tuple[list[dict], bool, int]:
-    """Rows for every strategy x problem: cached ones at once, the rest stage by stage. A Stop keeps the rows of
-    the jobs that finished. Returns (rows, stopped, prompts generated)."""
+    """Rows for every strategy x problem: cached ones at once, the rest generated. Returns (rows in strategy then
+    problem order, stopped, prompts generated)."""
     rows, jobs = [], []
     for name in cfg.strategies:
         for p in problems:
@@ -168,20 +197,7 @@ def _answer(cfg: IclConfig, problems: list[Problem], shots: list[dict], control:
                 jobs.append(_Job(name, p, key))
             else:
                 rows.append(make_row(p.index, p.question, p.gold, name, stages, cached=True))
-    generated, stopped = 0, False
-    if jobs:
-        with MODELS.use("generator", cfg.model_id, load_language_model) as lm:
-            try:
-                for r in range(max(len(STRATEGIES[j.strategy].stages) for j in jobs)):
-                    generated += _round(lm, jobs, r, cfg, shots, control)
-                    for job in (j for j in jobs if len(STRATEGIES[j.strategy].stages) == r + 1):
-                        cache.put(job.key, job.stages)
-                        rows.append(make_row(job.problem.index, job.problem.question, job.problem.gold,
-                                             job.strategy, job.stages, cached=False))
-                    if on_rows is not None:
-                        on_rows(rows, generated)
-            except Stopped:
-                stopped = True
+    stopped, generated = _generate_all(cfg, jobs, shots, control, cache, rows, on_rows) if jobs else (False, 0)
     position = {(name, p.question): i for i, (name, p) in
                 enumerate((name, p) for name in cfg.strategies for p in problems)}
     rows.sort(key=lambda row: position[row["strategy"], row["question"]])

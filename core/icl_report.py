@@ -1,5 +1,5 @@
 """ICL results: one row per question x strategy (stages, extracted answers, correctness), accuracy per strategy
-with 95% Wilson intervals, the CSV/JSON files, a text table and the accuracy chart. No model code here."""
+with 95% Wilson intervals, the CSV/JSON files, text and markdown views and the accuracy chart. No model code here."""
 from __future__ import annotations
 
 import csv
@@ -102,7 +102,7 @@ def table_text(result: IclResult) -> str:
     return "\n".join(lines) + f"\n\n{result.generated} prompts generated in {result.seconds:.1f} s{note}"
 
 
-def accuracy_figure(summary: list[dict], title: str = ""):
+def accuracy_figure(summary: list[dict]):
     """Grouped bars (strict, flexible) per strategy with their 95% Wilson intervals as error bars."""
     from matplotlib.figure import Figure  # no pyplot: figures are built in server threads
 
@@ -117,6 +117,30 @@ def accuracy_figure(summary: list[dict], title: str = ""):
     ax.set_xticks(range(len(summary)), [e["strategy"] for e in summary], rotation=20, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy (95% Wilson interval)")
-    ax.set_title(title)
     ax.legend()
     return fig
+
+
+def strategy_table() -> str:
+    """Markdown: each strategy, its stages and what it does."""
+    lines = ["| strategy | stages | what it does |", "|---|---|---|"]
+    for name, s in STRATEGIES.items():
+        stages = " → ".join(st.name for st in s.stages) + (" (k sampled, voted)" if s.voting else "")
+        lines.append(f"| `{name}` {s.label} | {stages} | {s.about} |")
+    return "\n".join(lines)
+
+
+def sample_markdown(sample: dict) -> str:
+    """Markdown: one question with its worked answer and gold number."""
+    return (f"**Sample question** (row {sample['index']}): {sample['question']}\n\n"
+            f"**Worked answer:**\n```\n{sample['answer']}\n```\n**Gold:** {sample['gold']}")
+
+
+def stages_markdown(row: dict) -> str:
+    """Markdown: one row's answers, then every stage's prompt and output."""
+    parts = [f"**{row['strategy']}** · strict **{row['strict'] or '—'}** · flexible **{row['flexible'] or '—'}**"
+             + (f" · gold **{row['gold']}**" if row["gold"] is not None else "")]
+    for stage in row["stages"]:
+        parts.append(f"**{stage['name']}: prompt**\n```\n{prompt_text(stage['prompt'])}\n```\n"
+                     f"**{stage['name']}: output**\n```\n{stage['output']}\n```")
+    return "\n\n".join(parts)

@@ -6,22 +6,14 @@ import gradio as gr
 import pandas as pd
 
 from core import icl
-from core.icl_report import accuracy_figure, percent_with_interval
-from core.icl_strategies import STRATEGIES, prompt_text
+from core.icl_report import accuracy_figure, percent_with_interval, sample_markdown, stages_markdown, strategy_table
+from core.icl_strategies import STRATEGIES
 from core.runs import RunControl
 from tabs.common import GPU_EVENT, model_line, user_errors
 
 API_NAMES = ["icl_run", "icl_stop", "icl_ask", "icl_detail", "icl_sample"]
 _CONTROLS: dict[str, RunControl] = {}  # browser session -> its current run, so Stop reaches the right one
 ROW_HEADERS = ["#", "strategy", "gold", "strict", "flexible", "strict ✓", "flexible ✓", "cached", "question"]
-
-
-def _strategy_table() -> str:
-    lines = ["| strategy | stages | what it does |", "|---|---|---|"]
-    for name, s in STRATEGIES.items():
-        stages = " → ".join(st.name for st in s.stages) + (" (k sampled, voted)" if s.voting else "")
-        lines.append(f"| `{name}` {s.label} | {stages} | {s.about} |")
-    return "\n".join(lines)
 
 
 def _whole(value, name: str) -> int:
@@ -36,11 +28,6 @@ def _config(profile, strategies, n, seed, first, max_tokens, batch, shots, sampl
         seed=_whole(seed, "seed"), first=bool(first), max_new_tokens=_whole(max_tokens, "max new tokens"),
         batch_size=_whole(batch, "batch size"), shots=_whole(shots, "shots"), samples=_whole(samples, "k"),
         temperature=float(temperature if temperature is not None else 0))
-
-
-def _sample_markdown(sample: dict) -> str:
-    return (f"**Sample question** (row {sample['index']}): {sample['question']}\n\n"
-            f"**Worked answer:**\n```\n{sample['answer']}\n```\n**Gold:** {sample['gold']}")
 
 
 def _summary_frame(summary: list[dict]) -> pd.DataFrame:
@@ -58,16 +45,8 @@ def _rows_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def _row_label(r: dict) -> str:
-    return f"{r['strategy']} · #{r['index']} · gold {r['gold']} · strict {r['strict']} · flexible {r['flexible']}"
-
-
-def _stages_markdown(row: dict) -> str:
-    parts = [f"**{row['strategy']}** · strict **{row['strict']}** · flexible **{row['flexible']}**"
-             + (f" · gold **{row['gold']}**" if row["gold"] is not None else "")]
-    for stage in row["stages"]:
-        parts.append(f"**{stage['name']}: prompt**\n```\n{prompt_text(stage['prompt'])}\n```\n"
-                     f"**{stage['name']}: output**\n```\n{stage['output']}\n```")
-    return "\n\n".join(parts)
+    return (f"{r['strategy']} · #{r['index']} · gold {r['gold']} · strict {r['strict'] or '—'} · "
+            f"flexible {r['flexible'] or '—'}")
 
 
 def build(profile) -> None:
@@ -81,7 +60,7 @@ def build(profile) -> None:
             strategies_box = gr.CheckboxGroup([(s.label, name) for name, s in STRATEGIES.items()], label="strategies",
                                               value=["baseline", "zero_shot_cot"] if lite else list(STRATEGIES))
             with gr.Accordion("What each strategy does", open=False):
-                gr.Markdown(_strategy_table())
+                gr.Markdown(strategy_table())
         with gr.Column(scale=2):
             with gr.Row():
                 n_box = gr.Number(10 if lite else icl.IclConfig.n, label="questions (n)", precision=0)
@@ -102,9 +81,8 @@ def build(profile) -> None:
         sample_button = gr.Button("Show a sample question")
     status_md = gr.Markdown()
     sample_md = gr.Markdown()
-    with gr.Row():
-        summary_table = gr.Dataframe(label="accuracy per strategy", interactive=False, scale=2)
-        chart = gr.Plot(label="accuracy with 95% Wilson intervals", scale=3)
+    summary_table = gr.Dataframe(label="accuracy per strategy", interactive=False)
+    chart = gr.Plot(label="accuracy with 95% Wilson intervals")
     rows_table = gr.Dataframe(headers=ROW_HEADERS, label="per question × strategy", interactive=False,
                               max_height=320)
     rows_state = gr.State([])
@@ -134,8 +112,8 @@ def build(profile) -> None:
             gr.Warning("Stopped: showing the strategies that finished.")
         status = (f"{len(result.rows)} rows · {result.generated} prompts generated in {result.seconds:.1f} s · "
                   f"{sum(r['cached'] for r in result.rows)} from the cache · saved in `{result.run_dir}`")
-        return (status, _sample_markdown(result.sample), _summary_frame(result.summary),
-                accuracy_figure(result.summary, f"{profile.generator} · n={cfg.n}"), _rows_frame(result.rows),
+        return (status, sample_markdown(result.sample), _summary_frame(result.summary),
+                accuracy_figure(result.summary), _rows_frame(result.rows),
                 gr.update(choices=[(_row_label(r), i) for i, r in enumerate(result.rows)], value=None),
                 str(result.csv_path), str(result.json_path), result.rows)
 
@@ -156,18 +134,18 @@ def build(profile) -> None:
             rows = icl.ask(question, cfg, _CONTROLS[request.session_hash])
         finally:
             _CONTROLS.pop(request.session_hash, None)
-        return "\n\n---\n\n".join(f"### {STRATEGIES[r['strategy']].label}\n" + _stages_markdown(r) for r in rows)
+        return "\n\n---\n\n".join(f"### {STRATEGIES[r['strategy']].label}\n" + stages_markdown(r) for r in rows)
 
     @user_errors
     def on_sample_click(n, seed, first):
         """Sample button: reads n, seed and 'first n'; writes one question of the subset with its worked answer."""
         cfg = icl.IclConfig(dataset=profile.gsm8k, n=_whole(n, "n"), seed=_whole(seed, "seed"), first=bool(first))
         p = icl.select_problems(cfg)[0]
-        return _sample_markdown({"index": p.index, "question": p.question, "answer": p.answer, "gold": p.gold})
+        return sample_markdown({"index": p.index, "question": p.question, "answer": p.answer, "gold": p.gold})
 
     def on_detail_pick(index, rows):
         """Stage picker: reads the chosen row of the rows state; writes its stages' prompts and outputs."""
-        return _stages_markdown(rows[index]) if index is not None and index < len(rows) else ""
+        return stages_markdown(rows[index]) if index is not None and index < len(rows) else ""
 
     run_button.click(on_run_click, settings, [status_md, sample_md, summary_table, chart, rows_table, detail_pick,
                                               csv_file, json_file, rows_state], api_name="icl_run", **GPU_EVENT)

@@ -10,7 +10,7 @@ import pytest
 from transformers import LlamaForCausalLM
 
 from core import icl, profiles
-from core.icl_report import summarize
+from core.icl_report import accuracy_figure, make_row, summarize
 from core.icl_strategies import SHOTS, STRATEGIES, get_strategies, render, worked_solution
 from core.runs import RunControl
 
@@ -76,6 +76,26 @@ def test_multi_stage_strategies_exist():
     assert {n for n, s in STRATEGIES.items() if len(s.stages) == 2} >= {"zero_shot_cot", "least_to_most",
                                                                           "generated_knowledge"}
     assert STRATEGIES["self_consistency"].voting and STRATEGIES["role_few_shot_sc"].uses_shots
+
+
+def stage(output, name="answer"):
+    return {"name": name, "prompt": [{"role": "user", "content": "q"}], "output": output}
+
+
+def test_rows_scores_and_chart_from_known_outputs():
+    rows = [make_row(0, "q0", "18", "baseline", [stage("18")], False),  # lead makes it explicit: strict too
+            make_row(1, "q1", "5", "baseline", [stage("To solve it, 2 + 3 = 5")], False),  # flexible only
+            make_row(2, "q2", "7", "baseline", [stage("I do not know")], True),
+            make_row(0, "q0", "18", "self_consistency",
+                     [stage("The answer is 18.", "path 1"), stage("So 20", "path 2"),
+                      stage("The answer is 20", "path 3")], False)]  # strict votes 18 vs 20: tie, first seen wins
+    assert [(r["strict"], r["flexible"]) for r in rows] == [("18", "18"), (None, "5"), (None, None), ("18", "20")]
+    summary = summarize(rows, ["baseline", "self_consistency"])
+    base, sc = summary
+    assert (base["n"], base["strict_correct"], base["flexible_correct"], base["cached"]) == (3, 1, 2, 1)
+    assert sc["strict_accuracy"] == 1.0 and sc["flexible_accuracy"] == 0.0
+    heights = [round(p.get_height(), 6) for p in accuracy_figure(summary).axes[0].patches]
+    assert heights == [round(1 / 3, 6), 1.0, round(2 / 3, 6), 0.0]  # strict bars, then flexible bars
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -169,13 +189,15 @@ def test_cache_survives_a_new_process_and_depends_on_settings(tiny_lm_dir, tmp_p
     assert longer.generated == 3  # other generation settings: not the same answers
 
 
-def test_stop_keeps_the_finished_strategies(tiny_lm_dir, tmp_path):
+@pytest.mark.parametrize("second", ["zero_shot_cot", "self_consistency"])
+def test_stop_keeps_the_finished_strategies(tiny_lm_dir, tmp_path, second):
+    # self_consistency: the stop lands in the sampled pass of the same stage, after baseline's greedy pass finished
     control = RunControl()
     control.on_progress = lambda fraction, message: control.stop()  # stop as soon as the first batch is done
-    cfg = config(tiny_lm_dir, strategies=("baseline", "zero_shot_cot"), batch_size=16)
+    cfg = config(tiny_lm_dir, strategies=("baseline", second), batch_size=16)
     result = icl.run(cfg, control, cache=icl.AnswerCache(tmp_path))
     assert result.stopped
-    assert [r["strategy"] for r in result.rows] == ["baseline"] * 3  # stage 1 finished baseline only
+    assert [r["strategy"] for r in result.rows] == ["baseline"] * 3
     saved = json.loads(result.json_path.read_text())
     assert saved["stopped"] and len(saved["rows"]) == 3
 
