@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import profiles
-from core.answers import extract_answer, gold_answer, majority, same_number, wilson_interval  # noqa: F401 (API)
+from core.answers import extract_answer, gold_answer  # noqa: F401 (core.icl.extract_answer is the issue's API)
 from core.data import load_split
 from core.generation import GenerationConfig, generate
 from core.icl_report import IclResult, make_row, summarize, table_text, write_outputs
@@ -254,6 +254,6 @@ def main(args, profile) -> tuple[str, dict]:
                     shots=args.shots, samples=args.samples, temperature=args.temperature,
                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     result = run(cfg, RunControl())
-    # core.__main__ writes its JSON to args.out after we return: point it at this run's folder, so one run is one folder.
+    # core.__main__ writes its JSON to args.out after we return: this run's folder, so one run is one folder.
     args.out = args.out or result.json_path
     return table_text(result), result.to_dict()
