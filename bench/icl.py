@@ -1,0 +1,196 @@
+"""ICL benchmarks. GPU (default, CUDA): a random-weight Llama-3.2-3B-shape model loaded through core.loaders
+(unsloth on CUDA), exactly 256 new tokens per prompt; the 50 questions x 6 single-stage strategies sweep in one
+batched pass, and the seed's way (one `generate` per prompt) on a slice, as a ratio. CPU: `--smoke` (tiny shapes),
+`--lite` (SmolLM2, 10 questions x baseline and zero-shot CoT), `--accuracy DATA` (SmolLM2, every strategy).
+
+    python -m bench icl [--batch-size 150] [--slice 6]     python -m bench icl --smoke
+    python -m bench icl --lite                              python -m bench icl --accuracy ../shared/data/gsm8k
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import header, table
+
+ASSET = Path(__file__).resolve().parent.parent / "assets" / "gsm8k_sample.jsonl"
+SWEEP = ("baseline", "role_play", "zero_shot_cot", "few_shot_cot", "least_to_most", "generated_knowledge")
+LLAMA_3B = dict(vocab_size=128256, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+                num_attention_heads=24, num_key_value_heads=8, tie_word_embeddings=True,
+                max_position_embeddings=131072,
+                rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                                 "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                                 "original_max_position_embeddings": 8192})
+SMOKE = dict(vocab_size=128256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=4096)
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def bpe_tokenizer(vocab: int = 1000):
+    """A byte-level BPE trained on the GSM8K sample and our templates. No hub on the GPU machine; at 1000 merges
+    its prompt lengths track SmolLM2's real tokenizer (median 99 vs 97 tokens, few-shot 895 vs 916). The model's
+    vocabulary stays 128256 (the real embedding and LM-head cost); ids past this tokenizer decode to nothing."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from core.icl_strategies import STRATEGIES
+
+    rows = [json.loads(line) for line in ASSET.read_text().splitlines()]
+    corpus = [r["question"] + "\n" + r["answer"] for r in rows]
+    corpus += [t for s in STRATEGIES.values() for stage in s.stages for _role, t in stage.turns]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|pad|>", "<|im_start|>",
+                            "<|im_end|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|im_end|>",
+                                   bos_token="<|im_start|>")
+    fast.chat_template = CHATML
+    return fast
+
+
+def save_random_llama(folder: Path, shape: dict) -> Path:
+    """Random weights in the given shape (bf16 on CUDA), saved with the BPE tokenizer as a local model folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cuda = torch.cuda.is_available()
+    config = LlamaConfig(**shape, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                         dtype="bfloat16" if cuda else "float32")
+    torch.manual_seed(0)
+    with torch.device("cuda" if cuda else "cpu"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16 if cuda else torch.float32)
+    model.save_pretrained(folder)
+    bpe_tokenizer().save_pretrained(folder)
+    del model
+    if cuda:
+        torch.cuda.empty_cache()
+    return folder
+
+
+def sweep_prompts(n: int) -> list[list[dict]]:
+    """Stage-1 prompts of the six single-stage-equivalent strategies for n seeded questions of the lite sample."""
+    from core import icl
+    from core.icl_strategies import STRATEGIES, render
+
+    cfg = icl.IclConfig(dataset=str(ASSET), n=n, strategies=SWEEP)
+    problems = icl.select_problems(cfg)
+    shots = icl.pick_exemplars(cfg, {p.question for p in problems})
+    return [render(STRATEGIES[name], 0, p.question, shots, []) for name in SWEEP for p in problems]
+
+
+def _timed(fn):
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def gpu_sweep(args) -> list[dict]:
+    """The sweep in one batched pass, then the seed's way (batch 1, one generate per prompt) on a slice."""
+    import torch
+
+    from core.generation import GenerationConfig, chat_text, generate
+    from core.loaders import load_language_model
+    from core.models import MODELS
+
+    cuda, new = torch.cuda.is_available(), args.new_tokens
+    fixed = dict(max_new_tokens=new, min_new_tokens=new)  # random weights must not stop early
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        folder = save_random_llama(Path(tmp) / "llama-3.2-3b-shape", SMOKE if args.smoke else LLAMA_3B)
+        prompts = sweep_prompts(args.questions)
+        with MODELS.use("generator", str(folder), load_language_model) as lm:
+            lengths = [len(lm.tokenizer(chat_text(lm.tokenizer, p), add_special_tokens=False).input_ids)
+                       for p in prompts]
+            generate(lm, prompts[:2], GenerationConfig(max_new_tokens=4, batch_size=2))  # warm-up
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            _, sweep = _timed(lambda: generate(lm, prompts, GenerationConfig(**fixed, batch_size=args.batch_size)))
+            peak = f"peak {torch.cuda.max_memory_allocated() / 2 ** 30:.1f} GB" if cuda else "CPU"
+            picked = prompts[::args.questions][:args.slice]  # one prompt per strategy
+            single = [_timed(lambda p=p: generate(lm, [p], GenerationConfig(**fixed, batch_size=1)))[1]
+                      for p in picked]
+            backend = lm.backend
+    per_prompt = statistics.mean(single)
+    seed_way = per_prompt * len(prompts)
+    total = len(prompts) * new
+    return [
+        {"measure": f"prompt tokens (min / median / max) of {len(prompts)} prompts",
+         "value": f"{min(lengths)} / {statistics.median(lengths):.0f} / {max(lengths)}", "note": backend},
+        {"measure": f"sweep: {args.questions} q x {len(SWEEP)} strategies, {new} new tokens each, batch "
+                    f"{args.batch_size}", "value": f"{sweep:.1f} s", "note": "target <= 60 s on an H100"},
+        {"measure": "sweep throughput", "value": f"{total / sweep:.0f} tok/s", "note": peak},
+        {"measure": f"seed's way: one generate per prompt, batch 1 (mean of {len(single)})",
+         "value": f"{per_prompt:.2f} s/prompt", "note": f"{new / per_prompt:.1f} tok/s"},
+        {"measure": f"seed's way for all {len(prompts)} prompts (extrapolated)", "value": f"{seed_way:.0f} s",
+         "note": ""},
+        {"measure": "speed-up of the sweep over the seed's way", "value": f"{seed_way / sweep:.1f}x",
+         "note": "target >= 40x"},
+    ]
+
+
+def lite_timing(args) -> list[dict]:
+    """SmolLM2 on 10 seeded questions of the lite sample x (baseline, zero_shot_cot), fresh cache; then again."""
+    from core import icl, profiles
+    from core.icl_report import summarize
+    from core.loaders import load_language_model
+    from core.models import MODELS
+
+    cfg = icl.IclConfig(model_id=profiles.LITE.generator, dataset=profiles.LITE.gsm8k, n=10,
+                        strategies=("baseline", "zero_shot_cot"), max_new_tokens=args.max_new_tokens)
+    with MODELS.use("generator", cfg.model_id, load_language_model):
+        pass  # load time is not part of the figure
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = icl.AnswerCache(Path(tmp))
+        result, seconds = _timed(lambda: icl.run(cfg, cache=cache))
+        _, cached = _timed(lambda: icl.run(cfg, cache=cache))
+    rows = [{"measure": f"10 questions x (baseline, zero_shot_cot): {result.generated} prompts, max "
+                        f"{cfg.max_new_tokens} new tokens, batch {cfg.batch_size}", "value": f"{seconds:.1f} s"},
+            {"measure": "same run again (every answer cached)", "value": f"{cached:.2f} s"}]
+    for e in summarize(result.rows, list(cfg.strategies)):
+        rows.append({"measure": f"{e['strategy']} accuracy strict / flexible",
+                     "value": f"{e['strict_correct']}/{e['n']} / {e['flexible_correct']}/{e['n']}"})
+    return rows
+
+
+def lite_accuracy(args) -> str:
+    """SmolLM2 on the first 50 questions of DATA's test split with every strategy (answers cached as usual)."""
+    from core import icl, profiles
+    from core.icl_report import table_text
+
+    cfg = icl.IclConfig(model_id=profiles.LITE.generator, dataset=args.accuracy, n=50, first=True,
+                        max_new_tokens=args.max_new_tokens, samples=args.samples)
+    return table_text(icl.run(cfg))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench icl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, end to end")
+    parser.add_argument("--lite", action="store_true", help="SmolLM2 timing on this CPU")
+    parser.add_argument("--accuracy", metavar="DATA", help="SmolLM2 accuracy table on DATA's first 50 test questions")
+    parser.add_argument("--questions", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=150)
+    parser.add_argument("--slice", type=int, default=6, help="prompts timed the seed's way")
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="--lite / --accuracy")
+    parser.add_argument("--samples", type=int, default=5, help="self-consistency k for --accuracy")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.questions, args.batch_size, args.slice, args.new_tokens = 4, 8, 2, 8
+    print(header())
+    if args.accuracy:
+        print(lite_accuracy(args))
+    else:
+        print(table(lite_timing(args) if args.lite else gpu_sweep(args)))
+    return 0

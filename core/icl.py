@@ -1,0 +1,259 @@
+"""ICL lab: GSM8K questions through prompting strategies, batched per stage over every question and strategy, with
+answers cached by (model, strategy, question, settings). `run` (evaluation) and `ask` (one free-text question) are
+what the tab and `python -m core icl` call; strategies are in core.icl_strategies, reporting in core.icl_report."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import profiles
+from core.answers import extract_answer, gold_answer  # noqa: F401 (core.icl.extract_answer is the issue's API)
+from core.data import load_split
+from core.generation import GenerationConfig, generate
+from core.icl_report import IclResult, make_row, summarize, table_text, write_outputs
+from core.icl_strategies import STRATEGIES, get_strategies, render
+from core.loaders import CACHE_DIR, load_language_model
+from core.models import MODELS
+from core.runs import RunControl, Stopped, new_run_dir
+
+
+@dataclass(frozen=True)
+class IclConfig:
+    model_id: str = profiles.FULL.generator
+    dataset: str = profiles.FULL.gsm8k
+    split: str = "test"
+    strategies: tuple[str, ...] = tuple(STRATEGIES)
+    n: int = 50  # the seed's benchmark_subset_size
+    seed: int = 42
+    first: bool = False  # the first n questions instead of a seeded random subset
+    shots: int = 8  # few-shot exemplars, drawn from the train split
+    samples: int = 5  # self-consistency paths (k)
+    temperature: float = 0.7  # for the sampled paths only; every other stage is greedy
+    max_new_tokens: int = 256
+    batch_size: int = 16
+
+    def __post_init__(self):
+        object.__setattr__(self, "strategies", tuple(get_strategies(self.strategies)))
+        for name in ("n", "shots", "samples", "max_new_tokens", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.replace('_', ' ')} must be > 0, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature for self-consistency must be > 0, got {self.temperature}")
+
+    def generation(self, sampled: bool) -> GenerationConfig:
+        return GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=self.seed,
+                                temperature=self.temperature if sampled else 0.0, top_p=0.95 if sampled else 1.0)
+
+
+@dataclass(frozen=True)
+class Problem:
+    index: int  # row in its split; -1 for a free-text question
+    question: str
+    answer: str  # the worked solution ("" when unknown)
+    gold: str | None
+
+
+def select_problems(cfg: IclConfig) -> list[Problem]:
+    """The evaluated subset: the first n rows, or n rows drawn with random.Random(seed) (same on every machine)."""
+    rows = load_split(cfg.dataset, cfg.split)
+    if cfg.n > len(rows):
+        raise ValueError(f"subset of {cfg.n} questions is larger than the {cfg.split} split of {cfg.dataset} "
+                         f"({len(rows)} rows): lower n")
+    indices = range(cfg.n) if cfg.first else random.Random(cfg.seed).sample(range(len(rows)), cfg.n)
+    problems = []
+    for i in indices:
+        row = rows[i]
+        if not str(row["question"]).strip():
+            raise ValueError(f"{cfg.dataset} row {i}: the question is empty")
+        try:
+            problems.append(Problem(i, row["question"], row["answer"], gold_answer(row["answer"])))
+        except ValueError as exc:
+            raise ValueError(f"{cfg.dataset} row {i}: {exc}") from None
+    return problems
+
+
+def pick_exemplars(cfg: IclConfig, exclude: set[str]) -> list[dict]:
+    """`shots` worked examples from the train split, never one of the evaluated questions (in lite one file
+    serves every split), chosen with random.Random(seed)."""
+    if not any(STRATEGIES[s].uses_shots for s in cfg.strategies):
+        return []
+    rows = load_split(cfg.dataset, "train")
+    eligible = [i for i, q in enumerate(rows["question"]) if q not in exclude]
+    if len(eligible) < cfg.shots:
+        raise ValueError(f"few-shot needs {cfg.shots} exemplars but only {len(eligible)} train questions are not "
+                         "among the evaluated ones: lower n or shots")
+    return [{"question": rows[i]["question"], "answer": rows[i]["answer"]}
+            for i in random.Random(cfg.seed).sample(eligible, cfg.shots)]
+
+
+class AnswerCache:
+    """Stage outputs by key, in memory and as one JSON file per key under `folder`."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.memory = Path(folder), {}
+
+    def _file(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> list[dict] | None:
+        if key not in self.memory and self._file(key).exists():
+            self.memory[key] = json.loads(self._file(key).read_text())
+        return self.memory.get(key)
+
+    def put(self, key: str, stages: list[dict]) -> None:
+        self.memory[key] = stages
+        path = self._file(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stages))
+        tmp.replace(path)
+
+
+CACHE = AnswerCache(CACHE_DIR / "icl")
+
+
+def cache_key(cfg: IclConfig, name: str, question: str, shots: list[dict]) -> str:
+    strategy = STRATEGIES[name]
+    settings = [cfg.max_new_tokens] + ([cfg.samples, cfg.temperature, cfg.seed] if strategy.voting else [])
+    used_shots = [s["question"] for s in shots] if strategy.uses_shots else []
+    parts = [cfg.model_id, name, repr(strategy), question, used_shots, settings]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+@dataclass
+class _Job:
+    strategy: str
+    problem: Problem
+    key: str
+    stages: list[dict] = field(default_factory=list)  # {"name", "prompt" (messages), "output"}
+
+
+def _stage_count(name: str, samples: int) -> int:
+    """Stage records a finished job holds: one per stage, k for a voted last stage."""
+    strategy = STRATEGIES[name]
+    return len(strategy.stages) + (samples - 1 if strategy.voting else 0)
+
+
+def _pass(lm, jobs: list[_Job], r: int, sampled: bool, cfg: IclConfig, shots: list[dict], control) -> int:
+    """Stage r of every job whose stage r is greedy (or sampled): one generate call over all of them, k copies
+    each when sampled. Returns the number of prompts generated."""
+    def voted_here(job):
+        strategy = STRATEGIES[job.strategy]
+        return strategy.voting and r == len(strategy.stages) - 1
+
+    todo = [j for j in jobs if r < len(STRATEGIES[j.strategy].stages) and voted_here(j) == sampled]
+    if not todo:
+        return 0
+    copies = cfg.samples if sampled else 1
+    prompts = [render(STRATEGIES[j.strategy], r, j.problem.question, shots, [s["output"] for s in j.stages])
+               for j in todo]
+    outputs = generate(lm, [p for p in prompts for _ in range(copies)], cfg.generation(sampled), control,
+                       desc=f"stage {r + 1}{' sampled' if sampled else ''}: {len(prompts) * copies} prompts")
+    for i, (job, prompt) in enumerate(zip(todo, prompts)):
+        name = STRATEGIES[job.strategy].stages[r].name
+        for c in range(copies):
+            job.stages.append({"name": f"{name} {c + 1}" if sampled else name, "prompt": prompt,
+                               "output": outputs[i * copies + c]})
+    return len(outputs)
+
+
+def _generate_all(cfg: IclConfig, jobs: list[_Job], shots: list[dict], control, cache: AnswerCache,
+                  rows: list[dict], on_rows) -> tuple[bool, int]:
+    """Runs the jobs pass by pass; a job's row is added (and cached) as soon as its last stage is done, so a Stop
+    keeps every finished job. Returns (stopped, prompts generated)."""
+    generated, pending = 0, list(jobs)
+    with MODELS.use("generator", cfg.model_id, load_language_model) as lm:
+        try:
+            for r in range(max(len(STRATEGIES[j.strategy].stages) for j in jobs)):
+                for sampled in (False, True):
+                    generated += _pass(lm, pending, r, sampled, cfg, shots, control)
+                    for job in [j for j in pending if len(j.stages) == _stage_count(j.strategy, cfg.samples)]:
+                        cache.put(job.key, job.stages)
+                        rows.append(make_row(job.problem.index, job.problem.question, job.problem.gold,
+                                             job.strategy, job.stages, cached=False))
+                        pending.remove(job)
+                    if on_rows is not None:
+                        on_rows(rows, generated)
+        except Stopped:
+            return True, generated
+    return False, generated
+
+
+def _answer(cfg: IclConfig, problems: list[Problem], shots: list[dict], control: RunControl | None,
+            cache: AnswerCache, on_rows=None) -> tuple[list[dict], bool, int]:
+    """Rows for every strategy x problem: cached ones at once, the rest generated. Returns (rows in strategy then
+    problem order, stopped, prompts generated)."""
+    rows, jobs = [], []
+    for name in cfg.strategies:
+        for p in problems:
+            key = cache_key(cfg, name, p.question, shots)
+            stages = cache.get(key)
+            if stages is None:
+                jobs.append(_Job(name, p, key))
+            else:
+                rows.append(make_row(p.index, p.question, p.gold, name, stages, cached=True))
+    stopped, generated = _generate_all(cfg, jobs, shots, control, cache, rows, on_rows) if jobs else (False, 0)
+    position = {(name, p.question): i for i, (name, p) in
+                enumerate((name, p) for name in cfg.strategies for p in problems)}
+    rows.sort(key=lambda row: position[row["strategy"], row["question"]])
+    return rows, stopped, generated
+
+
+def run(cfg: IclConfig, control: RunControl | None = None, cache: AnswerCache | None = None) -> IclResult:
+    """Evaluates every selected strategy on the subset; results land in a new runs/icl/<time>/ folder as they
+    arrive (result.json, results.csv). A stopped run returns what finished, with `stopped=True`."""
+    start = time.perf_counter()
+    problems = select_problems(cfg)
+    shots = pick_exemplars(cfg, {p.question for p in problems})
+    sample = {"index": problems[0].index, "question": problems[0].question, "answer": problems[0].answer,
+              "gold": problems[0].gold}
+    result = IclResult(dataclasses.asdict(cfg), [], [], sample, run_dir=new_run_dir("icl"))
+
+    def update(rows: list[dict], generated: int, stopped: bool = False) -> None:
+        result.rows, result.summary = rows, summarize(rows, list(cfg.strategies))
+        result.generated, result.stopped, result.seconds = generated, stopped, time.perf_counter() - start
+        write_outputs(result)
+
+    rows, stopped, generated = _answer(cfg, problems, shots, control, cache or CACHE, on_rows=update)
+    update(rows, generated, stopped)
+    return result
+
+
+def ask(question: str, cfg: IclConfig, control: RunControl | None = None,
+        cache: AnswerCache | None = None) -> list[dict]:
+    """Every selected strategy on one free-text question (no gold): rows with every stage and both answers."""
+    question = (question or "").strip()
+    if not question:
+        raise ValueError("the question is empty: type a math word problem")
+    shots = pick_exemplars(cfg, {question})
+    rows, _stopped, _generated = _answer(cfg, [Problem(-1, question, "", None)], shots, control, cache or CACHE)
+    return rows
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated: " + ", ".join(STRATEGIES))
+    parser.add_argument("--n", type=int, default=IclConfig.n, help="questions in the subset")
+    parser.add_argument("--seed", type=int, default=IclConfig.seed)
+    parser.add_argument("--first", action="store_true", help="the first n questions instead of a seeded sample")
+    parser.add_argument("--split", default=IclConfig.split)
+    parser.add_argument("--shots", type=int, default=IclConfig.shots, help="few-shot exemplars")
+    parser.add_argument("--samples", type=int, default=IclConfig.samples, help="self-consistency paths (k)")
+    parser.add_argument("--temperature", type=float, default=IclConfig.temperature, help="for sampled paths")
+    parser.add_argument("--max-new-tokens", type=int, default=IclConfig.max_new_tokens)
+    parser.add_argument("--batch-size", type=int, default=IclConfig.batch_size)
+
+
+def main(args, profile) -> tuple[str, dict]:
+    cfg = IclConfig(model_id=profile.generator, dataset=profile.gsm8k, split=args.split,
+                    strategies=tuple(args.strategies.split(",")), n=args.n, seed=args.seed, first=args.first,
+                    shots=args.shots, samples=args.samples, temperature=args.temperature,
+                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    result = run(cfg, RunControl())
+    # core.__main__ writes its JSON to args.out after we return: this run's folder, so one run is one folder.
+    args.out = args.out or result.json_path
+    return table_text(result), result.to_dict()

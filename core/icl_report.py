@@ -1,0 +1,146 @@
+"""ICL results: one row per question x strategy (stages, extracted answers, correctness), accuracy per strategy
+with 95% Wilson intervals, the CSV/JSON files, text and markdown views and the accuracy chart. No model code here."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.answers import extract_answer, majority, same_number, wilson_interval
+from core.icl_strategies import STRATEGIES, prompt_text
+from core.runs import write_json
+
+MODES = ("strict", "flexible")
+
+
+def make_row(index: int, question: str, gold: str | None, name: str, stages: list[dict], cached: bool) -> dict:
+    """Extracts both answers from the final stage (or votes over the sampled paths) and scores them."""
+    strategy = STRATEGIES[name]
+    finals = stages[len(strategy.stages) - 1:] if strategy.voting else stages[-1:]
+    texts = [strategy.answer_lead + s["output"] for s in finals]
+    answers = {mode: majority([extract_answer(t, mode) for t in texts]) for mode in MODES}
+    row = {"index": index, "strategy": name, "question": question, "gold": gold, **answers}
+    for mode in MODES:
+        row[f"correct_{mode}"] = None if gold is None else same_number(answers[mode], gold)
+    return {**row, "cached": cached, "stages": stages}
+
+
+def summarize(rows: list[dict], strategies: list[str]) -> list[dict]:
+    """Accuracy per strategy in both extraction modes, each with its 95% Wilson interval."""
+    summary = []
+    for name in strategies:
+        scored = [r for r in rows if r["strategy"] == name and r["gold"] is not None]
+        entry = {"strategy": name, "label": STRATEGIES[name].label, "n": len(scored),
+                 "cached": sum(r["cached"] for r in scored)}
+        for mode in MODES:
+            correct = sum(bool(r[f"correct_{mode}"]) for r in scored)
+            low, high = wilson_interval(correct, len(scored))
+            entry.update({f"{mode}_correct": correct, f"{mode}_accuracy": correct / len(scored) if scored else 0.0,
+                          f"{mode}_low": low, f"{mode}_high": high})
+        summary.append(entry)
+    return summary
+
+
+@dataclass
+class IclResult:
+    config: dict
+    rows: list[dict]
+    summary: list[dict]
+    sample: dict | None  # one evaluated question with its worked answer and gold
+    stopped: bool = False
+    seconds: float = 0.0
+    generated: int = 0  # prompts sent to the model in this run (0 when everything came from the cache)
+    run_dir: Path | None = None
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "run_dir": str(self.run_dir) if self.run_dir else None}
+
+    @property
+    def json_path(self) -> Path:
+        return self.run_dir / "result.json"
+
+    @property
+    def csv_path(self) -> Path:
+        return self.run_dir / "results.csv"
+
+
+def flat_rows(rows: list[dict]) -> list[dict]:
+    """Rows for CSV: every stage as stageN_name / stageN_prompt / stageN_output columns."""
+    flat = []
+    for row in rows:
+        item = {k: v for k, v in row.items() if k != "stages"}
+        for i, stage in enumerate(row["stages"], 1):
+            item.update({f"stage{i}_name": stage["name"], f"stage{i}_prompt": prompt_text(stage["prompt"]),
+                         f"stage{i}_output": stage["output"]})
+        flat.append(item)
+    return flat
+
+
+def write_outputs(result: IclResult) -> None:
+    """result.json and results.csv in the run folder (rewritten as rows arrive, so a stopped run keeps them)."""
+    write_json(result.json_path, result.to_dict())
+    flat = flat_rows(result.rows)
+    columns = list(dict.fromkeys(k for item in flat for k in item)) or ["strategy"]
+    with open(result.csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(flat)
+
+
+def percent_with_interval(entry: dict, mode: str) -> str:
+    return (f"{entry[f'{mode}_accuracy']:.0%} [{entry[f'{mode}_low']:.0%}, {entry[f'{mode}_high']:.0%}]")
+
+
+def table_text(result: IclResult) -> str:
+    """A markdown table of accuracy per strategy, both modes with 95% Wilson intervals."""
+    lines = ["| strategy | n | strict [95% CI] | flexible [95% CI] | cached |", "|---|---|---|---|---|"]
+    for e in result.summary:
+        lines.append(f"| {e['strategy']} | {e['n']} | {percent_with_interval(e, 'strict')} | "
+                     f"{percent_with_interval(e, 'flexible')} | {e['cached']} |")
+    note = " (stopped: partial results)" if result.stopped else ""
+    return "\n".join(lines) + f"\n\n{result.generated} prompts generated in {result.seconds:.1f} s{note}"
+
+
+def accuracy_figure(summary: list[dict]):
+    """Grouped bars (strict, flexible) per strategy with their 95% Wilson intervals as error bars."""
+    from matplotlib.figure import Figure  # no pyplot: figures are built in server threads
+
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.38
+    for offset, mode in ((-width / 2, "strict"), (width / 2, "flexible")):
+        acc = [e[f"{mode}_accuracy"] for e in summary]
+        errors = [[a - e[f"{mode}_low"] for a, e in zip(acc, summary)],
+                  [e[f"{mode}_high"] - a for a, e in zip(acc, summary)]]
+        ax.bar([i + offset for i in range(len(summary))], acc, width, yerr=errors, capsize=4, label=mode)
+    ax.set_xticks(range(len(summary)), [e["strategy"] for e in summary], rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (95% Wilson interval)")
+    ax.legend()
+    return fig
+
+
+def strategy_table() -> str:
+    """Markdown: each strategy, its stages and what it does."""
+    lines = ["| strategy | stages | what it does |", "|---|---|---|"]
+    for name, s in STRATEGIES.items():
+        stages = " → ".join(st.name for st in s.stages) + (" (k sampled, voted)" if s.voting else "")
+        lines.append(f"| `{name}` {s.label} | {stages} | {s.about} |")
+    return "\n".join(lines)
+
+
+def sample_markdown(sample: dict) -> str:
+    """Markdown: one question with its worked answer and gold number."""
+    return (f"**Sample question** (row {sample['index']}): {sample['question']}\n\n"
+            f"**Worked answer:**\n```\n{sample['answer']}\n```\n**Gold:** {sample['gold']}")
+
+
+def stages_markdown(row: dict) -> str:
+    """Markdown: one row's answers, then every stage's prompt and output."""
+    parts = [f"**{row['strategy']}** · strict **{row['strict'] or '—'}** · flexible **{row['flexible'] or '—'}**"
+             + (f" · gold **{row['gold']}**" if row["gold"] is not None else "")]
+    for stage in row["stages"]:
+        parts.append(f"**{stage['name']}: prompt**\n```\n{prompt_text(stage['prompt'])}\n```\n"
+                     f"**{stage['name']}: output**\n```\n{stage['output']}\n```")
+    return "\n\n".join(parts)

@@ -1,0 +1,87 @@
+"""The ICL tab's endpoints through gradio_client on the real app with a tiny generator: a run returns the plotted
+accuracy that matches its rows and downloadable files; bad input is a clear error and the queue keeps moving."""
+import csv
+import dataclasses
+import json
+
+import pytest
+
+import app
+from core import icl, profiles
+
+SETTINGS = dict(strategies=["baseline", "zero_shot_cot"], n=3, seed=42, first=False, max_tokens=5, batch=8, shots=2,
+                samples=2, temperature=0.7)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_lm_dir, tmp_path_factory):
+    from gradio_client import Client
+
+    saved = icl.CACHE
+    icl.CACHE = icl.AnswerCache(tmp_path_factory.mktemp("icl-cache"))  # keep the user's cache out of tests
+    demo = app.build_app(dataclasses.replace(profiles.LITE, generator=str(tiny_lm_dir)))
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+        icl.CACHE = saved
+
+
+def predict_run(client, **changes):
+    s = {**SETTINGS, **changes}
+    return client.predict(s["strategies"], s["n"], s["seed"], s["first"], s["max_tokens"], s["batch"], s["shots"],
+                          s["samples"], s["temperature"], api_name="/icl_run")
+
+
+def test_run_endpoint_returns_accuracy_that_matches_its_rows(client):
+    status, sample, summary, _chart, rows, _pick, csv_path, json_path = predict_run(client)  # the State stays
+    assert "6 rows" in status and "**Gold:**" in sample
+    table = dict(zip(summary["headers"], zip(*summary["data"])))
+    assert list(table["strategy"]) == ["baseline", "zero_shot_cot"]
+    rows_table = [dict(zip(rows["headers"], r)) for r in rows["data"]]
+    for name, strict, flexible in zip(table["strategy"], table["strict"], table["flexible"]):
+        mine = [r for r in rows_table if r["strategy"] == name]
+        assert len(mine) == 3
+        assert strict == pytest.approx(round(sum(r["strict ✓"] is True for r in mine) / 3, 4))
+        assert flexible == pytest.approx(round(sum(r["flexible ✓"] is True for r in mine) / 3, 4))
+    with open(csv_path, newline="") as f:
+        assert len(list(csv.DictReader(f))) == 6
+    assert json.loads(open(json_path).read())["config"]["n"] == 3
+
+
+def test_sample_and_ask_endpoints(client):
+    assert "**Worked answer:**" in client.predict(3, 42, True, api_name="/icl_sample")
+    s = SETTINGS
+    answer = client.predict("Lily has 4 boxes of 6 pens. How many pens?", s["strategies"], s["n"], s["seed"],
+                            s["first"], s["max_tokens"], s["batch"], s["shots"], s["samples"], s["temperature"],
+                            api_name="/icl_ask")
+    assert "Baseline (zero-shot)" in answer and "answer extraction: prompt" in answer
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"strategies": []}, "no strategy selected"),
+    ({"n": 500}, "larger than the test split"),
+    ({"max_tokens": 0}, "max new tokens must be > 0"),
+    ({"n": None}, "n is empty"),
+])
+def test_bad_input_is_a_clear_error_and_the_queue_keeps_moving(client, changes, message):
+    with pytest.raises(Exception, match=message):
+        predict_run(client, **changes)
+    assert client.predict(api_name="/icl_stop") == "Nothing is running."
+    with pytest.raises(Exception, match="the question is empty"):
+        s = SETTINGS
+        client.predict("   ", s["strategies"], s["n"], s["seed"], s["first"], s["max_tokens"], s["batch"],
+                       s["shots"], s["samples"], s["temperature"], api_name="/icl_ask")
+    assert "6 rows" in predict_run(client)[0]  # the next run still works
+
+
+def test_stop_answers_while_the_gpu_queue_is_busy_and_keeps_partial_results(client):
+    import time
+
+    job = client.submit(SETTINGS["strategies"], 3, 42, False, 120, 1, 2, 2, 0.7, api_name="/icl_run")
+    deadline = time.time() + 120
+    while client.predict(api_name="/icl_stop") == "Nothing is running." and time.time() < deadline:
+        time.sleep(0.2)  # until the run has registered its stop flag
+    status, *_rest = job.result(timeout=300)
+    assert int(status.split(" rows")[0]) < 6  # stopped before every strategy finished
