@@ -10,6 +10,7 @@ import queue
 import random
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterator
 
 from tqdm.auto import tqdm
@@ -53,8 +54,9 @@ class RagConfig:
 
     @property
     def question_tokens(self) -> int:
-        """Longer questions are cut to this: a quarter of the room left after the answer."""
-        return (self.context_window - self.max_new_tokens) // 4
+        """Longer questions are cut to this: an eighth of the room left after the answer (112 tokens by default),
+        so a refine step still has room for the question, the answer so far and some recipe text."""
+        return (self.context_window - self.max_new_tokens) // 8
 
 
 @dataclass
@@ -127,7 +129,11 @@ def _query_engine(index, llm, cfg: RagConfig, streaming: bool):
     from llama_index.core import PromptHelper, get_response_synthesizer
     from llama_index.core.response_synthesizers import CompactAndRefine, Refine
 
-    helper = PromptHelper.from_llm_metadata(llm.metadata, tokenizer=llm._tokenizer.encode)
+    # llama-index counts the prompt before the chat template wraps it: leave room for the template's tokens
+    tokenizer = llm._tokenizer
+    wrapper = rag_llm.count_tokens(tokenizer, llm.completion_to_prompt(""))
+    helper = PromptHelper(context_window=llm.metadata.context_window - wrapper, num_output=cfg.max_new_tokens,
+                          tokenizer=partial(tokenizer.encode, add_special_tokens=False))
     if cfg.response_mode in ("compact", "refine"):
         # llama-index keeps 500 tokens free for the answer carried into a refine step; ours is at most
         # max_new_tokens long, and reserving 500 of a 1024 window splits three recipes over two or three calls.
@@ -138,6 +144,16 @@ def _query_engine(index, llm, cfg: RagConfig, streaming: bool):
         synthesizer = get_response_synthesizer(llm=llm, response_mode=cfg.response_mode, streaming=streaming,
                                                prompt_helper=helper)
     return index.as_query_engine(llm=llm, response_synthesizer=synthesizer, similarity_top_k=cfg.top_k)
+
+
+def _query(engine, question: str):
+    try:
+        return engine.query(question)
+    except ValueError as exc:  # llama-index's prompt packing found no room left for recipe text
+        if "not positive" in str(exc) or "non-negative" in str(exc):
+            raise ValueError("the context window has no room left for recipe text beside the question and the "
+                             "answer: raise the context window or lower max new tokens") from exc
+        raise
 
 
 def _seed(cfg: RagConfig) -> None:
@@ -155,7 +171,7 @@ def run(cfg: RagConfig, question: str, control: RunControl | None = None) -> Ite
         with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
             opened, llm, answer = _prepare(bundle, cfg, question, control)
             _seed(cfg)
-            response = _query_engine(opened.index, llm, cfg, streaming=True).query(answer.question)
+            response = _query(_query_engine(opened.index, llm, cfg, streaming=True), answer.question)
             answer.sources = rag_index.sources(response.source_nodes)
             emit(dataclasses.replace(answer))
             for token in getattr(response, "response_gen", None) or [str(response)]:
@@ -222,7 +238,7 @@ def test_loop(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None 
             for i, dish in enumerate(tqdm(picked, desc="test loop", unit="dish")):
                 control.check()
                 question = QUESTION.format(name=dish["name"])
-                response = engine.query(question)
+                response = _query(engine, question)
                 found = rag_index.sources(response.source_nodes)
                 rows.append({"dish": dish["name"], "question": question, "rag_answer": str(response).strip(),
                              "plain_answer": llm.complete(question).text.strip(),
