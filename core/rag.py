@@ -43,10 +43,10 @@ class RagConfig:
         if self.max_new_tokens <= 0 or self.temperature < 0:
             raise ValueError(f"max new tokens must be > 0 and temperature >= 0, got {self.max_new_tokens} and "
                              f"{self.temperature}")
-        if self.context_window - self.max_new_tokens < 256:
-            raise ValueError(f"a context window of {self.context_window} leaves {self.context_window - self.max_new_tokens}"
-                             f" tokens for question and recipes after {self.max_new_tokens} new tokens: give it at "
-                             "least 256 more than max new tokens")
+        if self.context_window < 2 * self.max_new_tokens + 256:
+            # the window holds the answer, the answer carried into a refine step, and the question with recipes
+            raise ValueError(f"a context window of {self.context_window} is too small for {self.max_new_tokens} new "
+                             f"tokens: make it at least {2 * self.max_new_tokens + 256} or lower max new tokens")
 
     @classmethod
     def from_profile(cls, profile: profiles.Profile, **settings) -> "RagConfig":
@@ -55,7 +55,7 @@ class RagConfig:
     @property
     def question_tokens(self) -> int:
         """Longer questions are cut to this: an eighth of the room left after the answer (112 tokens by default),
-        so a refine step still has room for the question, the answer so far and some recipe text."""
+        so a refine step still has room for the question, the answer so far and recipe text."""
         return (self.context_window - self.max_new_tokens) // 8
 
 
@@ -105,11 +105,6 @@ def _clean_question(question: str) -> str:
 def _prepare(bundle: rag_llm.RagBundle, cfg: RagConfig, question: str, control: RunControl) -> tuple:
     """The bundle's index for cfg.recipes (opened once per bundle), the LLM wrapper for cfg, and an answer to
     fill, carrying what happened to the index."""
-    from llama_index.core import Settings
-
-    # Prompt packing (compact mode) counts tokens with llama-index's global tokenizer, tiktoken by default, which
-    # cannot load on the GPU machine; the answering model's own tokenizer is also the right count.
-    Settings.tokenizer = bundle.tokenizer
     answer = RagAnswer(question)
     opened = bundle.indexes.get(cfg.recipes)
     if opened is None:
@@ -121,28 +116,29 @@ def _prepare(bundle: rag_llm.RagBundle, cfg: RagConfig, question: str, control: 
     if text != question:
         answer.question = text
         answer.warnings.append(f"the question has {n} tokens: only its first {cfg.question_tokens} were used")
-    llm = rag_llm.make_llm(bundle, cfg.context_window, cfg.max_new_tokens, cfg.temperature)
+    llm = rag_llm.make_llm(bundle, cfg.context_window, cfg.max_new_tokens, cfg.temperature, control.stop_event)
     return opened, llm, answer
 
 
-def _query_engine(index, llm, cfg: RagConfig, streaming: bool):
+def _query_engine(index, llm, tokenizer, cfg: RagConfig, streaming: bool):
     from llama_index.core import PromptHelper, get_response_synthesizer
+    from llama_index.core.indices.prompt_helper import ChatPromptHelper
     from llama_index.core.response_synthesizers import CompactAndRefine, Refine
 
-    # llama-index counts the prompt before the chat template wraps it: leave room for the template's tokens
-    tokenizer = llm._tokenizer
+    # Prompt packing counts the answering model's own tokens (llama-index's default, tiktoken, is the wrong count
+    # and cannot load on the GPU machine). It counts the prompt before the chat template wraps it: leave room.
     wrapper = rag_llm.count_tokens(tokenizer, llm.completion_to_prompt(""))
-    helper = PromptHelper(context_window=llm.metadata.context_window - wrapper, num_output=cfg.max_new_tokens,
-                          tokenizer=partial(tokenizer.encode, add_special_tokens=False))
+    sizes = dict(context_window=llm.metadata.context_window - wrapper, num_output=cfg.max_new_tokens,
+                 tokenizer=partial(tokenizer.encode, add_special_tokens=False))
+    helpers = dict(prompt_helper=PromptHelper(**sizes), chat_prompt_helper=ChatPromptHelper(**sizes))
     if cfg.response_mode in ("compact", "refine"):
         # llama-index keeps 500 tokens free for the answer carried into a refine step; ours is at most
         # max_new_tokens long, and reserving 500 of a 1024 window splits three recipes over two or three calls.
         kind = CompactAndRefine if cfg.response_mode == "compact" else Refine
-        synthesizer = kind(llm=llm, prompt_helper=helper, streaming=streaming,
-                           response_padding_size=cfg.max_new_tokens)
+        synthesizer = kind(llm=llm, streaming=streaming, response_padding_size=cfg.max_new_tokens, **helpers)
     else:
         synthesizer = get_response_synthesizer(llm=llm, response_mode=cfg.response_mode, streaming=streaming,
-                                               prompt_helper=helper)
+                                               **helpers)
     return index.as_query_engine(llm=llm, response_synthesizer=synthesizer, similarity_top_k=cfg.top_k)
 
 
@@ -171,7 +167,7 @@ def run(cfg: RagConfig, question: str, control: RunControl | None = None) -> Ite
         with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
             opened, llm, answer = _prepare(bundle, cfg, question, control)
             _seed(cfg)
-            response = _query(_query_engine(opened.index, llm, cfg, streaming=True), answer.question)
+            response = _query(_query_engine(opened.index, llm, bundle.tokenizer, cfg, streaming=True), answer.question)
             answer.sources = rag_index.sources(response.source_nodes)
             emit(dataclasses.replace(answer))
             for token in getattr(response, "response_gen", None) or [str(response)]:
@@ -233,7 +229,7 @@ def test_loop(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None 
     def work(emit):
         with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
             opened, llm, _ = _prepare(bundle, cfg, "", control)
-            engine, rows = _query_engine(opened.index, llm, cfg, streaming=False), []
+            engine, rows = _query_engine(opened.index, llm, bundle.tokenizer, cfg, streaming=False), []
             _seed(cfg)
             for i, dish in enumerate(tqdm(picked, desc="test loop", unit="dish")):
                 control.check()
@@ -298,7 +294,8 @@ def main(args, profile) -> tuple[str, dict]:
     answer = None
     for answer in run(cfg, args.question or ""):
         pass
-    lines = [*(f"note: {n}" for n in answer.notes), *(f"warning: {w}" for w in answer.warnings), f"question: {answer.question}", "", "retrieved:",
+    lines = [*(f"note: {n}" for n in answer.notes), *(f"warning: {w}" for w in answer.warnings),
+             f"question: {answer.question}", "", "retrieved:",
              *(f"  {s.score:.3f}  {s.name}" for s in answer.sources), "", f"RAG answer:\n{answer.rag.strip()}", "",
              f"plain answer:\n{answer.plain.strip()}"]
     return "\n".join(lines), {"config": dataclasses.asdict(cfg), "answer": dataclasses.asdict(answer)}

@@ -11,6 +11,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,17 @@ def load_embedding(model_id: str):
                                 **extra)
 
 
+def _splitter(embed_model) -> list:
+    """The splitter llama-index applies to documents inserted later (ours arrive as whole-recipe nodes and never
+    meet it), counting the embedding model's tokens. Passing it stops llama-index from building its default one,
+    which loads tiktoken: that fails on the GPU machine, whose TIKTOKEN_CACHE_DIR lacks the file."""
+    from llama_index.core.node_parser import TokenTextSplitter
+
+    tokenizer = embed_model._model.tokenizer  # HuggingFaceEmbedding has no public tokenizer
+    return [TokenTextSplitter(chunk_size=embed_model.max_length, chunk_overlap=0,
+                              tokenizer=partial(tokenizer.encode, add_special_tokens=False))]
+
+
 def _embed_nodes(nodes: list, embed_model, control: RunControl | None) -> None:
     """Fills node.embedding in batches (tqdm bar, Stop honoured). Nodes go in order of length, so each batch
     pads little; the index does not care about order."""
@@ -130,7 +142,7 @@ def build(rows: list[dict], embed_model, folder: Path, control: RunControl | Non
     dim = len(nodes[0].embedding)
     store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(dim))
     index = VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store),
-                             embed_model=embed_model)
+                             embed_model=embed_model, transformations=_splitter(embed_model))
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     index.storage_context.persist(persist_dir=str(tmp))
@@ -151,7 +163,7 @@ def load(folder: Path, embed_model, size: int):
     meta = json.loads((folder / META).read_text())
     store = FaissVectorStore.from_persist_dir(str(folder))
     context = StorageContext.from_defaults(vector_store=store, persist_dir=str(folder))
-    index = load_index_from_storage(context, embed_model=embed_model)
+    index = load_index_from_storage(context, embed_model=embed_model, transformations=_splitter(embed_model))
     counts = {"meta": meta["size"], "faiss": store.client.ntotal, "docstore": len(context.docstore.docs)}
     if meta["format"] != FORMAT or set(counts.values()) != {size}:
         raise ValueError(f"holds {counts} entries, expected {size} (format {meta['format']}, expected {FORMAT})")
@@ -181,8 +193,8 @@ def open_index(rows: list[dict], dataset: str, embedding: str, embed_model, root
 
 
 def sources(nodes_with_scores) -> list[Source]:
-    return [Source(n.node.metadata.get("name", ""), float(n.score), n.node.get_content(), n.node.metadata.get("uid", ""))
-            for n in nodes_with_scores]
+    return [Source(n.node.metadata.get("name", ""), float(n.score), n.node.get_content(),
+                   n.node.metadata.get("uid", "")) for n in nodes_with_scores]
 
 
 def retrieve(index, query: str, top_k: int) -> list[Source]:

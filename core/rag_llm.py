@@ -64,14 +64,33 @@ def load_bundle(key: str) -> RagBundle:
     return RagBundle(rag_index.load_embedding(embedding_id), load_rag_lm(llm_id))
 
 
-def make_llm(bundle: RagBundle, context_window: int, max_new_tokens: int, temperature: float):
+class StopWhenSet:
+    """A logits processor that ends generation at the next token once `flag` is set, by allowing only EOS.
+    HuggingFaceLLM generates in a thread of its own and takes no stopping criteria from us (it passes its own),
+    but it forwards logits processors; without this a stream nobody reads kept the model busy to the last token."""
+
+    def __init__(self, flag, eos_token_id: int):
+        self.flag, self.eos_token_id = flag, eos_token_id
+
+    def __call__(self, input_ids, scores):
+        if self.flag.is_set():
+            scores = scores.new_full(scores.shape, float("-inf"))
+            scores[:, self.eos_token_id] = 0.0
+        return scores
+
+
+def make_llm(bundle: RagBundle, context_window: int, max_new_tokens: int, temperature: float, stop_flag=None):
     """llama-index's HuggingFaceLLM around the loaded model, built per request (cheap) so every setting is the
-    request's own. Prompts use the tokenizer's chat template; system_prompt stays empty (the template has its own)."""
+    request's own. Prompts use the tokenizer's chat template; system_prompt stays empty (the template has its own).
+    Setting `stop_flag` (a threading.Event) ends a generation in progress."""
     from llama_index.llms.huggingface import HuggingFaceLLM
+    from transformers import LogitsProcessorList
 
     tokenizer = bundle.tokenizer
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else \
         {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    if stop_flag is not None:
+        sampling["logits_processor"] = LogitsProcessorList([StopWhenSet(stop_flag, tokenizer.eos_token_id)])
     return HuggingFaceLLM(
         model=bundle.lm.model, tokenizer=tokenizer, model_name=bundle.lm.model_id, tokenizer_name=bundle.lm.model_id,
         context_window=context_window, max_new_tokens=max_new_tokens, system_prompt="",
@@ -111,7 +130,8 @@ def chat_prompt(tokenizer, history: list[dict], question: str, recipe_texts: lis
     """The chat turn's prompt: recent history, then the question with the retrieved recipes above it. Recipes go
     in by rank until `budget` tokens (the window less the answer) are used; the last one is cut to fit."""
     history = trim_history(tokenizer, history, budget // 3)
-    fixed = chat_text(tokenizer, [*history, {"role": "user", "content": CHAT_TEMPLATE.format(context="", question=question)}])
+    bare = CHAT_TEMPLATE.format(context="", question=question)
+    fixed = chat_text(tokenizer, [*history, {"role": "user", "content": bare}])
     room = budget - count_tokens(tokenizer, fixed)
     parts = []
     for text in recipe_texts:

@@ -70,7 +70,7 @@ def on_test_loop(profile, n, loop_seed, *settings, progress=gr.Progress(track_tq
 def on_quality(profile, progress=gr.Progress(track_tqdm=True)):
     """Measure retrieval button -> quality_table (hit@1, hit@3, query latency for the profile's embedding model)."""
     quality = rag.retrieval_quality(rag.RagConfig.from_profile(profile))
-    return pd.DataFrame([{k: v for k, v in quality.items() if k != "index"}])
+    return pd.DataFrame([{k: v for k, v in quality.items() if k != "index"}]).round(3)
 
 
 def _settings():

@@ -92,6 +92,22 @@ def test_index_persists_and_reloads_with_identical_retrieval(train_rows, tiny_be
                                   tmp_path) != built.folder
 
 
+@pytest.fixture
+def no_tiktoken(tmp_path, monkeypatch):
+    """The GPU machine's condition: TIKTOKEN_CACHE_DIR names a folder without llama-index's default tokenizer,
+    so any use of it tries a download (and fails offline)."""
+    import llama_index.core
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-tiktoken-cache"))
+    monkeypatch.setattr(llama_index.core, "global_tokenizer", None)
+
+
+def test_index_needs_no_tiktoken(no_tiktoken, train_rows, tiny_bert_dir, tiny_embed, tmp_path):
+    built = rag_index.open_index(train_rows, RECIPES, tiny_bert_dir, tiny_embed, root=tmp_path)
+    loaded = rag_index.open_index(train_rows, RECIPES, tiny_bert_dir, tiny_embed, root=tmp_path)
+    assert built.built and not loaded.built and len(rag_index.retrieve(loaded.index, QUERIES[0], 3)) == 3
+
+
 def _truncate(folder):
     path = folder / "docstore.json"
     path.write_text(path.read_text()[:1000])

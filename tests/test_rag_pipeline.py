@@ -3,6 +3,8 @@ residency, the CLI and the tab's endpoints through gradio_client."""
 import csv
 import dataclasses
 import json
+import threading
+import time
 
 import pytest
 
@@ -10,6 +12,7 @@ import core.loaders
 from core import profiles, rag, rag_index, rag_llm
 from core.generation import chat_text
 from core.models import MODELS
+from core.runs import RunControl
 from tests.test_rag import RECIPES, save_tiny_bert
 
 QUESTION = "How do I make pork chop noodle soup?"
@@ -48,6 +51,50 @@ def test_rag_and_plain_answers_stream_as_growing_text(cfg):
     assert all(s.rag == last.rag for s in snapshots if s.plain), "the plain answer starts after the RAG answer"
 
 
+def test_leaving_a_stream_early_stops_the_worker_and_frees_the_slot(cfg):
+    control = RunControl()
+    # simple_summarize answers in one call (no refine), so the stream is one long generation
+    stream = rag.run(dataclasses.replace(cfg, max_new_tokens=120, response_mode="simple_summarize"), QUESTION, control)
+    next(stream)
+    stream.close()  # what a server does when the page goes away or Stop is pressed
+    assert control.stop_event.is_set()
+    deadline = time.monotonic() + 30
+    while MODELS.status()["busy"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not MODELS.status()["busy"], "the worker left the model slot"
+    while any("generate" in repr(getattr(t, "_args", "")) for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "generation went on after the stop"
+        time.sleep(0.1)
+
+
+def test_a_set_stop_flag_ends_generation_at_the_next_token(tiny_lm_dir):
+    import torch
+
+    lm = core.loaders.load_language_model(str(tiny_lm_dir))
+    flag = threading.Event()
+    llm = rag_llm.make_llm(rag_llm.RagBundle(None, lm), 512, 40, 0.7, flag)
+    torch.manual_seed(0)
+    assert llm.complete("hello").text, "runs normally while the flag is clear"
+    flag.set()
+    tokens = llm.complete("hello").raw["model_output"]
+    assert tokens.shape[1] == len(lm.tokenizer(llm.completion_to_prompt("hello")).input_ids) + 1
+    assert tokens[0, -1].item() == lm.tokenizer.eos_token_id
+
+
+def test_answers_need_no_tiktoken(cfg, tmp_path, monkeypatch):
+    import llama_index.core
+
+    # the GPU machine's condition: llama-index's default tokenizer cannot load there
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-tiktoken-cache"))
+    monkeypatch.setattr(llama_index.core, "global_tokenizer", None)
+    monkeypatch.setattr(core.loaders, "CACHE_DIR", tmp_path / "fresh-cache")  # build the index anew, too
+    MODELS.unload()
+    for mode in rag.RESPONSE_MODES:
+        last = list(rag.run(dataclasses.replace(cfg, response_mode=mode, max_new_tokens=8), QUESTION))[-1]
+        assert last.rag and last.plain, mode
+    assert llama_index.core.global_tokenizer is None
+
+
 def test_bundle_holds_both_models_in_the_one_slot(cfg):
     list(rag.run(cfg, QUESTION))
     status = MODELS.status()
@@ -83,7 +130,8 @@ def test_a_20k_character_question_is_cut_with_a_warning(cfg, tiny_lm_dir):
     assert len(last.sources) == 3 and last.rag
 
 
-@pytest.mark.parametrize("question", ["¿Cómo preparo una sopa de fideos con chuleta de cerdo?", "猪排面汤怎么做？"])
+@pytest.mark.parametrize("question", ["¿Cómo preparo una sopa de fideos con chuleta de cerdo?",
+                                      "猪排面汤怎么做？"])
 def test_a_question_in_another_language_is_answered(cfg, question):
     last = list(rag.run(cfg, question))[-1]
     assert len(last.sources) == 3 and last.rag and last.plain
@@ -93,7 +141,7 @@ CONFIGS = [  # (settings, message fragment, why)
     ({"top_k": 0}, "top-k", "nothing to retrieve"),
     ({"response_mode": "magic"}, "unknown response mode", "not a llama-index mode"),
     ({"max_new_tokens": 0}, "max new tokens", "no answer"),
-    ({"context_window": 300, "max_new_tokens": 128}, "context window of 300", "no room for the recipes"),
+    ({"context_window": 500, "max_new_tokens": 128}, "at least 512", "no room for the recipes"),
 ]
 
 
