@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.common import header, median, table
 from core import rag_index
 
-TARGETS = {"build": 15.0, "reload": 2.0, "retrieve_p50_ms": 30.0}  # seconds, seconds, ms (H100)
+TARGETS = {"build": 15.0, "reload": 2.0, "retrieve_p50_ms": 30.0}  # seconds, seconds, ms, on an H100
 BGE_SMALL = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=12, num_attention_heads=12,
                  intermediate_size=1536, max_position_embeddings=512)
 SMOKE = dict(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
@@ -88,8 +88,9 @@ def retrieval_ms(index, questions: list[str], top_k: int = 3) -> list[float]:
     return times
 
 
-def full_size(n: int, shape: dict, queries: int) -> list[dict]:
-    """Build, reload and query an index of `n` synthetic recipes with a random BERT of `shape`."""
+def full_size(n: int, shape: dict, queries: int, check: bool) -> list[dict]:
+    """Build, reload and query an index of `n` synthetic recipes with a random BERT of `shape`; `check` compares
+    with the H100 targets (only meaningful at full shape on CUDA)."""
     import llama_index.embeddings.huggingface  # noqa: F401  (imported here so the load time below is the model's)
 
     rows = synthetic_recipes(n)
@@ -107,14 +108,18 @@ def full_size(n: int, shape: dict, queries: int) -> list[dict]:
         times = retrieval_ms(reloaded.index, questions)
         words = [len(rag_index.recipe_text(r).split()) for r in rows]
     p50 = median(times)
+
+    def verdict(value, target):
+        return value <= target if check else ""
+
     return [
         {"measure": "embedding model load (s)", "value": load_s, "target": "", "ok": ""},
         {"measure": f"build: embed + FAISS + persist, {n} recipes (s)", "value": built.seconds,
-         "target": TARGETS["build"], "ok": built.seconds <= TARGETS["build"]},
+         "target": TARGETS["build"], "ok": verdict(built.seconds, TARGETS["build"])},
         {"measure": "reload persisted index (s)", "value": reloaded.seconds, "target": TARGETS["reload"],
-         "ok": reloaded.seconds <= TARGETS["reload"]},
+         "ok": verdict(reloaded.seconds, TARGETS["reload"])},
         {"measure": f"retrieve top-3, p50 of {queries} (ms)", "value": p50, "target": TARGETS["retrieve_p50_ms"],
-         "ok": p50 <= TARGETS["retrieve_p50_ms"]},
+         "ok": verdict(p50, TARGETS["retrieve_p50_ms"])},
         {"measure": f"retrieve top-3, p95 of {queries} (ms)", "value": sorted(times)[int(0.95 * len(times))],
          "target": "", "ok": ""},
         {"measure": "words per recipe: min / median / max", "value": f"{min(words)} / {median(words):.0f} / "
@@ -148,22 +153,28 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench rag", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--smoke", action="store_true", help="tiny shapes, 300 recipes, runs on a CPU")
+    mode.add_argument("--smoke", action="store_true", help="tiny shapes (300 recipes unless --recipes), on a CPU")
     mode.add_argument("--lite", action="store_true", help="MiniLM over the lite recipes: latency and hit@k")
-    parser.add_argument("--recipes", type=int, default=6118)
+    parser.add_argument("--recipes", type=int, default=None, help="default: 6118 (300 with --smoke)")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default); on a shared CPU, 1 avoids threads waiting "
+                             "on each other")
     args = parser.parse_args(argv)
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if args.lite:
         rows = lite()
     elif args.smoke:
-        rows = full_size(300, SMOKE, 30)
+        rows = full_size(args.recipes or 300, SMOKE, 30, check=False)
     elif not torch.cuda.is_available():
         print("the full-size RAG bench needs CUDA: use --smoke (tiny shapes) or --lite (MiniLM) on a CPU")
         return 2
     else:
-        rows = full_size(args.recipes, BGE_SMALL, args.queries)
+        rows = full_size(args.recipes or 6118, BGE_SMALL, args.queries, check=True)
     print(header())
     print(table(rows))
     return 0
