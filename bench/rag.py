@@ -1,0 +1,180 @@
+"""The recipe index at full size and in lite: build, reload and retrieval latency; hit@k with the lite model.
+
+    python -m bench rag            # CUDA: random-weight bge-small shape, 6118 synthetic recipes (targets below)
+    python -m bench rag --smoke    # the same code path with tiny shapes on a CPU, end to end in well under 2 min
+    python -m bench rag --lite     # the lite profile: all-MiniLM-L6-v2 over assets/recipes (hit@1, hit@3)
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import header, median, table
+from core import rag_index
+
+TARGETS = {"build": 15.0, "reload": 2.0, "retrieve_p50_ms": 30.0}  # seconds, seconds, ms, on an H100
+BGE_SMALL = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=12, num_attention_heads=12,
+                 intermediate_size=1536, max_position_embeddings=512)
+SMOKE = dict(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+             max_position_embeddings=512)
+WORDS = ("salt pepper onion garlic butter olive oil chicken beef pork shrimp rice pasta noodles flour sugar eggs milk "
+         "cream cheese tomato basil thyme carrots celery broth stock lemon lime honey mustard vinegar beans potatoes "
+         "heat simmer stir bake roast whisk chop slice boil saute season serve cover drain mix fold cool until "
+         "golden tender minutes medium high low large pot skillet oven bowl pan add the a and with to in of").split()
+UNITS = ("cup", "tablespoon", "teaspoon", "pound", "ounce", "clove", "can")
+
+
+def recipe_length(rng: random.Random) -> int:
+    """Words per recipe: a log-normal around 160 words cut to 80-400, like recipe_nlg_lite's documents."""
+    return min(400, max(80, round(rng.lognormvariate(math.log(160), 0.45))))
+
+
+def synthetic_recipes(n: int, seed: int = 0) -> list[dict]:
+    """`n` rows in recipe_nlg_lite's schema whose "name \\n\\n ingredients \\n\\n steps" has a realistic word
+    count (whitespace-separated, the " . " between steps included)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        name = " ".join(rng.choices(WORDS, k=3)) + f" {i}"
+        target = recipe_length(rng)
+        ingredients = ", ".join(f"{rng.randint(1, 4)}.0 {rng.choice(UNITS)} {rng.choice(WORDS)}"
+                                for _ in range(target // 10))
+        left = target - len(name.split()) - len(ingredients.split())
+        sentences = []
+        while left > 0:
+            k = min(8, left)
+            sentences.append(" ".join(rng.choices(WORDS, k=k)))
+            left -= k + 1  # the " . " separator is a word too
+        rows.append({"uid": f"synthetic-{i}", "name": name, "description": "", "link": "", "ner": "",
+                     "ingredients": ingredients, "steps": " . ".join(sentences)})
+    return rows
+
+
+def save_random_bert(path: Path, shape: dict, corpus: list[str]) -> Path:
+    """A random-weight BERT of `shape` and a WordPiece tokenizer trained here on `corpus` (no hub)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(
+        vocab_size=shape["vocab_size"], special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                      mask_token="[MASK]", model_max_length=shape["max_position_embeddings"]).save_pretrained(path)
+    torch.manual_seed(0)
+    BertModel(BertConfig(**shape)).save_pretrained(path)
+    return path
+
+
+def retrieval_ms(index, questions: list[str], top_k: int = 3) -> list[float]:
+    retriever = index.as_retriever(similarity_top_k=top_k)
+    for q in questions[:5]:  # warm-up: first CUDA calls pick kernels
+        retriever.retrieve(q)
+    times = []
+    for q in questions:
+        start = time.perf_counter()
+        retriever.retrieve(q)
+        times.append(1000 * (time.perf_counter() - start))
+    return times
+
+
+def full_size(n: int, shape: dict, queries: int, check: bool) -> list[dict]:
+    """Build, reload and query an index of `n` synthetic recipes with a random BERT of `shape`; `check` compares
+    with the H100 targets (only meaningful at full shape on CUDA)."""
+    import llama_index.embeddings.huggingface  # noqa: F401  (imported here so the load time below is the model's)
+
+    rows = synthetic_recipes(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = save_random_bert(Path(tmp) / "bert", shape, [rag_index.recipe_text(r) for r in rows[:2000]])
+        start = time.perf_counter()
+        embed = rag_index.load_embedding(str(model_dir))
+        load_s = time.perf_counter() - start
+        embed.get_text_embedding_batch([rag_index.recipe_text(r) for r in rows[:32]])  # warm-up, as a loaded app
+        root = Path(tmp) / "index"
+        built = rag_index.open_index(rows, "synthetic", str(model_dir), embed, root=root)
+        reloaded = rag_index.open_index(rows, "synthetic", str(model_dir), embed, root=root)
+        assert built.built and not reloaded.built
+        questions = [rag_index.QUESTION.format(name=r["name"]) for r in random.Random(1).sample(rows, queries)]
+        times = retrieval_ms(reloaded.index, questions)
+        words = [len(rag_index.recipe_text(r).split()) for r in rows]
+    p50 = median(times)
+
+    def verdict(value, target):
+        return value <= target if check else ""
+
+    return [
+        {"measure": "embedding model load (s)", "value": load_s, "target": "", "ok": ""},
+        {"measure": f"build: embed + FAISS + persist, {n} recipes (s)", "value": built.seconds,
+         "target": TARGETS["build"], "ok": verdict(built.seconds, TARGETS["build"])},
+        {"measure": "reload persisted index (s)", "value": reloaded.seconds, "target": TARGETS["reload"],
+         "ok": verdict(reloaded.seconds, TARGETS["reload"])},
+        {"measure": f"retrieve top-3, p50 of {queries} (ms)", "value": p50, "target": TARGETS["retrieve_p50_ms"],
+         "ok": verdict(p50, TARGETS["retrieve_p50_ms"])},
+        {"measure": f"retrieve top-3, p95 of {queries} (ms)", "value": sorted(times)[int(0.95 * len(times))],
+         "target": "", "ok": ""},
+        {"measure": "words per recipe: min / median / max", "value": f"{min(words)} / {median(words):.0f} / "
+                                                                      f"{max(words)}", "target": "", "ok": ""},
+    ]
+
+
+def lite() -> list[dict]:
+    """The lite profile on this machine: MiniLM over the lite recipes, built fresh, then reloaded and queried."""
+    import llama_index.embeddings.huggingface  # noqa: F401  (imported here so the load time below is the model's)
+
+    from core import profiles
+
+    rows = rag_index.load_recipes(profiles.LITE.recipes, "train")
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        embed = rag_index.load_embedding(profiles.MINILM)
+        load_s = time.perf_counter() - start
+        built = rag_index.open_index(rows, profiles.LITE.recipes, profiles.MINILM, embed, root=Path(tmp))
+        reloaded = rag_index.open_index(rows, profiles.LITE.recipes, profiles.MINILM, embed, root=Path(tmp))
+        quality = rag_index.retrieval_quality(reloaded.index, rows)
+    return [{"measure": "MiniLM load (s)", "value": load_s},
+            {"measure": f"build, {len(rows)} lite recipes (s)", "value": built.seconds},
+            {"measure": "reload persisted index (s)", "value": reloaded.seconds},
+            {"measure": f"retrieve top-3, median of {quality['dishes']} (ms)", "value": quality["query_ms_median"]},
+            {"measure": 'hit@1, "How do I make {name}?" over indexed dishes', "value": quality["hit@1"]},
+            {"measure": "hit@3, same questions", "value": quality["hit@3"]}]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench rag", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true", help="tiny shapes (300 recipes unless --recipes), on a CPU")
+    mode.add_argument("--lite", action="store_true", help="MiniLM over the lite recipes: latency and hit@k")
+    parser.add_argument("--recipes", type=int, default=None, help="default: 6118 (300 with --smoke)")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default); on a shared CPU, 1 avoids threads waiting "
+                             "on each other")
+    args = parser.parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    if args.lite:
+        rows = lite()
+    elif args.smoke:
+        rows = full_size(args.recipes or 300, SMOKE, 30, check=False)
+    elif not torch.cuda.is_available():
+        print("the full-size RAG bench needs CUDA: use --smoke (tiny shapes) or --lite (MiniLM) on a CPU")
+        return 2
+    else:
+        rows = full_size(args.recipes or 6118, BGE_SMALL, args.queries, check=True)
+    print(header())
+    print(table(rows))
+    return 0

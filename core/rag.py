@@ -1,0 +1,301 @@
+"""RAG recipe chat: the seed's LlamaIndex pipeline (recipes indexed, the LLM answering in compact mode) beside the
+same LLM answering alone, a chat with history, a test loop over test-split dishes, and hit@k of retrieval.
+Answers stream. No gradio here; the index lives in core/rag_index.py, the model bundle in core/rag_llm.py."""
+from __future__ import annotations
+
+import contextvars
+import csv
+import dataclasses
+import queue
+import random
+import threading
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Iterator
+
+from tqdm.auto import tqdm
+
+from core import profiles, rag_index, rag_llm
+from core.models import MODELS
+from core.rag_index import QUESTION, Source
+from core.runs import RunControl, new_run_dir, write_json
+
+RESPONSE_MODES = ("compact", "refine", "tree_summarize", "simple_summarize")
+
+
+@dataclass(frozen=True)
+class RagConfig:
+    llm: str = profiles.FULL.rag_llm
+    embedding: str = profiles.FULL.embedding
+    recipes: str = profiles.FULL.recipes
+    top_k: int = 3
+    response_mode: str = "compact"
+    context_window: int = 1024
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 1 <= self.top_k <= 20:
+            raise ValueError(f"top-k must be between 1 and 20, got {self.top_k}")
+        if self.response_mode not in RESPONSE_MODES:
+            raise ValueError(f"unknown response mode {self.response_mode!r}: choose one of {', '.join(RESPONSE_MODES)}")
+        if self.max_new_tokens <= 0 or self.temperature < 0:
+            raise ValueError(f"max new tokens must be > 0 and temperature >= 0, got {self.max_new_tokens} and "
+                             f"{self.temperature}")
+        if self.context_window < 2 * self.max_new_tokens + 256:
+            # the window holds the answer, the answer carried into a refine step, and the question with recipes
+            raise ValueError(f"a context window of {self.context_window} is too small for {self.max_new_tokens} new "
+                             f"tokens: make it at least {2 * self.max_new_tokens + 256} or lower max new tokens")
+
+    @classmethod
+    def from_profile(cls, profile: profiles.Profile, **settings) -> "RagConfig":
+        return cls(llm=profile.rag_llm, embedding=profile.embedding, recipes=profile.recipes, **settings)
+
+    @property
+    def question_tokens(self) -> int:
+        """Longer questions are cut to this: an eighth of the room left after the answer (112 tokens by default),
+        so a refine step still has room for the question, the answer so far and recipe text."""
+        return (self.context_window - self.max_new_tokens) // 8
+
+
+@dataclass
+class RagAnswer:
+    question: str  # as asked of the models (possibly truncated)
+    rag: str = ""
+    plain: str = ""
+    sources: list[Source] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what happened: index loaded or built
+    warnings: list[str] = field(default_factory=list)  # what the user must know: question cut, broken index rebuilt
+
+
+def _in_worker(work: Callable[[Callable], None], control: RunControl) -> Iterator:
+    """Runs `work(emit)` in one thread and yields what it emits. The model slot's lock must be taken and released
+    by one thread, and a server may resume a generator on a different thread each time; the worker copies this
+    thread's context so a progress tracker listening to tqdm here still hears it."""
+    items: queue.Queue = queue.Queue()
+    done = object()
+
+    def target():
+        try:
+            work(items.put)
+        except BaseException as exc:  # handed to the consumer, which re-raises it in its own thread
+            items.put(exc)
+        finally:
+            items.put(done)
+
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(target,), daemon=True, name="rag-worker").start()
+    try:
+        while (item := items.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        control.stop()  # the consumer left early (closed page, Stop): let the worker finish at its next check
+
+
+def _clean_question(question: str) -> str:
+    question = (question or "").strip()
+    if not question:
+        raise ValueError("the question is empty: ask something like 'How do I make pork chop noodle soup?'")
+    return question
+
+
+def _prepare(bundle: rag_llm.RagBundle, cfg: RagConfig, question: str, control: RunControl) -> tuple:
+    """The bundle's index for cfg.recipes (opened once per bundle), the LLM wrapper for cfg, and an answer to
+    fill, carrying what happened to the index."""
+    answer = RagAnswer(question)
+    opened = bundle.indexes.get(cfg.recipes)
+    if opened is None:
+        rows = rag_index.load_recipes(cfg.recipes, "train")
+        opened = rag_index.open_index(rows, cfg.recipes, cfg.embedding, bundle.embed_model, control=control)
+        bundle.indexes[cfg.recipes] = opened
+        (answer.warnings if opened.recovered else answer.notes).append(opened.message)
+    text, n = rag_llm.truncate_tokens(bundle.tokenizer, question, cfg.question_tokens)
+    if text != question:
+        answer.question = text
+        answer.warnings.append(f"the question has {n} tokens: only its first {cfg.question_tokens} were used")
+    llm = rag_llm.make_llm(bundle, cfg.context_window, cfg.max_new_tokens, cfg.temperature, control.stop_event)
+    return opened, llm, answer
+
+
+def _query_engine(index, llm, tokenizer, cfg: RagConfig, streaming: bool):
+    from llama_index.core import PromptHelper, get_response_synthesizer
+    from llama_index.core.indices.prompt_helper import ChatPromptHelper
+    from llama_index.core.response_synthesizers import CompactAndRefine, Refine
+
+    # Prompt packing counts the answering model's own tokens (llama-index's default, tiktoken, is the wrong count
+    # and cannot load on the GPU machine). It counts the prompt before the chat template wraps it: leave room.
+    wrapper = rag_llm.count_tokens(tokenizer, llm.completion_to_prompt(""))
+    sizes = dict(context_window=llm.metadata.context_window - wrapper, num_output=cfg.max_new_tokens,
+                 tokenizer=partial(tokenizer.encode, add_special_tokens=False))
+    helpers = dict(prompt_helper=PromptHelper(**sizes), chat_prompt_helper=ChatPromptHelper(**sizes))
+    if cfg.response_mode in ("compact", "refine"):
+        # llama-index keeps 500 tokens free for the answer carried into a refine step; ours is at most
+        # max_new_tokens long, and reserving 500 of a 1024 window splits three recipes over two or three calls.
+        kind = CompactAndRefine if cfg.response_mode == "compact" else Refine
+        synthesizer = kind(llm=llm, streaming=streaming, response_padding_size=cfg.max_new_tokens, **helpers)
+    else:
+        synthesizer = get_response_synthesizer(llm=llm, response_mode=cfg.response_mode, streaming=streaming,
+                                               **helpers)
+    return index.as_query_engine(llm=llm, response_synthesizer=synthesizer, similarity_top_k=cfg.top_k)
+
+
+def _query(engine, question: str):
+    try:
+        return engine.query(question)
+    except ValueError as exc:  # llama-index's prompt packing found no room left for recipe text
+        if "not positive" in str(exc) or "non-negative" in str(exc):
+            raise ValueError("the context window has no room left for recipe text beside the question and the "
+                             "answer: raise the context window or lower max new tokens") from exc
+        raise
+
+
+def _seed(cfg: RagConfig) -> None:
+    import torch
+
+    torch.manual_seed(cfg.seed)
+
+
+def run(cfg: RagConfig, question: str, control: RunControl | None = None) -> Iterator[RagAnswer]:
+    """Streams the RAG answer, then the plain answer of the same LLM, to one question. Each item is a snapshot:
+    sources arrive first, then the answers grow token by token."""
+    question, control = _clean_question(question), control or RunControl()
+
+    def work(emit):
+        with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
+            opened, llm, answer = _prepare(bundle, cfg, question, control)
+            _seed(cfg)
+            response = _query(_query_engine(opened.index, llm, bundle.tokenizer, cfg, streaming=True), answer.question)
+            answer.sources = rag_index.sources(response.source_nodes)
+            emit(dataclasses.replace(answer))
+            for token in getattr(response, "response_gen", None) or [str(response)]:
+                control.check()
+                answer.rag += token
+                emit(dataclasses.replace(answer))
+            for chunk in llm.stream_complete(llm.completion_to_prompt(answer.question), formatted=True):
+                control.check()
+                answer.plain = chunk.text
+                emit(dataclasses.replace(answer))
+
+    yield from _in_worker(work, control)
+
+
+def _message_text(content) -> str:
+    """Chat content as plain text: a string, or a list of {"type": "text", "text": ...} parts (gradio's format)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text", ""))
+    return " ".join(_message_text(part) for part in content or [])
+
+
+def chat(cfg: RagConfig, message: str, history: list[dict], control: RunControl | None = None) -> Iterator[RagAnswer]:
+    """Streams a chat reply: recipes retrieved for the latest message, recent history kept in the prompt.
+    `history` is a list of {"role", "content"} messages (content may be a list of text parts)."""
+    message, control = _clean_question(message), control or RunControl()
+    turns = [{"role": m["role"], "content": _message_text(m["content"])} for m in history or []
+             if m.get("role") in ("user", "assistant")]
+
+    def work(emit):
+        with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
+            opened, llm, answer = _prepare(bundle, cfg, message, control)
+            answer.sources = rag_index.retrieve(opened.index, answer.question, cfg.top_k)
+            emit(dataclasses.replace(answer))
+            prompt = rag_llm.chat_prompt(bundle.tokenizer, turns, answer.question, [s.text for s in answer.sources],
+                                         cfg.context_window - cfg.max_new_tokens)
+            _seed(cfg)
+            for chunk in llm.stream_complete(prompt, formatted=True):
+                control.check()
+                answer.rag = chunk.text
+                emit(dataclasses.replace(answer))
+
+    yield from _in_worker(work, control)
+
+
+def test_loop(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None = None) -> Iterator[tuple]:
+    """The seed's testing loop: `n` random test-split dishes asked as "How do I make {name}?", RAG and plain
+    answers, retrieved names and scores. Yields (rows so far, CSV path) after every dish; the CSV is rewritten
+    each time, so a stopped run keeps what it had."""
+    dishes = rag_index.load_recipes(cfg.recipes, "test")
+    if not 1 <= n <= len(dishes):
+        raise ValueError(f"number of dishes must be between 1 and {len(dishes)} (the test split's size), got {n}")
+    picked = random.Random(seed).sample(dishes, n)
+    control = control or RunControl()
+    folder = new_run_dir("rag")
+    path = folder / "test_loop.csv"
+
+    def work(emit):
+        with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
+            opened, llm, _ = _prepare(bundle, cfg, "", control)
+            engine, rows = _query_engine(opened.index, llm, bundle.tokenizer, cfg, streaming=False), []
+            _seed(cfg)
+            for i, dish in enumerate(tqdm(picked, desc="test loop", unit="dish")):
+                control.check()
+                question = QUESTION.format(name=dish["name"])
+                response = _query(engine, question)
+                found = rag_index.sources(response.source_nodes)
+                rows.append({"dish": dish["name"], "question": question, "rag_answer": str(response).strip(),
+                             "plain_answer": llm.complete(question).text.strip(),
+                             "retrieved": " | ".join(s.name for s in found),
+                             "scores": " | ".join(f"{s.score:.3f}" for s in found)})
+                _write_csv(path, rows)
+                control.advance(i + 1, n, "test loop")
+                emit((list(rows), path))
+            write_json(folder / "config.json", dataclasses.asdict(cfg) | {"n": n, "seed": seed})
+
+    yield from _in_worker(work, control)
+
+
+def _write_csv(path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def retrieval_quality(cfg: RagConfig, limit: int = 0, control: RunControl | None = None) -> dict:
+    """hit@1 and hit@3 for "How do I make {name}?" over dishes in the index (the first `limit` train recipes, all
+    when 0). Needs only the embedding model, so only that is loaded."""
+    rows = rag_index.load_recipes(cfg.recipes, "train")
+    with MODELS.use("rag-embedding", cfg.embedding, rag_index.load_embedding) as embed_model:
+        opened = rag_index.open_index(rows, cfg.recipes, cfg.embedding, embed_model, control=control)
+        quality = rag_index.retrieval_quality(opened.index, rows[:limit] if limit else rows, control=control)
+    return {"embedding": cfg.embedding, "recipes": cfg.recipes, "index": opened.message, **quality}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("question", nargs="?", default=None, help='e.g. "How do I make pork chop noodle soup?"')
+    parser.add_argument("--top-k", type=int, default=RagConfig.top_k)
+    parser.add_argument("--response-mode", default=RagConfig.response_mode, choices=RESPONSE_MODES)
+    parser.add_argument("--context-window", type=int, default=RagConfig.context_window)
+    parser.add_argument("--max-new-tokens", type=int, default=RagConfig.max_new_tokens)
+    parser.add_argument("--temperature", type=float, default=RagConfig.temperature)
+    parser.add_argument("--seed", type=int, default=RagConfig.seed)
+    parser.add_argument("--test-loop", type=int, default=0, metavar="N", help="ask N random test-split dishes")
+    parser.add_argument("--quality", action="store_true", help="hit@1/hit@3 of retrieval over the train split")
+
+
+def main(args, profile) -> tuple[str, dict]:
+    cfg = RagConfig.from_profile(profile, top_k=args.top_k, response_mode=args.response_mode, seed=args.seed,
+                                 context_window=args.context_window, max_new_tokens=args.max_new_tokens,
+                                 temperature=args.temperature)
+    if args.quality:
+        quality = retrieval_quality(cfg)
+        return "\n".join(f"{k}: {v}" for k, v in quality.items()), {"quality": quality}
+    if args.test_loop:
+        rows, path = [], None
+        for rows, path in test_loop(cfg, args.test_loop, args.seed):
+            pass
+        table = "\n\n".join(f"## {r['question']}\nretrieved: {r['retrieved']} ({r['scores']})\n\nRAG: {r['rag_answer']}"
+                            f"\n\nplain: {r['plain_answer']}" for r in rows)
+        return f"{table}\n\nCSV: {path}", {"config": dataclasses.asdict(cfg), "rows": rows, "csv": str(path)}
+    answer = None
+    for answer in run(cfg, args.question or ""):
+        pass
+    lines = [*(f"note: {n}" for n in answer.notes), *(f"warning: {w}" for w in answer.warnings),
+             f"question: {answer.question}", "", "retrieved:",
+             *(f"  {s.score:.3f}  {s.name}" for s in answer.sources), "", f"RAG answer:\n{answer.rag.strip()}", "",
+             f"plain answer:\n{answer.plain.strip()}"]
+    return "\n".join(lines), {"config": dataclasses.asdict(cfg), "answer": dataclasses.asdict(answer)}

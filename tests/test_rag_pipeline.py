@@ -1,0 +1,220 @@
+"""The RAG pipeline end to end with tiny random models: streaming answers, chat history, test loop, bad input,
+residency, the CLI and the tab's endpoints through gradio_client."""
+import csv
+import dataclasses
+import json
+import threading
+import time
+
+import pytest
+
+import core.loaders
+from core import profiles, rag, rag_index, rag_llm
+from core.generation import chat_text
+from core.models import MODELS
+from core.runs import RunControl
+from tests.test_rag import RECIPES, save_tiny_bert
+
+QUESTION = "How do I make pork chop noodle soup?"
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory):
+    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny_lm_dir, tiny_bert_dir):
+    # the tiny LM knows 512 positions: window 512, a few sampled tokens
+    return rag.RagConfig(llm=str(tiny_lm_dir), embedding=tiny_bert_dir, recipes=RECIPES, context_window=512,
+                         max_new_tokens=32, temperature=0.7)
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path_factory, monkeypatch):
+    monkeypatch.setattr(core.loaders, "CACHE_DIR", tmp_path_factory.getbasetemp() / "rag-cache")
+
+
+def assert_grows(texts):
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:])), "each snapshot extends the previous one"
+    assert texts[-1] and len(set(texts)) >= 2, "the answer arrives in pieces, not all at once"
+
+
+def test_rag_and_plain_answers_stream_as_growing_text(cfg):
+    snapshots = list(rag.run(cfg, QUESTION))
+    first, last = snapshots[0], snapshots[-1]
+    assert len(first.sources) == 3 and not first.rag and not first.plain, "sources arrive before any answer"
+    assert [s.score for s in last.sources] == sorted((s.score for s in last.sources), reverse=True)
+    assert_grows([s.rag for s in snapshots])
+    plain = [s.plain for s in snapshots if s.plain]
+    assert_grows(plain)
+    assert all(s.rag == last.rag for s in snapshots if s.plain), "the plain answer starts after the RAG answer"
+
+
+def test_leaving_a_stream_early_stops_the_worker_and_frees_the_slot(cfg):
+    control = RunControl()
+    # simple_summarize answers in one call (no refine), so the stream is one long generation
+    stream = rag.run(dataclasses.replace(cfg, max_new_tokens=120, response_mode="simple_summarize"), QUESTION, control)
+    next(stream)
+    stream.close()  # what a server does when the page goes away or Stop is pressed
+    assert control.stop_event.is_set()
+    deadline = time.monotonic() + 30
+    while MODELS.status()["busy"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not MODELS.status()["busy"], "the worker left the model slot"
+    while any("generate" in repr(getattr(t, "_args", "")) for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "generation went on after the stop"
+        time.sleep(0.1)
+
+
+def test_a_set_stop_flag_ends_generation_at_the_next_token(tiny_lm_dir):
+    import torch
+
+    lm = core.loaders.load_language_model(str(tiny_lm_dir))
+    flag = threading.Event()
+    llm = rag_llm.make_llm(rag_llm.RagBundle(None, lm), 512, 40, 0.7, flag)
+    torch.manual_seed(0)
+    assert llm.complete("hello").text, "runs normally while the flag is clear"
+    flag.set()
+    tokens = llm.complete("hello").raw["model_output"]
+    assert tokens.shape[1] == len(lm.tokenizer(llm.completion_to_prompt("hello")).input_ids) + 1
+    assert tokens[0, -1].item() == lm.tokenizer.eos_token_id
+
+
+def test_answers_need_no_tiktoken(cfg, tmp_path, monkeypatch):
+    import llama_index.core
+
+    # the GPU machine's condition: llama-index's default tokenizer cannot load there
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-tiktoken-cache"))
+    monkeypatch.setattr(llama_index.core, "global_tokenizer", None)
+    monkeypatch.setattr(core.loaders, "CACHE_DIR", tmp_path / "fresh-cache")  # build the index anew, too
+    MODELS.unload()
+    for mode in rag.RESPONSE_MODES:
+        last = list(rag.run(dataclasses.replace(cfg, response_mode=mode, max_new_tokens=8), QUESTION))[-1]
+        assert last.rag and last.plain, mode
+    assert llama_index.core.global_tokenizer is None
+
+
+def test_bundle_holds_both_models_in_the_one_slot(cfg):
+    list(rag.run(cfg, QUESTION))
+    status = MODELS.status()
+    assert status["role"] == "rag" and status["model_id"] == rag_llm.bundle_key(cfg.llm, cfg.embedding)
+    from llama_index.core import Settings
+
+    # both models are passed explicitly; llama-index's globals would otherwise fall back to OpenAI
+    assert Settings._llm is None and Settings._embed_model is None
+    rag.retrieval_quality(cfg)
+    assert MODELS.status()["model_id"] == cfg.embedding, "measuring retrieval needs the embedding model only"
+
+
+def test_prompts_use_the_models_chat_template(cfg, tiny_lm_dir):
+    lm = core.loaders.load_language_model(str(tiny_lm_dir))
+    llm = rag_llm.make_llm(rag_llm.RagBundle(None, lm), 512, 12, 0.7)
+    assert llm.completion_to_prompt("hi") == chat_text(lm.tokenizer, "hi") == \
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert llm.system_prompt == "" and llm.generate_kwargs["do_sample"] and llm.generate_kwargs["temperature"] == 0.7
+
+
+@pytest.mark.parametrize("question", ["", "   "])
+def test_an_empty_question_is_refused(cfg, question):
+    with pytest.raises(ValueError, match="the question is empty"):
+        list(rag.run(cfg, question))
+
+
+def test_a_20k_character_question_is_cut_with_a_warning(cfg, tiny_lm_dir):
+    question = ("how do i make soup with noodles and pork chops " * 500)[:20_000]
+    last = list(rag.run(cfg, question))[-1]
+    assert any("only its first" in w for w in last.warnings)
+    tokenizer = core.loaders.load_language_model(str(tiny_lm_dir)).tokenizer
+    assert rag_llm.count_tokens(tokenizer, last.question) <= cfg.question_tokens + 2
+    assert len(last.sources) == 3 and last.rag
+
+
+@pytest.mark.parametrize("question", ["¿Cómo preparo una sopa de fideos con chuleta de cerdo?",
+                                      "猪排面汤怎么做？"])
+def test_a_question_in_another_language_is_answered(cfg, question):
+    last = list(rag.run(cfg, question))[-1]
+    assert len(last.sources) == 3 and last.rag and last.plain
+
+
+CONFIGS = [  # (settings, message fragment, why)
+    ({"top_k": 0}, "top-k", "nothing to retrieve"),
+    ({"response_mode": "magic"}, "unknown response mode", "not a llama-index mode"),
+    ({"max_new_tokens": 0}, "max new tokens", "no answer"),
+    ({"context_window": 500, "max_new_tokens": 128}, "at least 512", "no room for the recipes"),
+]
+
+
+@pytest.mark.parametrize("settings, message, why", CONFIGS)
+def test_config_rejects_unusable_settings(settings, message, why):
+    with pytest.raises(ValueError, match=message):
+        rag.RagConfig(**settings)
+
+
+def test_chat_prompt_keeps_recent_history_and_fits_the_budget(tiny_lm_dir):
+    tokenizer = core.loaders.load_language_model(str(tiny_lm_dir)).tokenizer
+    history = [{"role": "user", "content": "old question " * 40}, {"role": "assistant", "content": "old answer " * 40},
+               {"role": "user", "content": "is pork chop soup hard?"}, {"role": "assistant", "content": "no, easy."}]
+    recipe = rag_index.recipe_text(rag_index.load_recipes(RECIPES, "train")[0])
+    prompt = rag_llm.chat_prompt(tokenizer, history, "and how long?", [recipe, recipe], budget=300)
+    assert "is pork chop soup hard?" in prompt and "no, easy." in prompt and "old question" not in prompt
+    assert "and how long?" in prompt and "pork chop noodle soup" in prompt
+    assert rag_llm.count_tokens(tokenizer, prompt) <= 300 + 8
+
+
+def test_chat_streams_a_reply_and_reads_gradio_history(cfg):
+    history = [{"role": "user", "content": [{"type": "text", "text": QUESTION}]},
+               {"role": "assistant", "content": [{"type": "text", "text": "Brown the chops first."}]}]
+    snapshots = list(rag.chat(cfg, "How long does it simmer?", history))
+    assert len(snapshots[0].sources) == 3
+    assert_grows([s.rag for s in snapshots])
+
+
+def test_test_loop_writes_a_row_per_dish_to_csv(cfg):
+    results = list(rag.test_loop(cfg, 2, seed=1))
+    rows, path = results[-1]
+    assert [len(r) for r, _ in results] == [1, 2]
+    with open(path, newline="") as f:
+        saved = list(csv.DictReader(f))
+    assert [r["dish"] for r in saved] == [r["dish"] for r in rows]
+    test_names = {r["name"] for r in rag_index.load_recipes(RECIPES, "test")}
+    for row in saved:
+        assert row["dish"] in test_names and row["question"] == f"How do I make {row['dish']}?"
+        scores = [float(s) for s in row["scores"].split(" | ")]
+        assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    with pytest.raises(ValueError, match="between 1 and 12"):
+        next(rag.test_loop(cfg, 13))
+
+
+def test_cli_answers_a_question(cfg, tmp_path):
+    from core.__main__ import main
+
+    out = tmp_path / "result.json"
+    assert main(["rag", QUESTION, "--profile", "lite", "--rag-llm", cfg.llm, "--embedding", cfg.embedding,
+                 "--context-window", "512", "--max-new-tokens", "8", "--out", str(out)]) == 0
+    answer = json.loads(out.read_text())["answer"]
+    assert answer["question"] == QUESTION and len(answer["sources"]) == 3 and answer["rag"]
+
+
+@pytest.fixture(scope="module")
+def client(cfg):
+    from gradio_client import Client
+
+    import app
+
+    demo = app.build_app(dataclasses.replace(profiles.LITE, rag_llm=cfg.llm, embedding=cfg.embedding))
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+
+
+def test_endpoints_answer_through_gradio_client(client):
+    settings = [3, "compact", 512, 16, 0.7, 0]
+    rag_text, plain_text, sources, _notes = client.predict(QUESTION, *settings, api_name="/rag_ask")
+    assert rag_text and plain_text and sources.count("<details>") == 3 and "similarity" in sources
+    with pytest.raises(Exception, match="the question is empty"):
+        client.predict("", *settings, api_name="/rag_ask")
+    quality = client.predict(api_name="/rag_quality")
+    assert quality["headers"][:3] == ["embedding", "recipes", "dishes"] and quality["data"][0][2] == 48
