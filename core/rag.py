@@ -192,16 +192,19 @@ def _message_text(content) -> str:
 
 
 def chat(cfg: RagConfig, message: str, history: list[dict], control: RunControl | None = None) -> Iterator[RagAnswer]:
-    """Streams a chat reply: recipes retrieved for the latest message, recent history kept in the prompt.
+    """Streams a chat reply: recipes retrieved for the latest message together with the previous question (a
+    follow-up such as "and how long does it bake?" names no dish), recent history kept in the prompt.
     `history` is a list of {"role", "content"} messages (content may be a list of text parts)."""
     message, control = _clean_question(message), control or RunControl()
     turns = [{"role": m["role"], "content": _message_text(m["content"])} for m in history or []
              if m.get("role") in ("user", "assistant")]
+    previous = next((t["content"] for t in reversed(turns) if t["role"] == "user"), "")
 
     def work(emit):
         with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
             opened, llm, answer = _prepare(bundle, cfg, message, control)
-            answer.sources = rag_index.retrieve(opened.index, answer.question, cfg.top_k)
+            before, _ = rag_llm.truncate_tokens(bundle.tokenizer, previous, cfg.question_tokens)
+            answer.sources = rag_index.retrieve(opened.index, f"{before} {answer.question}".strip(), cfg.top_k)
             emit(dataclasses.replace(answer))
             prompt = rag_llm.chat_prompt(bundle.tokenizer, turns, answer.question, [s.text for s in answer.sources],
                                          cfg.context_window - cfg.max_new_tokens)

@@ -11,7 +11,8 @@ import pandas as pd
 from core import rag
 from tabs.common import GPU_EVENT, model_line, user_errors
 
-API_NAMES = ["rag_ask", "rag_chat", "rag_chat_clear", "rag_test_loop", "rag_quality"]
+# The Stop button's cancel event ("rag_test_loop_stop") runs no function, so it serves no endpoint.
+API_NAMES = ["rag_ask", "rag_ask_submit", "rag_chat", "rag_chat_clear", "rag_test_loop", "rag_quality"]
 EXAMPLE = "How do I make pork chop noodle soup?"
 
 

