@@ -231,6 +231,7 @@ def test_loop(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None 
 
     def work(emit):
         with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
+            write_json(folder / "config.json", dataclasses.asdict(cfg) | {"n": n, "seed": seed})
             opened, llm, _ = _prepare(bundle, cfg, "", control)
             engine, rows = _query_engine(opened.index, llm, bundle.tokenizer, cfg, streaming=False), []
             _seed(cfg)
@@ -238,15 +239,16 @@ def test_loop(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None 
                 control.check()
                 question = QUESTION.format(name=dish["name"])
                 response = _query(engine, question)
+                plain = llm.complete(question).text.strip()
+                control.check()  # a stop cut this dish's answers short: keep them out of the table
                 found = rag_index.sources(response.source_nodes)
-                rows.append({"dish": dish["name"], "question": question, "rag_answer": str(response).strip(),
-                             "plain_answer": llm.complete(question).text.strip(),
+                rows.append({"dish": dish["name"], "question": question,
                              "retrieved": " | ".join(s.name for s in found),
-                             "scores": " | ".join(f"{s.score:.3f}" for s in found)})
+                             "scores": " | ".join(f"{s.score:.3f}" for s in found),
+                             "rag_answer": str(response).strip(), "plain_answer": plain})
                 _write_csv(path, rows)
                 control.advance(i + 1, n, "test loop")
                 emit((list(rows), path))
-            write_json(folder / "config.json", dataclasses.asdict(cfg) | {"n": n, "seed": seed})
 
     yield from _in_worker(work, control)
 

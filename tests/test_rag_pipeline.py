@@ -229,3 +229,18 @@ def test_endpoints_answer_through_gradio_client(client):
         client.predict("", *settings, api_name="/rag_ask")
     quality = client.predict(api_name="/rag_quality")
     assert quality["headers"][:3] == ["embedding", "recipes", "dishes"] and quality["data"][0][2] == 48
+
+
+def test_stop_button_ends_a_running_test_loop(client):
+    settings = [3, "compact", 512, 16, 0.7, 0]
+    job = client.submit(12, 0, *settings, api_name="/rag_test_loop")
+    deadline = time.monotonic() + 120
+    while not job.outputs() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    table, path = job.outputs()[-1]
+    client.predict(api_name="/rag_test_loop_stop")
+    with pytest.raises(Exception, match="stopped by the user"):
+        job.result(timeout=60)
+    with open(path, newline="") as f:
+        assert 1 <= len(list(csv.DictReader(f))) < 12, "the loop ended early and kept its rows"
+    assert not MODELS.status()["busy"]
