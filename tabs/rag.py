@@ -132,7 +132,12 @@ def build(profile) -> None:
                outputs=[rag_answer, plain_answer, sources, notes], **GPU_EVENT)
     ask_button.click(api_name="rag_ask", **ask)
     question.submit(api_name="rag_ask_submit", **ask)
+    _chat_panel(profile, settings)
+    _loop_panel(profile, settings)
+    _quality_panel(profile)
 
+
+def _chat_panel(profile, settings) -> None:
     with gr.Accordion("Chat (keeps its history)", open=True):
         chatbot = gr.Chatbot(label="Recipe chat", height=320)
         with gr.Row():
@@ -143,6 +148,8 @@ def build(profile) -> None:
                    outputs=[chatbot, chat_sources, message], api_name="rag_chat", **GPU_EVENT)
     clear_button.click(on_chat_clear, outputs=[chatbot, chat_sources], api_name="rag_chat_clear", queue=False)
 
+
+def _loop_panel(profile, settings) -> None:
     with gr.Accordion("Test loop: random test-split dishes, both answers", open=False):
         with gr.Row():
             n = gr.Slider(1, 20, value=5, step=1, label="Dishes")
@@ -155,6 +162,8 @@ def build(profile) -> None:
                              outputs=[loop_table, loop_csv], api_name="rag_test_loop", **GPU_EVENT)
     stop_button.click(on_test_loop_stop, cancels=[loop], api_name="rag_test_loop_stop", queue=False)
 
+
+def _quality_panel(profile) -> None:
     with gr.Accordion("Retrieval quality: hit@k for dishes in the index", open=False):
         gr.Markdown('Each indexed dish is asked as "How do I make {name}?": hit@k is the share whose own recipe '
                     "comes back among the first k.")

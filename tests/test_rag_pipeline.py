@@ -244,3 +244,16 @@ def test_stop_button_ends_a_running_test_loop(client):
     with open(path, newline="") as f:
         assert 1 <= len(list(csv.DictReader(f))) < 12, "the loop ended early and kept its rows"
     assert not MODELS.status()["busy"]
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_llm_is_8bit_or_half_and_the_embedding_half(cfg):
+    import torch
+
+    bundle = rag_llm.load_bundle(rag_llm.bundle_key(cfg.llm, cfg.embedding))
+    expected = "transformers-8bit" if importlib.util.find_spec("bitsandbytes") else "transformers-fp16"
+    assert bundle.lm.backend == expected and bundle.lm.device == "cuda"
+    assert next(bundle.embed_model._model.parameters()).dtype == torch.float16
+    del bundle
+    last = list(rag.run(cfg, QUESTION))[-1]
+    assert last.rag and last.plain and len(last.sources) == 3
