@@ -192,16 +192,19 @@ def _message_text(content) -> str:
 
 
 def chat(cfg: RagConfig, message: str, history: list[dict], control: RunControl | None = None) -> Iterator[RagAnswer]:
-    """Streams a chat reply: recipes retrieved for the latest message, recent history kept in the prompt.
+    """Streams a chat reply: recipes retrieved for the latest message together with the previous question (a
+    follow-up such as "and how long does it bake?" names no dish), recent history kept in the prompt.
     `history` is a list of {"role", "content"} messages (content may be a list of text parts)."""
     message, control = _clean_question(message), control or RunControl()
     turns = [{"role": m["role"], "content": _message_text(m["content"])} for m in history or []
              if m.get("role") in ("user", "assistant")]
+    previous = next((t["content"] for t in reversed(turns) if t["role"] == "user"), "")
 
     def work(emit):
         with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
             opened, llm, answer = _prepare(bundle, cfg, message, control)
-            answer.sources = rag_index.retrieve(opened.index, answer.question, cfg.top_k)
+            before, _ = rag_llm.truncate_tokens(bundle.tokenizer, previous, cfg.question_tokens)
+            answer.sources = rag_index.retrieve(opened.index, f"{before} {answer.question}".strip(), cfg.top_k)
             emit(dataclasses.replace(answer))
             prompt = rag_llm.chat_prompt(bundle.tokenizer, turns, answer.question, [s.text for s in answer.sources],
                                          cfg.context_window - cfg.max_new_tokens)
@@ -228,6 +231,7 @@ def test_loop(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None 
 
     def work(emit):
         with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
+            write_json(folder / "config.json", dataclasses.asdict(cfg) | {"n": n, "seed": seed})
             opened, llm, _ = _prepare(bundle, cfg, "", control)
             engine, rows = _query_engine(opened.index, llm, bundle.tokenizer, cfg, streaming=False), []
             _seed(cfg)
@@ -235,15 +239,16 @@ def test_loop(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None 
                 control.check()
                 question = QUESTION.format(name=dish["name"])
                 response = _query(engine, question)
+                plain = llm.complete(question).text.strip()
+                control.check()  # a stop cut this dish's answers short: keep them out of the table
                 found = rag_index.sources(response.source_nodes)
-                rows.append({"dish": dish["name"], "question": question, "rag_answer": str(response).strip(),
-                             "plain_answer": llm.complete(question).text.strip(),
+                rows.append({"dish": dish["name"], "question": question,
                              "retrieved": " | ".join(s.name for s in found),
-                             "scores": " | ".join(f"{s.score:.3f}" for s in found)})
+                             "scores": " | ".join(f"{s.score:.3f}" for s in found),
+                             "rag_answer": str(response).strip(), "plain_answer": plain})
                 _write_csv(path, rows)
                 control.advance(i + 1, n, "test loop")
                 emit((list(rows), path))
-            write_json(folder / "config.json", dataclasses.asdict(cfg) | {"n": n, "seed": seed})
 
     yield from _in_worker(work, control)
 

@@ -3,15 +3,16 @@ their scores; chat with history; run the seed's test loop; measure retrieval hit
 from __future__ import annotations
 
 import html
-from functools import partial
 
 import gradio as gr
 import pandas as pd
 
 from core import rag
+from core.runs import RunControl
 from tabs.common import GPU_EVENT, model_line, user_errors
 
-API_NAMES = ["rag_ask", "rag_chat", "rag_chat_clear", "rag_test_loop", "rag_quality"]
+API_NAMES = ["rag_ask", "rag_ask_submit", "rag_chat", "rag_chat_clear", "rag_test_loop", "rag_test_loop_stop",
+             "rag_quality"]
 EXAMPLE = "How do I make pork chop noodle soup?"
 
 
@@ -39,21 +40,25 @@ def _tell(answer, told: set) -> str:
     return " · ".join(answer.notes + answer.warnings)
 
 
-def on_ask(profile, question, *settings, progress=gr.Progress(track_tqdm=True)):
-    """Ask button / question box -> rag_answer, plain_answer, sources, notes (all stream)."""
-    told: set = set()
-    for answer in rag.run(_config(profile, *settings), question):
-        yield answer.rag, answer.plain, sources_html(answer.sources), _tell(answer, told)
+def ask_handler(profile):
+    def on_ask(question, *settings, progress=gr.Progress(track_tqdm=True)):
+        """Ask button / question box -> rag_answer, plain_answer, sources, notes (all stream)."""
+        told: set = set()
+        for answer in rag.run(_config(profile, *settings), question):
+            yield answer.rag, answer.plain, sources_html(answer.sources), _tell(answer, told)
+    return on_ask
 
 
-def on_chat(profile, message, history, *settings, progress=gr.Progress(track_tqdm=True)):
-    """Chat message box -> chatbot (history plus the streamed reply), chat_sources, message box cleared."""
-    history = list(history or [])
-    asked = [*history, {"role": "user", "content": message}]
-    told: set = set()
-    for answer in rag.chat(_config(profile, *settings), message, history):
-        _tell(answer, told)
-        yield [*asked, {"role": "assistant", "content": answer.rag}], sources_html(answer.sources), ""
+def chat_handler(profile):
+    def on_chat(message, history, *settings, progress=gr.Progress(track_tqdm=True)):
+        """Chat message box -> chatbot (history plus the streamed reply), chat_sources, message box cleared."""
+        history = list(history or [])
+        asked = [*history, {"role": "user", "content": message}]
+        told: set = set()
+        for answer in rag.chat(_config(profile, *settings), message, history):
+            _tell(answer, told)
+            yield [*asked, {"role": "assistant", "content": answer.rag}], sources_html(answer.sources), ""
+    return on_chat
 
 
 def on_chat_clear():
@@ -61,16 +66,38 @@ def on_chat_clear():
     return [], sources_html([])
 
 
-def on_test_loop(profile, n, loop_seed, *settings, progress=gr.Progress(track_tqdm=True)):
-    """Run test loop button -> loop_table (grows dish by dish), loop_csv (download)."""
-    for rows, path in rag.test_loop(_config(profile, *settings), int(n), int(loop_seed)):
-        yield pd.DataFrame(rows), str(path)
+# session -> the stop flag of the test loop it runs. Cancelling a streaming event only stops the page listening;
+# the Stop button sets this flag so the loop ends (and frees the model) at its next token.
+_LOOPS: dict[str, RunControl] = {}
 
 
-def on_quality(profile, progress=gr.Progress(track_tqdm=True)):
-    """Measure retrieval button -> quality_table (hit@1, hit@3, query latency for the profile's embedding model)."""
-    quality = rag.retrieval_quality(rag.RagConfig.from_profile(profile))
-    return pd.DataFrame([{k: v for k, v in quality.items() if k != "index"}]).round(3)
+def loop_handler(profile):
+    def on_test_loop(n, loop_seed, top_k, mode, window, new_tokens, temperature, seed, request: gr.Request,
+                     progress=gr.Progress(track_tqdm=True)):
+        """Run test loop button -> loop_table (grows dish by dish), loop_csv (download)."""
+        cfg = _config(profile, top_k, mode, window, new_tokens, temperature, seed)
+        control = _LOOPS[request.session_hash] = RunControl()
+        try:
+            for rows, path in rag.test_loop(cfg, int(n), int(loop_seed), control):
+                yield pd.DataFrame(rows), str(path)
+        finally:
+            _LOOPS.pop(request.session_hash, None)
+    return on_test_loop
+
+
+def on_test_loop_stop(request: gr.Request):
+    """Stop button -> the running test loop's stop flag (rows so far stay in the table and the CSV)."""
+    control = _LOOPS.get(request.session_hash)
+    if control is not None:
+        control.stop()
+
+
+def quality_handler(profile):
+    def on_quality(progress=gr.Progress(track_tqdm=True)):
+        """Measure retrieval button -> quality_table (hit@1, hit@3, query latency of the profile's embedding)."""
+        quality = rag.retrieval_quality(rag.RagConfig.from_profile(profile))
+        return pd.DataFrame([{k: v for k, v in quality.items() if k != "index"}]).round(3)
+    return on_quality
 
 
 def _settings():
@@ -101,21 +128,28 @@ def build(profile) -> None:
         rag_answer = gr.Textbox(label="RAG answer (with retrieved recipes)", lines=10)
         plain_answer = gr.Textbox(label="Plain answer (same LLM, no retrieval)", lines=10)
     sources = gr.HTML(sources_html([]), label="Retrieved recipes")
-    ask = dict(fn=user_errors(partial(on_ask, profile)), inputs=[question, *settings],
+    ask = dict(fn=user_errors(ask_handler(profile)), inputs=[question, *settings],
                outputs=[rag_answer, plain_answer, sources, notes], **GPU_EVENT)
     ask_button.click(api_name="rag_ask", **ask)
     question.submit(api_name="rag_ask_submit", **ask)
+    _chat_panel(profile, settings)
+    _loop_panel(profile, settings)
+    _quality_panel(profile)
 
+
+def _chat_panel(profile, settings) -> None:
     with gr.Accordion("Chat (keeps its history)", open=True):
         chatbot = gr.Chatbot(label="Recipe chat", height=320)
         with gr.Row():
             message = gr.Textbox(label="Message", placeholder="Ask about a dish, then follow up", scale=5)
             clear_button = gr.Button("Clear chat", scale=1)
         chat_sources = gr.HTML(sources_html([]), label="Recipes retrieved for the last message")
-    message.submit(user_errors(partial(on_chat, profile)), inputs=[message, chatbot, *settings],
+    message.submit(user_errors(chat_handler(profile)), inputs=[message, chatbot, *settings],
                    outputs=[chatbot, chat_sources, message], api_name="rag_chat", **GPU_EVENT)
     clear_button.click(on_chat_clear, outputs=[chatbot, chat_sources], api_name="rag_chat_clear", queue=False)
 
+
+def _loop_panel(profile, settings) -> None:
     with gr.Accordion("Test loop: random test-split dishes, both answers", open=False):
         with gr.Row():
             n = gr.Slider(1, 20, value=5, step=1, label="Dishes")
@@ -124,14 +158,16 @@ def build(profile) -> None:
             stop_button = gr.Button("Stop", variant="stop")
         loop_table = gr.Dataframe(label="Results", wrap=True)
         loop_csv = gr.File(label="Download CSV")
-    loop = loop_button.click(user_errors(partial(on_test_loop, profile)), inputs=[n, loop_seed, *settings],
+    loop = loop_button.click(user_errors(loop_handler(profile)), inputs=[n, loop_seed, *settings],
                              outputs=[loop_table, loop_csv], api_name="rag_test_loop", **GPU_EVENT)
-    stop_button.click(None, cancels=[loop], api_name="rag_test_loop_stop")
+    stop_button.click(on_test_loop_stop, cancels=[loop], api_name="rag_test_loop_stop", queue=False)
 
+
+def _quality_panel(profile) -> None:
     with gr.Accordion("Retrieval quality: hit@k for dishes in the index", open=False):
         gr.Markdown('Each indexed dish is asked as "How do I make {name}?": hit@k is the share whose own recipe '
                     "comes back among the first k.")
         quality_button = gr.Button("Measure retrieval")
         quality_table = gr.Dataframe(label="Retrieval quality")
-    quality_button.click(user_errors(partial(on_quality, profile)), outputs=quality_table, api_name="rag_quality",
+    quality_button.click(user_errors(quality_handler(profile)), outputs=quality_table, api_name="rag_quality",
                          **GPU_EVENT)

