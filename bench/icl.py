@@ -169,7 +169,7 @@ def lite_accuracy(args) -> str:
     from core.icl_report import table_text
 
     cfg = icl.IclConfig(model_id=profiles.LITE.generator, dataset=args.accuracy, n=50, first=True,
-                        max_new_tokens=args.max_new_tokens, samples=args.samples)
+                        max_new_tokens=args.max_new_tokens, samples=args.samples, shots=args.shots)
     return table_text(icl.run(cfg))
 
 
@@ -185,6 +185,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--max-new-tokens", type=int, default=256, help="--lite / --accuracy")
     parser.add_argument("--samples", type=int, default=5, help="self-consistency k for --accuracy")
+    parser.add_argument("--shots", type=int, default=8, help="few-shot exemplars for --accuracy")
     args = parser.parse_args(argv)
     if args.smoke:
         args.questions, args.batch_size, args.slice, args.new_tokens = 4, 8, 2, 8
