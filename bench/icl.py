@@ -31,6 +31,10 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
+def _sample_rows() -> list[dict]:
+    return [json.loads(line) for line in ASSET.read_text().splitlines()]
+
+
 def bpe_tokenizer(vocab: int = 1000):
     """A byte-level BPE trained on the GSM8K sample and our templates. No hub on the GPU machine; at 1000 merges
     its prompt lengths track SmolLM2's real tokenizer (median 99 vs 97 tokens, few-shot 895 vs 916). The model's
@@ -40,8 +44,7 @@ def bpe_tokenizer(vocab: int = 1000):
 
     from core.icl_strategies import STRATEGIES
 
-    rows = [json.loads(line) for line in ASSET.read_text().splitlines()]
-    corpus = [r["question"] + "\n" + r["answer"] for r in rows]
+    corpus = [r["question"] + "\n" + r["answer"] for r in _sample_rows()]
     corpus += [t for s in STRATEGIES.values() for stage in s.stages for _role, t in stage.turns]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -78,9 +81,10 @@ def sweep_prompts(n: int) -> list[list[dict]]:
     from core import icl
     from core.icl_strategies import STRATEGIES, render
 
+    rows = _sample_rows()  # read directly: the GPU machine may lack `datasets`
     cfg = icl.IclConfig(dataset=str(ASSET), n=n, strategies=SWEEP)
-    problems = icl.select_problems(cfg)
-    shots = icl.pick_exemplars(cfg, {p.question for p in problems})
+    problems = icl.select_problems(cfg, rows)
+    shots = icl.pick_exemplars(cfg, {p.question for p in problems}, rows)
     return [render(STRATEGIES[name], 0, p.question, shots, []) for name in SWEEP for p in problems]
 
 
