@@ -100,10 +100,34 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
+def _sweep_rows(args, lengths: list[int], sweep: float, single: list[float], backend: str, peak: str) -> list[dict]:
+    new = args.new_tokens
+    per_prompt = statistics.mean(single)
+    seed_way = per_prompt * len(lengths)
+    total = len(lengths) * new
+    return [
+        {"measure": f"prompt tokens (min / median / max) of {len(lengths)} prompts",
+         "value": f"{min(lengths)} / {statistics.median(lengths):.0f} / {max(lengths)}", "note": backend},
+        {"measure": f"sweep: {args.questions} q x {len(SWEEP)} strategies, {new} new tokens each, batch "
+                    f"{args.batch_size}", "value": f"{sweep:.1f} s", "note": "target <= 60 s on an H100"},
+        {"measure": "sweep throughput", "value": f"{total / sweep:.0f} tok/s", "note": peak},
+        {"measure": f"seed's way: one generate per prompt, batch 1 (mean of {len(single)})",
+         "value": f"{per_prompt:.2f} s/prompt", "note": f"{new / per_prompt:.1f} tok/s"},
+        {"measure": f"seed's way for all {len(lengths)} prompts (extrapolated)", "value": f"{seed_way:.0f} s",
+         "note": ""},
+        {"measure": "speed-up of the sweep over the seed's way", "value": f"{seed_way / sweep:.1f}x",
+         "note": "target >= 40x"},
+    ]
+
+
 def gpu_sweep(args) -> list[dict]:
     """The sweep in one batched pass, then the seed's way (batch 1, one generate per prompt) on a slice."""
+    import importlib.util
+
     import torch
 
+    if torch.cuda.is_available() and importlib.util.find_spec("unsloth"):
+        import unsloth  # noqa: F401  (unsloth patches transformers at import: before save_random_llama imports it)
     from core.generation import GenerationConfig, chat_text, generate
     from core.loaders import load_language_model
     from core.models import MODELS
@@ -125,22 +149,7 @@ def gpu_sweep(args) -> list[dict]:
             single = [_timed(lambda p=p: generate(lm, [p], GenerationConfig(**fixed, batch_size=1)))[1]
                       for p in picked]
             backend = lm.backend
-    per_prompt = statistics.mean(single)
-    seed_way = per_prompt * len(prompts)
-    total = len(prompts) * new
-    return [
-        {"measure": f"prompt tokens (min / median / max) of {len(prompts)} prompts",
-         "value": f"{min(lengths)} / {statistics.median(lengths):.0f} / {max(lengths)}", "note": backend},
-        {"measure": f"sweep: {args.questions} q x {len(SWEEP)} strategies, {new} new tokens each, batch "
-                    f"{args.batch_size}", "value": f"{sweep:.1f} s", "note": "target <= 60 s on an H100"},
-        {"measure": "sweep throughput", "value": f"{total / sweep:.0f} tok/s", "note": peak},
-        {"measure": f"seed's way: one generate per prompt, batch 1 (mean of {len(single)})",
-         "value": f"{per_prompt:.2f} s/prompt", "note": f"{new / per_prompt:.1f} tok/s"},
-        {"measure": f"seed's way for all {len(prompts)} prompts (extrapolated)", "value": f"{seed_way:.0f} s",
-         "note": ""},
-        {"measure": "speed-up of the sweep over the seed's way", "value": f"{seed_way / sweep:.1f}x",
-         "note": "target >= 40x"},
-    ]
+    return _sweep_rows(args, lengths, sweep, single, backend, peak)
 
 
 def lite_timing(args) -> list[dict]:
