@@ -31,6 +31,10 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
+def _sample_rows() -> list[dict]:
+    return [json.loads(line) for line in ASSET.read_text().splitlines()]
+
+
 def bpe_tokenizer(vocab: int = 1000):
     """A byte-level BPE trained on the GSM8K sample and our templates. No hub on the GPU machine; at 1000 merges
     its prompt lengths track SmolLM2's real tokenizer (median 99 vs 97 tokens, few-shot 895 vs 916). The model's
@@ -40,8 +44,7 @@ def bpe_tokenizer(vocab: int = 1000):
 
     from core.icl_strategies import STRATEGIES
 
-    rows = [json.loads(line) for line in ASSET.read_text().splitlines()]
-    corpus = [r["question"] + "\n" + r["answer"] for r in rows]
+    corpus = [r["question"] + "\n" + r["answer"] for r in _sample_rows()]
     corpus += [t for s in STRATEGIES.values() for stage in s.stages for _role, t in stage.turns]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -78,9 +81,10 @@ def sweep_prompts(n: int) -> list[list[dict]]:
     from core import icl
     from core.icl_strategies import STRATEGIES, render
 
+    rows = _sample_rows()  # read directly: the GPU machine may lack `datasets`
     cfg = icl.IclConfig(dataset=str(ASSET), n=n, strategies=SWEEP)
-    problems = icl.select_problems(cfg)
-    shots = icl.pick_exemplars(cfg, {p.question for p in problems})
+    problems = icl.select_problems(cfg, rows)
+    shots = icl.pick_exemplars(cfg, {p.question for p in problems}, rows)
     return [render(STRATEGIES[name], 0, p.question, shots, []) for name in SWEEP for p in problems]
 
 
@@ -96,10 +100,34 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
+def _sweep_rows(args, lengths: list[int], sweep: float, single: list[float], backend: str, peak: str) -> list[dict]:
+    new = args.new_tokens
+    per_prompt = statistics.mean(single)
+    seed_way = per_prompt * len(lengths)
+    total = len(lengths) * new
+    return [
+        {"measure": f"prompt tokens (min / median / max) of {len(lengths)} prompts",
+         "value": f"{min(lengths)} / {statistics.median(lengths):.0f} / {max(lengths)}", "note": backend},
+        {"measure": f"sweep: {args.questions} q x {len(SWEEP)} strategies, {new} new tokens each, batch "
+                    f"{args.batch_size}", "value": f"{sweep:.1f} s", "note": "target <= 60 s on an H100"},
+        {"measure": "sweep throughput", "value": f"{total / sweep:.0f} tok/s", "note": peak},
+        {"measure": f"seed's way: one generate per prompt, batch 1 (mean of {len(single)})",
+         "value": f"{per_prompt:.2f} s/prompt", "note": f"{new / per_prompt:.1f} tok/s"},
+        {"measure": f"seed's way for all {len(lengths)} prompts (extrapolated)", "value": f"{seed_way:.0f} s",
+         "note": ""},
+        {"measure": "speed-up of the sweep over the seed's way", "value": f"{seed_way / sweep:.1f}x",
+         "note": "target >= 40x"},
+    ]
+
+
 def gpu_sweep(args) -> list[dict]:
     """The sweep in one batched pass, then the seed's way (batch 1, one generate per prompt) on a slice."""
+    import importlib.util
+
     import torch
 
+    if torch.cuda.is_available() and importlib.util.find_spec("unsloth"):
+        import unsloth  # noqa: F401  (unsloth patches transformers at import: before save_random_llama imports it)
     from core.generation import GenerationConfig, chat_text, generate
     from core.loaders import load_language_model
     from core.models import MODELS
@@ -121,22 +149,7 @@ def gpu_sweep(args) -> list[dict]:
             single = [_timed(lambda p=p: generate(lm, [p], GenerationConfig(**fixed, batch_size=1)))[1]
                       for p in picked]
             backend = lm.backend
-    per_prompt = statistics.mean(single)
-    seed_way = per_prompt * len(prompts)
-    total = len(prompts) * new
-    return [
-        {"measure": f"prompt tokens (min / median / max) of {len(prompts)} prompts",
-         "value": f"{min(lengths)} / {statistics.median(lengths):.0f} / {max(lengths)}", "note": backend},
-        {"measure": f"sweep: {args.questions} q x {len(SWEEP)} strategies, {new} new tokens each, batch "
-                    f"{args.batch_size}", "value": f"{sweep:.1f} s", "note": "target <= 60 s on an H100"},
-        {"measure": "sweep throughput", "value": f"{total / sweep:.0f} tok/s", "note": peak},
-        {"measure": f"seed's way: one generate per prompt, batch 1 (mean of {len(single)})",
-         "value": f"{per_prompt:.2f} s/prompt", "note": f"{new / per_prompt:.1f} tok/s"},
-        {"measure": f"seed's way for all {len(prompts)} prompts (extrapolated)", "value": f"{seed_way:.0f} s",
-         "note": ""},
-        {"measure": "speed-up of the sweep over the seed's way", "value": f"{seed_way / sweep:.1f}x",
-         "note": "target >= 40x"},
-    ]
+    return _sweep_rows(args, lengths, sweep, single, backend, peak)
 
 
 def lite_timing(args) -> list[dict]:
@@ -169,7 +182,7 @@ def lite_accuracy(args) -> str:
     from core.icl_report import table_text
 
     cfg = icl.IclConfig(model_id=profiles.LITE.generator, dataset=args.accuracy, n=50, first=True,
-                        max_new_tokens=args.max_new_tokens, samples=args.samples)
+                        max_new_tokens=args.max_new_tokens, samples=args.samples, shots=args.shots)
     return table_text(icl.run(cfg))
 
 
@@ -185,6 +198,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--max-new-tokens", type=int, default=256, help="--lite / --accuracy")
     parser.add_argument("--samples", type=int, default=5, help="self-consistency k for --accuracy")
+    parser.add_argument("--shots", type=int, default=8, help="few-shot exemplars for --accuracy")
     args = parser.parse_args(argv)
     if args.smoke:
         args.questions, args.batch_size, args.slice, args.new_tokens = 4, 8, 2, 8

@@ -58,9 +58,10 @@ class Problem:
     gold: str | None
 
 
-def select_problems(cfg: IclConfig) -> list[Problem]:
-    """The evaluated subset: the first n rows, or n rows drawn with random.Random(seed) (same on every machine)."""
-    rows = load_split(cfg.dataset, cfg.split)
+def select_problems(cfg: IclConfig, rows=None) -> list[Problem]:
+    """The evaluated subset: the first n rows, or n rows drawn with random.Random(seed) (same on every machine).
+    `rows` (a list of dicts) stands in for the dataset's split where `datasets` is not installed (GPU bench)."""
+    rows = load_split(cfg.dataset, cfg.split) if rows is None else rows
     if cfg.n > len(rows):
         raise ValueError(f"subset of {cfg.n} questions is larger than the {cfg.split} split of {cfg.dataset} "
                          f"({len(rows)} rows): lower n")
@@ -77,13 +78,13 @@ def select_problems(cfg: IclConfig) -> list[Problem]:
     return problems
 
 
-def pick_exemplars(cfg: IclConfig, exclude: set[str]) -> list[dict]:
-    """`shots` worked examples from the train split, never one of the evaluated questions (in lite one file
-    serves every split), chosen with random.Random(seed)."""
+def pick_exemplars(cfg: IclConfig, exclude: set[str], rows=None) -> list[dict]:
+    """`shots` worked examples from the train split (or `rows`), never one of the evaluated questions (in lite
+    one file serves every split), chosen with random.Random(seed)."""
     if not any(STRATEGIES[s].uses_shots for s in cfg.strategies):
         return []
-    rows = load_split(cfg.dataset, "train")
-    eligible = [i for i, q in enumerate(rows["question"]) if q not in exclude]
+    rows = load_split(cfg.dataset, "train") if rows is None else rows
+    eligible = [i for i, row in enumerate(rows) if row["question"] not in exclude]
     if len(eligible) < cfg.shots:
         raise ValueError(f"few-shot needs {cfg.shots} exemplars but only {len(eligible)} train questions are not "
                          "among the evaluated ones: lower n or shots")
