@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 
 .PHONY: install run test bench
 install: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt constraints.txt
+# The venv's path carries a hash of the requirement files, so a changed file means a new venv; no mtime checks
+# (a fresh clone's files are all new).
+$(VENV)/.installed:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
