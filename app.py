@@ -20,9 +20,9 @@ CSS = ".status-line {font-size: 0.9em; opacity: 0.85}"
 def build_app(profile: profiles.Profile | None = None) -> gr.Blocks:
     profile = profile or profiles.resolve()
     with gr.Blocks(title="Alignment Lab") as demo:
+        lite_note = " (offline models that ship inside PyPI packages, sample data)" if profile.name == "lite" else ""
         gr.Markdown(f"# Alignment Lab\nPrompting, reward models and alignment, hands on. "
-                    f"Profile: **{profile.name}**"
-                    + (" (offline models that ship inside PyPI packages, sample data)" if profile.name == "lite" else ""))
+                    f"Profile: **{profile.name}**{lite_note}")
         with gr.Row():
             status = gr.Markdown(common.status_markdown(), elem_classes="status-line")
             unload_button = gr.Button("Unload model", size="sm", scale=0)

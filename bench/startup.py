@@ -61,7 +61,8 @@ def role_switches(repeats: int) -> list[dict]:
     start = time.perf_counter()
     with manager.use("generator", LITE.generator, load_language_model):
         pass
-    rows.append({"switch": "first generator load in a fresh process (imports included)", "seconds": time.perf_counter() - start})
+    rows.append({"switch": "first generator load in a fresh process (imports included)",
+                 "seconds": time.perf_counter() - start})
     to_embed, to_gen = [], []
     for _ in range(repeats):
         for role, mid, loader, sink in (("embedding", MINILM, load_embedding, to_embed),

@@ -7,18 +7,13 @@ import pytest
 
 import app
 from core import profiles
+from tests.served import served_app
 
 
 @pytest.fixture(scope="module")
 def client():
-    from gradio_client import Client
-
-    demo = app.build_app(profiles.LITE)
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
+    with served_app(profiles.LITE) as c:
+        yield c
 
 
 def test_five_tabs_in_order():

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-import app
 from core import icl, profiles
+from tests.served import served_app
 
 SETTINGS = dict(strategies=["baseline", "zero_shot_cot"], n=3, seed=42, first=False, max_tokens=5, batch=8, shots=2,
                 samples=2, temperature=0.7)
@@ -15,16 +15,12 @@ SETTINGS = dict(strategies=["baseline", "zero_shot_cot"], n=3, seed=42, first=Fa
 
 @pytest.fixture(scope="module")
 def client(tiny_lm_dir, tmp_path_factory):
-    from gradio_client import Client
-
     saved = icl.CACHE
     icl.CACHE = icl.AnswerCache(tmp_path_factory.mktemp("icl-cache"))  # keep the user's cache out of tests
-    demo = app.build_app(dataclasses.replace(profiles.LITE, generator=str(tiny_lm_dir)))
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
     try:
-        yield Client(demo.local_url, verbose=False)
+        with served_app(dataclasses.replace(profiles.LITE, generator=str(tiny_lm_dir))) as c:
+            yield c
     finally:
-        demo.close()
         icl.CACHE = saved
 
 

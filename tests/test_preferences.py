@@ -6,10 +6,10 @@ import json
 import pytest
 from datasets import Dataset
 
-import app
 from core import data, preferences, profiles
 from core.preferences import PreferenceDataConfig
 from tests import tiny
+from tests.served import served_app
 
 ANSWER_A = "Canberra has been the capital of Australia since 1927."
 ANSWER_B = "Probably Sydney, it is the biggest city there."
@@ -127,14 +127,8 @@ def test_lite_sample_gives_every_rule_something_to_remove():
 
 @pytest.fixture(scope="module")
 def client(tiny_lm_dir):
-    from gradio_client import Client
-
-    demo = app.build_app(dataclasses.replace(profiles.LITE, generator=str(tiny_lm_dir)))
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
+    with served_app(dataclasses.replace(profiles.LITE, generator=str(tiny_lm_dir))) as c:
+        yield c
 
 
 def test_filter_endpoint_returns_counts_bars_and_formatted_preview(client):

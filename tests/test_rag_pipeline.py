@@ -14,6 +14,7 @@ from core import profiles, rag, rag_index, rag_llm
 from core.generation import chat_text
 from core.models import MODELS
 from core.runs import RunControl
+from tests.served import served_app
 from tests.test_rag import RECIPES, save_tiny_bert
 
 QUESTION = "How do I make pork chop noodle soup?"
@@ -209,16 +210,8 @@ def test_cli_answers_a_question(cfg, tmp_path):
 
 @pytest.fixture(scope="module")
 def client(cfg):
-    from gradio_client import Client
-
-    import app
-
-    demo = app.build_app(dataclasses.replace(profiles.LITE, rag_llm=cfg.llm, embedding=cfg.embedding))
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
+    with served_app(dataclasses.replace(profiles.LITE, rag_llm=cfg.llm, embedding=cfg.embedding)) as c:
+        yield c
 
 
 def test_endpoints_answer_through_gradio_client(client):

@@ -4,10 +4,10 @@ import dataclasses
 
 import pytest
 
-import app
 from core import profiles, reward
 from tests import tiny
 from tests.qrm_like import save_qrm_like
+from tests.served import served_app
 
 
 @pytest.fixture(scope="module")
@@ -17,14 +17,8 @@ def qrm_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(qrm_dir):
-    from gradio_client import Client
-
-    demo = app.build_app(dataclasses.replace(profiles.LITE, reward_model=str(qrm_dir)))
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
+    with served_app(dataclasses.replace(profiles.LITE, reward_model=str(qrm_dir))) as c:
+        yield c
 
 
 def test_score_endpoint_returns_the_plotted_values(client, qrm_dir):

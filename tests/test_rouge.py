@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-import app
 from core import data, profiles, rouge
+from tests.served import served_app
 
 REFERENCE = "the cat sat on the mat"
 
@@ -77,14 +77,8 @@ def test_news_article_checks_the_range():
 
 @pytest.fixture(scope="module")
 def client(tiny_lm_dir):
-    from gradio_client import Client
-
-    demo = app.build_app(dataclasses.replace(profiles.LITE, summarizer=str(tiny_lm_dir)))
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
+    with served_app(dataclasses.replace(profiles.LITE, summarizer=str(tiny_lm_dir))) as c:
+        yield c
 
 
 def test_load_article_endpoint_prefills_lead3(client):
