@@ -1,16 +1,17 @@
-"""ROUGE for news summaries: the scores the seed's PPO reward used (via rouge_score, which works offline, unlike
-evaluate.load("rouge")), that reward in trl's reward-function shape, a lead-n baseline, and a cached article lookup."""
+"""ROUGE as a reward for news summaries: the scores the course notebook's PPO reward used (via rouge_score, which
+works offline, unlike evaluate.load("rouge")), that reward in trl's reward-function shape, and one summary scored
+against its article's highlights beside the lead-3 baseline."""
 from __future__ import annotations
 
-import re
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-from core import data
+from core.generation import message_text
+from core.profiles import FULL
+from core.rl.news import lead_baseline, news_article
+from core.runs import RunControl
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-# A sentence ends at . ! or ? (plus closing quotes/brackets) when whitespace and a capital or digit follow.
-_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s+[\"'(\[]?[A-Z0-9])")
-_ABBREVIATIONS = ("Mr.", "Mrs.", "Ms.", "Dr.", "St.", "Prof.", "Gen.", "No.", "U.S.", "U.K.", "U.N.", "vs.")
 
 
 @lru_cache(maxsize=1)
@@ -26,49 +27,43 @@ def rouge_scores(reference: str, prediction: str) -> dict[str, float]:
     return {name: scores[name].fmeasure for name in ROUGE_TYPES}
 
 
-def completion_text(completion) -> str:
-    """trl passes plain strings, or message lists for conversational datasets: the answer is the last message."""
-    if isinstance(completion, str):
-        return completion
-    return completion[-1]["content"] if completion else ""
-
-
 def rouge_reward(completions, highlights, **kwargs) -> list[float]:
     """Reward function for trl's GRPOTrainer/RLOOTrainer: rouge1 F1 of each completion against its reference
-    highlights (the dataset column arrives as a keyword), as the seed's PPO reward_fn computed it."""
+    highlights (the dataset column arrives as a keyword), as the course notebook's PPO reward_fn computed it."""
     if len(completions) != len(highlights):
         raise ValueError(f"got {len(completions)} completions but {len(highlights)} reference highlights")
-    return [rouge_scores(reference, completion_text(c))["rouge1"] for c, reference in zip(completions, highlights)]
+    return [rouge_scores(reference, message_text(c))["rouge1"] for c, reference in zip(completions, highlights)]
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a news article; a rule-based splitter (nltk's punkt would need a download)."""
-    sentences, start = [], 0
-    for match in _SENTENCE_END.finditer(text):
-        piece = text[start:match.end()]
-        if piece.endswith(_ABBREVIATIONS) or re.search(r"\b[A-Z]\.$", piece):  # "Dr. Lee", "J. Smith"
-            continue
-        sentences.append(piece.strip())
-        start = match.end()
-    tail = text[start:].strip()
-    return sentences + ([tail] if tail else [])
+@dataclass(frozen=True)
+class SummaryScoreConfig:
+    """One article of a news dataset and a summary to score; no summary: the lead-3 baseline is scored."""
+    news: str = FULL.news
+    index: int = 0
+    summary: str | None = None
 
 
-def lead_baseline(article: str, n: int = 3) -> str:
-    """The first n sentences: the classic non-learned summary that news models must beat."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    return " ".join(split_sentences(article)[:n])
+@dataclass
+class SummaryScoreResult:
+    article: str
+    highlights: str
+    summary: str
+    lead: str  # the lead-3 baseline
+    scores: dict[str, dict[str, float]]  # "summary" / "lead-3" -> ROUGE type -> F1
+    reward: float  # rouge1 F1 of the summary: what PPO and GRPO maximise
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-@lru_cache(maxsize=4)
-def _news_rows(spec: str, split: str):
-    return data.load_split(spec, split)
-
-
-def news_article(spec: str, index: int, split: str = "validation") -> dict:
-    """Row `index` of a news dataset ({article, highlights, id}) plus `count`, the number of rows."""
-    rows = _news_rows(spec, split)
-    if not 0 <= index < len(rows):
-        raise ValueError(f"article number must be between 0 and {len(rows) - 1}, got {index}")
-    return {**rows[int(index)], "count": len(rows)}
+def score_summary(cfg: SummaryScoreConfig, control: RunControl | None = None) -> SummaryScoreResult:
+    """ROUGE of cfg.summary (or lead-3) and of the lead-3 baseline against the article's reference highlights."""
+    row = news_article(cfg.news, cfg.index)
+    if not str(row["highlights"]).strip():
+        raise ValueError(f"article {cfg.index} has no reference highlights to score against: pick another")
+    lead = lead_baseline(row["article"])
+    summary = lead if cfg.summary is None else cfg.summary
+    if not summary.strip():
+        raise ValueError("the summary is empty: write one (or leave it out to score the lead-3 baseline)")
+    scores = {"summary": rouge_scores(row["highlights"], summary), "lead-3": rouge_scores(row["highlights"], lead)}
+    return SummaryScoreResult(row["article"], row["highlights"], summary, lead, scores, scores["summary"]["rouge1"])
