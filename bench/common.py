@@ -31,5 +31,20 @@ def _cell(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def timed(fn) -> tuple[float, object]:
+    """(seconds, fn()): wall time of one call, the accelerator synchronized before and after so queued kernels
+    count where they belong."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    value = fn()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, value
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)

@@ -1,6 +1,6 @@
 """ICL benchmarks. GPU (default, CUDA): a random-weight Llama-3.2-3B-shape model loaded through core.loaders
 (unsloth on CUDA), exactly 256 new tokens per prompt; the 50 questions x 6 single-stage strategies sweep in one
-batched pass, and the seed's way (one `generate` per prompt) on a slice, as a ratio. CPU: `--smoke` (tiny shapes),
+batched pass, and the notebook's way (one `generate` per prompt) on a slice, as a ratio. CPU: `--smoke` (tiny shapes),
 `--lite` (SmolLM2, 10 questions x baseline and zero-shot CoT), `--accuracy DATA` (SmolLM2, every strategy).
 
     python -m bench icl [--batch-size 150] [--slice 6]     python -m bench icl --smoke
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from bench.common import header, table
+from bench.common import header, table, timed
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "gsm8k_sample.jsonl"
 SWEEP = ("baseline", "role_play", "zero_shot_cot", "few_shot_cot", "least_to_most", "generated_knowledge")
@@ -42,7 +42,7 @@ def bpe_tokenizer(vocab: int = 1000):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from core.icl_strategies import STRATEGIES
+    from core.icl import STRATEGIES
 
     corpus = [r["question"] + "\n" + r["answer"] for r in _sample_rows()]
     corpus += [t for s in STRATEGIES.values() for stage in s.stages for _role, t in stage.turns]
@@ -79,7 +79,7 @@ def save_random_llama(folder: Path, shape: dict) -> Path:
 def sweep_prompts(n: int) -> list[list[dict]]:
     """Stage-1 prompts of the six single-stage-equivalent strategies for n seeded questions of the lite sample."""
     from core import icl
-    from core.icl_strategies import STRATEGIES, render
+    from core.icl import STRATEGIES, render
 
     rows = _sample_rows()  # read directly: the GPU machine may lack `datasets`
     cfg = icl.IclConfig(dataset=str(ASSET), n=n, strategies=SWEEP)
@@ -88,22 +88,10 @@ def sweep_prompts(n: int) -> list[list[dict]]:
     return [render(STRATEGIES[name], 0, p.question, shots, []) for name in SWEEP for p in problems]
 
 
-def _timed(fn):
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start
-
-
 def _sweep_rows(args, lengths: list[int], sweep: float, single: list[float], backend: str, peak: str) -> list[dict]:
     new = args.new_tokens
     per_prompt = statistics.mean(single)
-    seed_way = per_prompt * len(lengths)
+    notebook_way = per_prompt * len(lengths)
     total = len(lengths) * new
     return [
         {"measure": f"prompt tokens (min / median / max) of {len(lengths)} prompts",
@@ -111,17 +99,17 @@ def _sweep_rows(args, lengths: list[int], sweep: float, single: list[float], bac
         {"measure": f"sweep: {args.questions} q x {len(SWEEP)} strategies, {new} new tokens each, batch "
                     f"{args.batch_size}", "value": f"{sweep:.1f} s", "note": "target <= 60 s on an H100"},
         {"measure": "sweep throughput", "value": f"{total / sweep:.0f} tok/s", "note": peak},
-        {"measure": f"seed's way: one generate per prompt, batch 1 (mean of {len(single)})",
+        {"measure": f"notebook's way: one generate per prompt, batch 1 (mean of {len(single)})",
          "value": f"{per_prompt:.2f} s/prompt", "note": f"{new / per_prompt:.1f} tok/s"},
-        {"measure": f"seed's way for all {len(lengths)} prompts (extrapolated)", "value": f"{seed_way:.0f} s",
+        {"measure": f"notebook's way for all {len(lengths)} prompts (extrapolated)", "value": f"{notebook_way:.0f} s",
          "note": ""},
-        {"measure": "speed-up of the sweep over the seed's way", "value": f"{seed_way / sweep:.1f}x",
+        {"measure": "speed-up of the sweep over the course notebook's way", "value": f"{notebook_way / sweep:.1f}x",
          "note": "target >= 40x"},
     ]
 
 
 def gpu_sweep(args) -> list[dict]:
-    """The sweep in one batched pass, then the seed's way (batch 1, one generate per prompt) on a slice."""
+    """The sweep in one batched pass, then the course notebook's way (batch 1, one generate per prompt) on a slice."""
     import importlib.util
 
     import torch
@@ -143,10 +131,10 @@ def gpu_sweep(args) -> list[dict]:
             generate(lm, prompts[:2], GenerationConfig(max_new_tokens=4, batch_size=2))  # warm-up
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            _, sweep = _timed(lambda: generate(lm, prompts, GenerationConfig(**fixed, batch_size=args.batch_size)))
+            sweep, _ = timed(lambda: generate(lm, prompts, GenerationConfig(**fixed, batch_size=args.batch_size)))
             peak = f"peak {torch.cuda.max_memory_allocated() / 2 ** 30:.1f} GB" if cuda else "CPU"
             picked = prompts[::args.questions][:args.slice]  # one prompt per strategy
-            single = [_timed(lambda p=p: generate(lm, [p], GenerationConfig(**fixed, batch_size=1)))[1]
+            single = [timed(lambda p=p: generate(lm, [p], GenerationConfig(**fixed, batch_size=1)))[0]
                       for p in picked]
             backend = lm.backend
     return _sweep_rows(args, lengths, sweep, single, backend, peak)
@@ -155,7 +143,7 @@ def gpu_sweep(args) -> list[dict]:
 def lite_timing(args) -> list[dict]:
     """SmolLM2 on 10 seeded questions of the lite sample x (baseline, zero_shot_cot), fresh cache; then again."""
     from core import icl, profiles
-    from core.icl_report import summarize
+    from core.icl import summarize
     from core.loaders import load_language_model
     from core.models import MODELS
 
@@ -164,9 +152,9 @@ def lite_timing(args) -> list[dict]:
     with MODELS.use("generator", cfg.model_id, load_language_model):
         pass  # load time is not part of the figure
     with tempfile.TemporaryDirectory() as tmp:
-        cache = icl.AnswerCache(Path(tmp))
-        result, seconds = _timed(lambda: icl.run(cfg, cache=cache))
-        _, cached = _timed(lambda: icl.run(cfg, cache=cache))
+        os.environ["ALAB_CACHE"] = tmp  # a fresh answer cache: the first run generates everything
+        seconds, result = timed(lambda: icl.run(cfg))
+        cached, _ = timed(lambda: icl.run(cfg))
     rows = [{"measure": f"10 questions x (baseline, zero_shot_cot): {result.generated} prompts, max "
                         f"{cfg.max_new_tokens} new tokens, batch {cfg.batch_size}", "value": f"{seconds:.1f} s"},
             {"measure": "same run again (every answer cached)", "value": f"{cached:.2f} s"}]
@@ -179,7 +167,7 @@ def lite_timing(args) -> list[dict]:
 def lite_accuracy(args) -> str:
     """SmolLM2 on the first 50 questions of DATA's test split with every strategy (answers cached as usual)."""
     from core import icl, profiles
-    from core.icl_report import table_text
+    from core.icl import table_text
 
     cfg = icl.IclConfig(model_id=profiles.LITE.generator, dataset=args.accuracy, n=50, first=True,
                         max_new_tokens=args.max_new_tokens, samples=args.samples, shots=args.shots)
@@ -194,7 +182,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--accuracy", metavar="DATA", help="SmolLM2 accuracy table on DATA's first 50 test questions")
     parser.add_argument("--questions", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=150)
-    parser.add_argument("--slice", type=int, default=6, help="prompts timed the seed's way")
+    parser.add_argument("--slice", type=int, default=6, help="prompts timed the course notebook's way")
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--max-new-tokens", type=int, default=256, help="--lite / --accuracy")
     parser.add_argument("--samples", type=int, default=5, help="self-consistency k for --accuracy")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bench.common import header, median, table
-from core import rag_index
+from core.rag import index as rag_index
 
 TARGETS = {"build": 15.0, "reload": 2.0, "retrieve_p50_ms": 30.0}  # seconds, seconds, ms, on an H100
 BGE_SMALL = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=12, num_attention_heads=12,

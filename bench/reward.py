@@ -10,10 +10,9 @@ import argparse
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from bench.common import header, median, table
+from bench.common import header, median, table, timed
 
 REAL_SHAPE = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                   num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, max_position_embeddings=8192,
@@ -24,15 +23,9 @@ ANSWERS = ("No. ", "Yes. ")  # + the same body: the two conversations differ by 
 BODY = "Wooden pencils use graphite and clay. "
 
 
-def _timed(fn) -> tuple[float, object]:
-    start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
-
-
 def _pair(tokenizer, tokens: int) -> list[tuple[str, str]]:
     """A prompt and two answers whose conversations each take at most `tokens` (and close to it)."""
-    from core.qrm import encode
+    from core.reward.sequence_rm import encode
 
     answers = [a + BODY * max(1, tokens // 64) for a in ANSWERS]
     low, high = 0, tokens
@@ -46,13 +39,13 @@ def _pair(tokenizer, tokens: int) -> list[tuple[str, str]]:
 def _build_and_load(shape: dict, dev: str, folder: Path) -> tuple[list[dict], object]:
     import torch
 
-    from core import qrm
+    from core import reward as qrm
     from core.models import MODELS
-    from tests.qrm_like import save_qrm_like
-    from tests.tiny import tiny_tokenizer
+    from testing.qrm_like import save_qrm_like
+    from testing.tiny import tiny_tokenizer
 
     dtype = torch.bfloat16 if dev == "cuda" else torch.float32
-    build_s, _ = _timed(lambda: save_qrm_like(folder, tiny_tokenizer(), dtype=dtype, device=dev, **shape))
+    build_s, _ = timed(lambda: save_qrm_like(folder, tiny_tokenizer(), dtype=dtype, device=dev, **shape))
     if dev == "cuda":
         torch.cuda.empty_cache()
     with MODELS.use("reward", str(folder), qrm.load_reward_model) as rm:
@@ -66,11 +59,11 @@ def _build_and_load(shape: dict, dev: str, folder: Path) -> tuple[list[dict], ob
 
 
 def _latency(rm, pair, tokens: int, repeats: int) -> dict:
-    from core.qrm import score_conversations
+    from core.reward import score_conversations
 
     for _ in range(3):  # warm-up: kernels, allocator
         scores = score_conversations(rm, pair, tokens)
-    times = [_timed(lambda: score_conversations(rm, pair, tokens))[0] * 1000 for _ in range(repeats)]
+    times = [timed(lambda: score_conversations(rm, pair, tokens))[0] * 1000 for _ in range(repeats)]
     times.sort()
     return {"work": f"one pair, {'/'.join(str(s.n_tokens) for s in scores)} tokens (median of {repeats})",
             "p50 ms": f"{statistics.median(times):.1f}", "p90 ms": f"{times[int(0.9 * (len(times) - 1))]:.1f}",
@@ -78,13 +71,13 @@ def _latency(rm, pair, tokens: int, repeats: int) -> dict:
 
 
 def _throughput(rm, pair, tokens: int, batch_sizes: list[int]) -> list[dict]:
-    from core.qrm import score_conversations
+    from core.reward import score_conversations
 
     rows = []
     for b in batch_sizes:
         batch = pair * b
         score_conversations(rm, batch, tokens)
-        seconds = median([_timed(lambda: score_conversations(rm, batch, tokens))[0] for _ in range(3)])
+        seconds = median([timed(lambda: score_conversations(rm, batch, tokens))[0] for _ in range(3)])
         rows.append({"work": f"{b} pairs = {2 * b} sequences in one pass (median of 3)",
                      "p50 ms": f"{seconds * 1000:.1f}", "p90 ms": "", "pairs/s": f"{b / seconds:.1f}"})
     return rows
@@ -123,8 +116,8 @@ def lite_bench(args) -> None:
     from core.models import MODELS
     from core.profiles import LITE
 
-    cfg = reward.RewardConfig(model_id=LITE.reward_model)  # the seed's pencil pair
-    first, _ = _timed(lambda: reward.run(cfg))
+    cfg = reward.RewardConfig(model_id=LITE.reward_model)  # the course notebook's pencil pair
+    first, _ = timed(lambda: reward.run(cfg))
     load_s = MODELS.status()["load_seconds"]
     times = [reward.run(cfg).seconds for _ in range(args.repeats)]
     print(header())

@@ -1,7 +1,19 @@
-"""Alignment Lab's engine: model residency, profiles, data and the pipelines behind each tab. No gradio here.
+"""Alignment Lab's engine: model residency, profiles, data and one package per pipeline. No gradio here.
+
+Layout: the root holds shared infrastructure (profiles, models: the one accelerator slot, loaders, generation,
+data, runs); each tab has one package (icl, reward, rag, align, rl) that other packages use only through its
+`__init__`. `python -m core <job>` maps a job name to its package's cli.py.
+
+The pipeline contract, the same in every package:
+- `<Name>Config`: a frozen dataclass whose defaults are the course notebooks' settings; bad values raise
+  ValueError in `__post_init__` with what to do.
+- `<Name>Result` with `to_dict()` (what the CLI writes as JSON).
+- the entry point `fn(cfg, control: RunControl | None = None)` returns the result; streaming pipelines (RAG)
+  yield partial results. `control` carries Stop (raising core.runs.Stopped at the next check) and progress.
+- `cli.py`: `add_arguments(parser)` and `main(args, profile) -> (table text, result dict)`.
 
 On CUDA, unsloth is imported before anything imports transformers/trl/peft: it patches them at import time,
-and imported later it warns and leaves its fast paths off. On a CPU it is only imported where trainers need it.
+and imported later it warns and leaves its fast paths off. On a CPU it is never imported (it refuses to).
 """
 import importlib.util as _util
 import os as _os

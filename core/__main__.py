@@ -11,12 +11,8 @@ from pathlib import Path
 from core import profiles
 from core.runs import new_run_dir, write_json
 
-# job -> module exposing add_arguments(parser) and main(args, profile) -> (table: str, payload: dict)
-JOBS = {
-    "icl": "core.icl",
-    "reward": "core.reward",
-    "rag": "core.rag",
-}
+# job -> the package whose cli.py exposes add_arguments(parser) and main(args, profile) -> (table, payload)
+JOBS = {name: f"core.{name}.cli" for name in ("icl", "reward", "rag", "align", "rl")}
 
 
 def build_parser(job: str | None = None) -> argparse.ArgumentParser:

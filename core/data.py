@@ -1,5 +1,5 @@
 """Dataset loading: a hub id, a local JSONL/CSV/Parquet file, or a folder of `<split>.<ext>` files, all read
-through `datasets`; plus the seed datasets' schemas that every source (our lite samples included) must match."""
+through `datasets`; plus the course datasets' schemas that every source (our lite samples included) must match."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-HUB_CONFIGS = {"openai/gsm8k": "main", "abisee/cnn_dailymail": "1.0.0"}  # config names the seeds used
+HUB_CONFIGS = {"openai/gsm8k": "main", "abisee/cnn_dailymail": "1.0.0"}  # config names the course notebooks used
 
 _MESSAGES = "messages"  # marker: a list of {"role", "content"} dicts
 SCHEMAS = {
@@ -63,7 +63,7 @@ def _type_error(value, kind) -> str | None:
 
 
 def validate(rows, schema: str) -> None:
-    """Raises ValueError naming the first row and column that does not match the seed dataset's schema."""
+    """Raises ValueError naming the first row and column that does not match the course dataset's schema."""
     columns = SCHEMAS[schema]
     for i, row in enumerate(rows):
         missing = [c for c in columns if c not in row]

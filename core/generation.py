@@ -27,6 +27,30 @@ class GenerationConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
 
 
+def message_text(value) -> str:
+    """The text of chat content in every shape we meet: a string; a {"type": "text", "text"} part or a list of them
+    (gradio's chat history); a message or a conversation (a list of {"role", "content"}: trl's conversational
+    completions, the preference data's answers), whose last message is the text."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return message_text(value["content"]) if "content" in value else str(value.get("text", ""))
+    items = list(value)
+    if items and isinstance(items[-1], dict) and "role" in items[-1]:
+        return message_text(items[-1])
+    return " ".join(message_text(part) for part in items)
+
+
+def sampling_kwargs(temperature: float, top_p: float = 1.0) -> dict:
+    """`generate` kwargs: sampling when temperature > 0; else greedy, with the sampling settings a checkpoint's
+    generation_config may carry switched off (transformers warns about them otherwise)."""
+    if temperature > 0:
+        return {"do_sample": True, "temperature": temperature, "top_p": top_p}
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
 def chat_text(tokenizer, prompt: str | list[dict]) -> str:
     """A user message (or a whole message list) rendered with the model's chat template, ready for the answer."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
@@ -45,12 +69,9 @@ def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = Genera
     lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     answers: list[str] = [""] * len(texts)
-    sampling = cfg.temperature > 0
     kwargs = dict(max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens or None,
-                  do_sample=sampling, pad_token_id=tokenizer.pad_token_id,
-                  **({"temperature": cfg.temperature, "top_p": cfg.top_p} if sampling else
-                     {"temperature": None, "top_p": None, "top_k": None}))
-    if sampling:
+                  pad_token_id=tokenizer.pad_token_id, **sampling_kwargs(cfg.temperature, cfg.top_p))
+    if cfg.temperature > 0:
         torch.manual_seed(cfg.seed)
     batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     done = 0

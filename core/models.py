@@ -49,7 +49,7 @@ def _free_accelerator() -> None:
 class Resident:
     role: str
     model_id: str
-    kind: str  # the loader's name: two roles that load the same id the same way share one resident
+    kind: str  # the loader's module.qualname: two roles that load the same id the same way share one resident
     obj: Any
     load_seconds: float
     baseline_allocated: int  # CUDA bytes allocated before the load; eviction must return to it
@@ -70,7 +70,7 @@ class ModelManager:
         (kind, model_id) is asked for. Blocks while another thread uses the slot."""
         with self._lock:
             outer = self._owner == threading.get_ident() and self._resident is not None
-            key = (load.__qualname__, model_id)
+            key = (loader_name(load), model_id)
             if outer and (self._resident.kind, self._resident.model_id) != key:
                 raise RuntimeError(f"{role} asked for {model_id} while this thread still uses "
                                    f"{self._resident.model_id}: leave that `with` block first")
@@ -97,7 +97,10 @@ class ModelManager:
         start = time.perf_counter()
         try:
             obj = load(model_id)
-        except BaseException as exc:  # OOM, bad id, missing package, Ctrl-C: leave nothing half-loaded
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C or shutdown: clean up, then let it go on as it was
+            _free_accelerator()
+            raise
+        except Exception as exc:  # OOM, bad id, missing package: leave nothing half-loaded
             _free_accelerator()
             raise ModelLoadError(_load_error_message(role, model_id, exc)) from exc
         finally:
@@ -135,6 +138,11 @@ class ModelManager:
             info.update(role=resident.role, model_id=resident.model_id, load_seconds=resident.load_seconds)
         info.update(memory_stats())
         return info
+
+
+def loader_name(load: Callable) -> str:
+    """A loader's identity in the slot key: module and qualname, so two modules' `load_policy` never share."""
+    return f"{getattr(load, '__module__', '?')}.{getattr(load, '__qualname__', repr(load))}"
 
 
 def _weak(obj):

@@ -1,16 +1,21 @@
-"""Long-running jobs: a stop flag the UI can set, progress the UI can show, and a folder per run where results
-are written as they arrive, so a stopped or crashed run keeps what it had. No gradio here."""
+"""Where results live and how they are written: the runs folder (one folder per run, written atomically as results
+arrive, so a stopped or crashed run keeps what it had), the cache folder, and the Stop/progress handle every
+pipeline's `run(cfg, control)` takes. No gradio here; training jobs (child processes) live in core.jobs."""
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-RUNS_DIR = Path(os.environ.get("ALAB_RUNS", Path(__file__).resolve().parent.parent / "runs"))
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SPACE_STORAGE = Path("/data")  # a Hugging Face Space's persistent storage, when one is attached
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
 class Stopped(Exception):
@@ -36,23 +41,70 @@ class RunControl:
             self.on_progress(done / total, message)
 
 
-def new_run_dir(job: str) -> Path:
-    """runs/<job>/<UTC timestamp>[-n], created empty."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+def runs_dir() -> Path:
+    """$ALAB_RUNS; else /data/alignment-lab/runs on a Space with persistent storage; else runs/ in the checkout.
+    Read at every call, so a test (or a child process) can point it elsewhere."""
+    if os.environ.get("ALAB_RUNS"):
+        return Path(os.environ["ALAB_RUNS"]).expanduser()
+    if SPACE_STORAGE.is_dir() and os.access(SPACE_STORAGE, os.W_OK):
+        return SPACE_STORAGE / "alignment-lab" / "runs"
+    return REPO_ROOT / "runs"
+
+
+def cache_dir(kind: str) -> Path:
+    """$ALAB_CACHE/<kind> (default ~/.cache/alignment-lab/<kind>): answer caches, indexes. Models derived from
+    packages (the dequantized GGUF copy) go to $ALAB_MODEL_CACHE when set, so tests can keep them across tmp dirs."""
+    if kind == "models" and os.environ.get("ALAB_MODEL_CACHE"):
+        return Path(os.environ["ALAB_MODEL_CACHE"]).expanduser()
+    return Path(os.environ.get("ALAB_CACHE", Path.home() / ".cache" / "alignment-lab")).expanduser() / kind
+
+
+def check_run_name(name: str) -> str:
+    """A run id as a single safe folder name (letters, digits, . _ -): never a path that leaves the runs folder."""
+    name = (name or "").strip()
+    if not RUN_NAME.match(name) or ".." in name:
+        raise ValueError(f"run name {name[:80]!r} is not allowed: use letters, digits, '.', '_' and '-' "
+                         "(at most 80, starting with a letter or digit)")
+    return name
+
+
+def new_run_dir(job: str, name: str | None = None) -> Path:
+    """runs/<job>/<name or UTC timestamp>[-n], created empty."""
+    base = check_run_name(name) if name else time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     for n in range(1000):
-        path = RUNS_DIR / job / (stamp if n == 0 else f"{stamp}-{n}")
+        path = runs_dir() / job / (base if n == 0 else f"{base}-{n}")
         try:
             path.mkdir(parents=True)
             return path
         except FileExistsError:
             continue
-    raise RuntimeError(f"could not create a run folder under {RUNS_DIR / job}")
+    raise RuntimeError(f"could not create a run folder under {runs_dir() / job}")
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Writes atomically (temp file in the same folder + rename) so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def write_json(path: Path, payload) -> Path:
-    """Writes atomically (temp file + rename) so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps(payload, indent=2, default=str))
+
+
+def publish_folder(tmp: Path, target: Path, replace: bool = False) -> Path:
+    """Moves a fully written folder into place in one rename. With replace, an older target is removed first;
+    without, a target that another process published meanwhile wins and `tmp` is dropped."""
+    if replace:
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        tmp.replace(target)
+    except OSError:  # another process finished the same folder first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

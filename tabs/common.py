@@ -33,32 +33,39 @@ def model_line(role: str, model_id: str) -> str:
     return f"<small>{role}: `{model_id}`</small>"
 
 
-def _translated(exc: Exception) -> Exception:
-    if isinstance(exc, (ValueError, ModelLoadError, FileNotFoundError)):
-        return gr.Error(str(exc))
-    if isinstance(exc, Stopped):
-        return gr.Error(f"{exc}: partial results are kept under runs/")
-    return exc
+STOPPED = "Stopped: {kept}"
+USER_ERRORS = (ValueError, ModelLoadError, FileNotFoundError)
 
 
-def user_errors(fn):
+def stopped_warning(kept: str) -> None:
+    """How Stop reads everywhere: a warning (never an error) that says what was kept."""
+    gr.Warning(STOPPED.format(kept=kept))
+
+
+def user_errors(fn, kept: str = "what finished before the stop is shown and saved under runs/"):
     """Wraps a handler (plain or streaming): bad input (ValueError), load failures and missing files reach the
-    user as gr.Error with core's message. Anything else is a bug and keeps its traceback."""
+    user as gr.Error with core's message; a Stop shows a warning saying what was kept (`kept`) and leaves the
+    outputs as they were. Anything else is a bug and keeps its traceback."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def streaming(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except (ValueError, ModelLoadError, FileNotFoundError, Stopped) as exc:
-                raise _translated(exc) from exc
+            except Stopped:
+                stopped_warning(kept)
+            except USER_ERRORS as exc:
+                raise gr.Error(str(exc)) from exc
         return streaming
 
     @functools.wraps(fn)
     def plain(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, ModelLoadError, FileNotFoundError, Stopped) as exc:
-            raise _translated(exc) from exc
+        except Stopped:
+            stopped_warning(kept)
+            return gr.skip()
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from exc
     return plain
 
 

@@ -2,18 +2,19 @@
 every stage per question, downloads, and a free-text question. Layout and wiring only: the work is core.icl."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gradio as gr
 import pandas as pd
 
 from core import icl
-from core.icl_report import accuracy_figure, percent_with_interval, sample_markdown, stages_markdown, strategy_table
-from core.icl_strategies import STRATEGIES
 from core.runs import RunControl
-from tabs.common import GPU_EVENT, model_line, user_errors
+from tabs.common import GPU_EVENT, model_line, stopped_warning, user_errors
 
 API_NAMES = ["icl_run", "icl_stop", "icl_ask", "icl_detail", "icl_sample"]
 _CONTROLS: dict[str, RunControl] = {}  # browser session -> its current run, so Stop reaches the right one
 ROW_HEADERS = ["#", "strategy", "gold", "strict", "flexible", "strict ✓", "flexible ✓", "cached", "question"]
+SUMMARY_HEADERS = ["strategy", "n", "strict", "strict [95% CI]", "flexible", "flexible [95% CI]", "cached"]
 
 
 def _whole(value, name: str) -> int:
@@ -31,12 +32,9 @@ def _config(profile, strategies, n, seed, first, max_tokens, batch, shots, sampl
 
 
 def _summary_frame(summary: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([{"strategy": e["strategy"], "n": e["n"], "strict": round(e["strict_accuracy"], 4),
-                          "strict [95% CI]": percent_with_interval(e, "strict"),
-                          "flexible": round(e["flexible_accuracy"], 4),
-                          "flexible [95% CI]": percent_with_interval(e, "flexible"), "cached": e["cached"]}
-                         for e in summary], columns=["strategy", "n", "strict", "strict [95% CI]", "flexible",
-                                                     "flexible [95% CI]", "cached"])
+    return pd.DataFrame([[e["strategy"], e["n"], round(e["strict_accuracy"], 4), icl.percent_with_interval(e, "strict"),
+                          round(e["flexible_accuracy"], 4), icl.percent_with_interval(e, "flexible"), e["cached"]]
+                         for e in summary], columns=SUMMARY_HEADERS)
 
 
 def _rows_frame(rows: list[dict]) -> pd.DataFrame:
@@ -49,107 +47,129 @@ def _row_label(r: dict) -> str:
             f"flexible {r['flexible'] or '—'}")
 
 
-def build(profile) -> None:
-    lite = profile.name == "lite"
-    gr.Markdown("Compare prompting strategies on grade-school math (GSM8K). Accuracy is shown for **strict** "
-                "extraction (only an explicit final answer counts) and **flexible** extraction (else the last "
-                "number), with 95% Wilson intervals: at n=50 one question is 2 points.")
-    gr.Markdown(model_line("generator", profile.generator) + " · " + model_line("data", profile.gsm8k))
-    with gr.Row():
-        with gr.Column(scale=3):
-            strategies_box = gr.CheckboxGroup([(s.label, name) for name, s in STRATEGIES.items()], label="strategies",
-                                              value=["baseline", "zero_shot_cot"] if lite else list(STRATEGIES))
-            with gr.Accordion("What each strategy does", open=False):
-                gr.Markdown(strategy_table())
-        with gr.Column(scale=2):
-            with gr.Row():
-                n_box = gr.Number(10 if lite else icl.IclConfig.n, label="questions (n)", precision=0)
-                seed_box = gr.Number(icl.IclConfig.seed, label="seed", precision=0)
-                first_box = gr.Checkbox(False, label="first n, not a seeded sample")
-            with gr.Row():
-                max_tokens_box = gr.Number(icl.IclConfig.max_new_tokens, label="max new tokens", precision=0)
-                batch_box = gr.Number(icl.IclConfig.batch_size, label="batch size", precision=0)
-                shots_box = gr.Number(icl.IclConfig.shots, label="few-shot exemplars", precision=0)
-            with gr.Row():
-                samples_box = gr.Number(icl.IclConfig.samples, label="self-consistency k", precision=0)
-                temperature_box = gr.Number(icl.IclConfig.temperature, label="sampling temperature")
-    settings = [strategies_box, n_box, seed_box, first_box, max_tokens_box, batch_box, shots_box, samples_box,
-                temperature_box]
-    with gr.Row():
-        run_button = gr.Button("Run evaluation", variant="primary")
-        stop_button = gr.Button("Stop", variant="stop")
-        sample_button = gr.Button("Show a sample question")
-    status_md = gr.Markdown()
-    sample_md = gr.Markdown()
-    summary_table = gr.Dataframe(label="accuracy per strategy", interactive=False)
-    chart = gr.Plot(label="accuracy with 95% Wilson intervals")
-    rows_table = gr.Dataframe(headers=ROW_HEADERS, label="per question × strategy", interactive=False,
-                              max_height=320)
-    rows_state = gr.State([])
-    detail_pick = gr.Dropdown(label="show every stage of", choices=[], type="index")
-    detail_md = gr.Markdown()
-    with gr.Row():
-        csv_file = gr.File(label="results.csv")
-        json_file = gr.File(label="result.json")
-    with gr.Accordion("Ask your own question (every selected strategy answers)", open=True):
-        question_box = gr.Textbox(label="question", lines=3,
-                                  placeholder="A baker sells 12 rolls a tray and bakes 7 trays. How many rolls?")
-        ask_button = gr.Button("Ask")
-        ask_md = gr.Markdown()
+def _controlled(request: gr.Request, work):
+    """Runs work(control) with a Stop flag registered for this browser session only."""
+    control = _CONTROLS[request.session_hash] = RunControl()
+    try:
+        return work(control)
+    finally:
+        _CONTROLS.pop(request.session_hash, None)
 
+
+def run_handler(profile):
     @user_errors
     def on_run_click(strategies, n, seed, first, max_tokens, batch, shots, samples, temperature,
                      request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         """Run button: reads the strategy and setting widgets; writes status, sample, accuracy table, chart, rows
         table, the stage picker, the CSV/JSON files and the rows state."""
         cfg = _config(profile, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature)
-        _CONTROLS[request.session_hash] = RunControl()
-        try:
-            result = icl.run(cfg, _CONTROLS[request.session_hash])
-        finally:
-            _CONTROLS.pop(request.session_hash, None)
+        result = _controlled(request, lambda control: icl.run(cfg, control))
         if result.stopped:
-            gr.Warning("Stopped: showing the strategies that finished.")
+            stopped_warning(f"{len(result.rows)} finished rows are shown and saved in {result.run_dir}")
         status = (f"{len(result.rows)} rows · {result.generated} prompts generated in {result.seconds:.1f} s · "
                   f"{sum(r['cached'] for r in result.rows)} from the cache · saved in `{result.run_dir}`")
-        return (status, sample_markdown(result.sample), _summary_frame(result.summary),
-                accuracy_figure(result.summary), _rows_frame(result.rows),
+        return (status, icl.sample_markdown(result.sample), _summary_frame(result.summary),
+                icl.accuracy_figure(result.summary), _rows_frame(result.rows),
                 gr.update(choices=[(_row_label(r), i) for i, r in enumerate(result.rows)], value=None),
                 str(result.csv_path), str(result.json_path), result.rows)
+    return on_run_click
 
-    def on_stop_click(request: gr.Request):
-        """Stop button: flags this session's run; it stops after the current batch. Writes the status line."""
-        control = _CONTROLS.get(request.session_hash)
-        if control is not None:
-            control.stop()
-        return "Stopping after the current batch…" if control else "Nothing is running."
 
+def on_stop_click(request: gr.Request):
+    """Stop button: flags this session's run; it stops after the current batch. Writes the status line."""
+    control = _CONTROLS.get(request.session_hash)
+    if control is not None:
+        control.stop()
+    return "Stopping after the current batch…" if control else "Nothing is running."
+
+
+def ask_handler(profile):
     @user_errors
     def on_ask_click(question, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature,
                      request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         """Ask button: reads the question box and the settings; writes every strategy's answer and stages."""
         cfg = _config(profile, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature)
-        _CONTROLS[request.session_hash] = RunControl()
-        try:
-            rows = icl.ask(question, cfg, _CONTROLS[request.session_hash])
-        finally:
-            _CONTROLS.pop(request.session_hash, None)
-        return "\n\n---\n\n".join(f"### {STRATEGIES[r['strategy']].label}\n" + stages_markdown(r) for r in rows)
+        rows = _controlled(request, lambda control: icl.ask(question, cfg, control))
+        return "\n\n---\n\n".join(f"### {icl.STRATEGIES[r['strategy']].label}\n" + icl.stages_markdown(r)
+                                  for r in rows)
+    return on_ask_click
 
+
+def sample_handler(profile):
     @user_errors
     def on_sample_click(n, seed, first):
         """Sample button: reads n, seed and 'first n'; writes one question of the subset with its worked answer."""
         cfg = icl.IclConfig(dataset=profile.gsm8k, n=_whole(n, "n"), seed=_whole(seed, "seed"), first=bool(first))
         p = icl.select_problems(cfg)[0]
-        return sample_markdown({"index": p.index, "question": p.question, "answer": p.answer, "gold": p.gold})
+        return icl.sample_markdown({"index": p.index, "question": p.question, "answer": p.answer, "gold": p.gold})
+    return on_sample_click
 
-    def on_detail_pick(index, rows):
-        """Stage picker: reads the chosen row of the rows state; writes its stages' prompts and outputs."""
-        return stages_markdown(rows[index]) if index is not None and index < len(rows) else ""
 
-    run_button.click(on_run_click, settings, [status_md, sample_md, summary_table, chart, rows_table, detail_pick,
-                                              csv_file, json_file, rows_state], api_name="icl_run", **GPU_EVENT)
-    stop_button.click(on_stop_click, None, status_md, api_name="icl_stop", queue=False)
-    ask_button.click(on_ask_click, [question_box, *settings], ask_md, api_name="icl_ask", **GPU_EVENT)
-    sample_button.click(on_sample_click, [n_box, seed_box, first_box], sample_md, api_name="icl_sample")
-    detail_pick.change(on_detail_pick, [detail_pick, rows_state], detail_md, api_name="icl_detail")
+def on_detail_pick(index, rows):
+    """Stage picker: reads the chosen row of the rows state; writes its stages' prompts and outputs."""
+    return icl.stages_markdown(rows[index]) if index is not None and index < len(rows) else ""
+
+
+def _settings_panel(lite: bool) -> SimpleNamespace:
+    d = icl.IclConfig
+    with gr.Row():
+        with gr.Column(scale=3):
+            strategies = gr.CheckboxGroup([(s.label, name) for name, s in icl.STRATEGIES.items()], label="strategies",
+                                          value=["baseline", "zero_shot_cot"] if lite else list(icl.STRATEGIES))
+            with gr.Accordion("What each strategy does", open=False):
+                gr.Markdown(icl.strategy_table())
+        with gr.Column(scale=2):
+            with gr.Row():
+                n = gr.Number(10 if lite else d.n, label="questions (n)", precision=0)
+                seed = gr.Number(d.seed, label="seed", precision=0)
+                first = gr.Checkbox(False, label="first n, not a seeded sample")
+            with gr.Row():
+                max_tokens = gr.Number(d.max_new_tokens, label="max new tokens", precision=0)
+                batch = gr.Number(d.batch_size, label="batch size", precision=0)
+                shots = gr.Number(d.shots, label="few-shot exemplars", precision=0)
+            with gr.Row():
+                samples = gr.Number(d.samples, label="self-consistency k", precision=0)
+                temperature = gr.Number(d.temperature, label="sampling temperature")
+    return SimpleNamespace(n=n, seed=seed, first=first, inputs=[strategies, n, seed, first, max_tokens, batch, shots,
+                                                                samples, temperature])
+
+
+def _results_panel() -> SimpleNamespace:
+    ui = SimpleNamespace(status=gr.Markdown(), sample=gr.Markdown())
+    ui.summary = gr.Dataframe(pd.DataFrame(columns=SUMMARY_HEADERS), label="accuracy per strategy", interactive=False)
+    ui.chart = gr.Plot(label="accuracy with 95% Wilson intervals")
+    ui.rows = gr.Dataframe(pd.DataFrame(columns=ROW_HEADERS), label="per question × strategy", interactive=False,
+                           max_height=320)
+    ui.rows_state = gr.State([])
+    ui.detail_pick = gr.Dropdown(label="show every stage of", choices=[], type="index")
+    ui.detail = gr.Markdown()
+    with gr.Row():
+        ui.csv, ui.json = gr.File(label="results.csv"), gr.File(label="result.json")
+    return ui
+
+
+def build(profile) -> None:
+    gr.Markdown("Compare prompting strategies on grade-school math (GSM8K). Accuracy is shown for **strict** "
+                "extraction (only an explicit final answer counts) and **flexible** extraction (else the last "
+                "number), with 95% Wilson intervals: at n=50 one question is 2 points.")
+    gr.Markdown(model_line("generator", profile.generator) + " · " + model_line("data", profile.gsm8k))
+    settings = _settings_panel(profile.name == "lite")
+    with gr.Row():
+        run_button = gr.Button("Run evaluation", variant="primary")
+        stop_button = gr.Button("Stop", variant="stop")
+        sample_button = gr.Button("Show a sample question")
+    ui = _results_panel()
+    with gr.Accordion("Ask your own question (every selected strategy answers)", open=True):
+        question_box = gr.Textbox(label="question", lines=3,
+                                  placeholder="A baker sells 12 rolls a tray and bakes 7 trays. How many rolls?")
+        ask_button = gr.Button("Ask")
+        ask_md = gr.Markdown()
+
+    run_button.click(run_handler(profile), settings.inputs,
+                     [ui.status, ui.sample, ui.summary, ui.chart, ui.rows, ui.detail_pick, ui.csv, ui.json,
+                      ui.rows_state], api_name="icl_run", **GPU_EVENT)
+    stop_button.click(on_stop_click, None, ui.status, api_name="icl_stop", queue=False)
+    ask_button.click(ask_handler(profile), [question_box, *settings.inputs], ask_md, api_name="icl_ask", **GPU_EVENT)
+    sample_button.click(sample_handler(profile), [settings.n, settings.seed, settings.first], ui.sample,
+                        api_name="icl_sample")
+    ui.detail_pick.change(on_detail_pick, [ui.detail_pick, ui.rows_state], ui.detail, api_name="icl_detail")

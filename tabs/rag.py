@@ -1,5 +1,6 @@
 """RAG recipe chat: ask a question, read the RAG and the plain answer side by side with the retrieved recipes and
-their scores; chat with history; run the seed's test loop; measure retrieval hit@k. Layout and wiring only."""
+their scores; chat with history; compare RAG and plain over test dishes; measure retrieval hit@k. Layout and wiring
+only: the work is core.rag."""
 from __future__ import annotations
 
 import html
@@ -11,9 +12,9 @@ from core import rag
 from core.runs import RunControl
 from tabs.common import GPU_EVENT, model_line, user_errors
 
-API_NAMES = ["rag_ask", "rag_ask_submit", "rag_chat", "rag_chat_clear", "rag_test_loop", "rag_test_loop_stop",
+API_NAMES = ["rag_ask", "rag_ask_submit", "rag_chat", "rag_chat_clear", "rag_compare", "rag_compare_stop",
              "rag_quality"]
-EXAMPLE = "How do I make pork chop noodle soup?"
+QUALITY_COLUMNS = ["embedding", "recipes", "dishes", "hit@1", "hit@3", "query_ms_median"]
 
 
 def sources_html(sources) -> str:
@@ -26,9 +27,10 @@ def sources_html(sources) -> str:
     return "".join(items)
 
 
-def _config(profile, top_k, mode, window, new_tokens, temperature, seed) -> rag.RagConfig:
+def _config(profile, top_k, mode, window, new_tokens, temperature, seed, question=rag.EXAMPLE_QUESTION):
     return rag.RagConfig.from_profile(profile, top_k=int(top_k), response_mode=mode, context_window=int(window),
-                                      max_new_tokens=int(new_tokens), temperature=float(temperature), seed=int(seed))
+                                      max_new_tokens=int(new_tokens), temperature=float(temperature), seed=int(seed),
+                                      question=question or "")
 
 
 def _tell(answer, told: set) -> str:
@@ -41,21 +43,22 @@ def _tell(answer, told: set) -> str:
 
 
 def ask_handler(profile):
-    def on_ask(question, *settings, progress=gr.Progress(track_tqdm=True)):
+    def on_ask(question, top_k, mode, window, new_tokens, temperature, seed, progress=gr.Progress(track_tqdm=True)):
         """Ask button / question box -> rag_answer, plain_answer, sources, notes (all stream)."""
         told: set = set()
-        for answer in rag.run(_config(profile, *settings), question):
+        for answer in rag.run(_config(profile, top_k, mode, window, new_tokens, temperature, seed, question)):
             yield answer.rag, answer.plain, sources_html(answer.sources), _tell(answer, told)
     return on_ask
 
 
 def chat_handler(profile):
-    def on_chat(message, history, *settings, progress=gr.Progress(track_tqdm=True)):
+    def on_chat(message, history, top_k, mode, window, new_tokens, temperature, seed,
+                progress=gr.Progress(track_tqdm=True)):
         """Chat message box -> chatbot (history plus the streamed reply), chat_sources, message box cleared."""
         history = list(history or [])
         asked = [*history, {"role": "user", "content": message}]
         told: set = set()
-        for answer in rag.chat(_config(profile, *settings), message, history):
+        for answer in rag.chat(_config(profile, top_k, mode, window, new_tokens, temperature, seed), message, history):
             _tell(answer, told)
             yield [*asked, {"role": "assistant", "content": answer.rag}], sources_html(answer.sources), ""
     return on_chat
@@ -66,27 +69,27 @@ def on_chat_clear():
     return [], sources_html([])
 
 
-# session -> the stop flag of the test loop it runs. Cancelling a streaming event only stops the page listening;
+# session -> the stop flag of the dish comparison it runs. Cancelling a streaming event only stops the page listening;
 # the Stop button sets this flag so the loop ends (and frees the model) at its next token.
 _LOOPS: dict[str, RunControl] = {}
 
 
-def loop_handler(profile):
-    def on_test_loop(n, loop_seed, top_k, mode, window, new_tokens, temperature, seed, request: gr.Request,
-                     progress=gr.Progress(track_tqdm=True)):
-        """Run test loop button -> loop_table (grows dish by dish), loop_csv (download)."""
+def compare_handler(profile):
+    def on_compare(n, loop_seed, top_k, mode, window, new_tokens, temperature, seed, request: gr.Request,
+                   progress=gr.Progress(track_tqdm=True)):
+        """Compare button -> loop_table (grows dish by dish), loop_csv (download)."""
         cfg = _config(profile, top_k, mode, window, new_tokens, temperature, seed)
         control = _LOOPS[request.session_hash] = RunControl()
         try:
-            for rows, path in rag.test_loop(cfg, int(n), int(loop_seed), control):
-                yield pd.DataFrame(rows), str(path)
+            for rows, path in rag.compare_dishes(cfg, int(n), int(loop_seed), control):
+                yield pd.DataFrame(rows, columns=rag.COMPARE_COLUMNS), str(path)
         finally:
             _LOOPS.pop(request.session_hash, None)
-    return on_test_loop
+    return on_compare
 
 
-def on_test_loop_stop(request: gr.Request):
-    """Stop button -> the running test loop's stop flag (rows so far stay in the table and the CSV)."""
+def on_compare_stop(request: gr.Request):
+    """Stop button -> the running comparison's stop flag (rows so far stay in the table and the CSV)."""
     control = _LOOPS.get(request.session_hash)
     if control is not None:
         control.stop()
@@ -96,7 +99,7 @@ def quality_handler(profile):
     def on_quality(progress=gr.Progress(track_tqdm=True)):
         """Measure retrieval button -> quality_table (hit@1, hit@3, query latency of the profile's embedding)."""
         quality = rag.retrieval_quality(rag.RagConfig.from_profile(profile))
-        return pd.DataFrame([{k: v for k, v in quality.items() if k != "index"}]).round(3)
+        return pd.DataFrame([quality], columns=QUALITY_COLUMNS).round(3)
     return on_quality
 
 
@@ -121,14 +124,14 @@ def build(profile) -> None:
                 + model_line("recipes", profile.recipes))
     settings = _settings()
     with gr.Row():
-        question = gr.Textbox(EXAMPLE, label="Question", scale=5)
+        question = gr.Textbox(rag.EXAMPLE_QUESTION, label="Question", scale=5)
         ask_button = gr.Button("Ask", variant="primary", scale=1)
     notes = gr.Markdown(elem_classes="status-line")
     with gr.Row():
         rag_answer = gr.Textbox(label="RAG answer (with retrieved recipes)", lines=10)
         plain_answer = gr.Textbox(label="Plain answer (same LLM, no retrieval)", lines=10)
     sources = gr.HTML(sources_html([]), label="Retrieved recipes")
-    ask = dict(fn=user_errors(ask_handler(profile)), inputs=[question, *settings],
+    ask = dict(fn=user_errors(ask_handler(profile), kept="the answer so far is shown"), inputs=[question, *settings],
                outputs=[rag_answer, plain_answer, sources, notes], **GPU_EVENT)
     ask_button.click(api_name="rag_ask", **ask)
     question.submit(api_name="rag_ask_submit", **ask)
@@ -150,17 +153,18 @@ def _chat_panel(profile, settings) -> None:
 
 
 def _loop_panel(profile, settings) -> None:
-    with gr.Accordion("Test loop: random test-split dishes, both answers", open=False):
+    with gr.Accordion("Compare over test dishes: random test-split dishes, both answers", open=False):
         with gr.Row():
             n = gr.Slider(1, 20, value=5, step=1, label="Dishes")
             loop_seed = gr.Number(0, label="Sampling seed", precision=0)
-            loop_button = gr.Button("Run test loop", variant="primary")
+            loop_button = gr.Button("Compare dishes", variant="primary")
             stop_button = gr.Button("Stop", variant="stop")
-        loop_table = gr.Dataframe(label="Results", wrap=True)
+        loop_table = gr.Dataframe(pd.DataFrame(columns=rag.COMPARE_COLUMNS), label="Results", wrap=True)
         loop_csv = gr.File(label="Download CSV")
-    loop = loop_button.click(user_errors(loop_handler(profile)), inputs=[n, loop_seed, *settings],
-                             outputs=[loop_table, loop_csv], api_name="rag_test_loop", **GPU_EVENT)
-    stop_button.click(on_test_loop_stop, cancels=[loop], api_name="rag_test_loop_stop", queue=False)
+    compare = user_errors(compare_handler(profile), kept="the dishes compared so far stay in the table and the CSV")
+    loop = loop_button.click(compare, inputs=[n, loop_seed, *settings], outputs=[loop_table, loop_csv],
+                             api_name="rag_compare", **GPU_EVENT)
+    stop_button.click(on_compare_stop, cancels=[loop], api_name="rag_compare_stop", queue=False)
 
 
 def _quality_panel(profile) -> None:
@@ -168,6 +172,6 @@ def _quality_panel(profile) -> None:
         gr.Markdown('Each indexed dish is asked as "How do I make {name}?": hit@k is the share whose own recipe '
                     "comes back among the first k.")
         quality_button = gr.Button("Measure retrieval")
-        quality_table = gr.Dataframe(label="Retrieval quality")
+        quality_table = gr.Dataframe(pd.DataFrame(columns=QUALITY_COLUMNS), label="Retrieval quality")
     quality_button.click(user_errors(quality_handler(profile)), outputs=quality_table, api_name="rag_quality",
                          **GPU_EVENT)

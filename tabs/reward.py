@@ -5,8 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from core import reward, reward_plots
-from core.judge import judge_model_id
+from core import reward
 from tabs.common import GPU_EVENT, model_line, user_errors
 
 API_NAMES = ["reward_example", "reward_score", "reward_distribution"]
@@ -48,8 +47,8 @@ def score_handler(model_id: str):
         for warning in result.warnings:
             gr.Warning(warning)
         table = pd.DataFrame(reward.score_table(result)).round(4)
-        return (summary_markdown(result), reward_plots.attribute_figure(result),
-                reward_plots.distribution_figure(result, per_attribute), table, result)
+        return (summary_markdown(result), reward.attribute_figure(result),
+                reward.distribution_figure(result, per_attribute), table, result)
     return on_score_click
 
 
@@ -58,12 +57,12 @@ def on_detail_toggle(result, per_attribute: bool):
     """result_state, per_attribute_box -> distribution_plot (redrawn without scoring again)."""
     if result is None:
         return None
-    return reward_plots.distribution_figure(result, per_attribute)
+    return reward.distribution_figure(result, per_attribute)
 
 
 def build(profile) -> None:
     examples = reward.load_examples()
-    judge = judge_model_id(profile.reward_model)
+    judge = reward.judge_model_id(profile.reward_model)
     gr.Markdown("Score a prompt's **chosen** and **rejected** answers with a reward model and see where they differ.")
     gr.Markdown(model_line("reward model", profile.reward_model))
     gr.Markdown(JUDGE_NOTE.format(judge=judge) if judge else QRM_NOTE)
@@ -81,7 +80,8 @@ def build(profile) -> None:
     with gr.Row():
         attribute_plot = gr.Plot(label="Attribute rewards and gating", show_label=False)
         distribution_plot = gr.Plot(label="Reward distributions", show_label=False)
-    score_table = gr.Dataframe(label="Scores", interactive=False)
+    score_table = gr.Dataframe(pd.DataFrame(columns=["row", "chosen", "rejected", "gate"]), label="Scores",
+                               interactive=False)
     result_state = gr.State(None)
 
     example_dropdown.change(on_example_select, inputs=example_dropdown,

@@ -5,18 +5,17 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from core import rouge
+from core import rl
 from tabs.common import model_line, user_errors
 
 API_NAMES = ["load_article", "score_summary"]
-SPLIT = "validation"  # the seed trained on cnn_dailymail's validation split
-BAR_ORDER = [f"{metric} · {who}" for metric in rouge.ROUGE_TYPES for who in ("yours", "lead-3")]
+BAR_ORDER = [f"{metric} · {who}" for metric in rl.ROUGE_TYPES for who in ("yours", "lead-3")]
 
 
 def _score_frame(article: str, highlights: str, summary: str) -> pd.DataFrame:
-    yours = rouge.rouge_scores(highlights, summary)
-    lead = rouge.rouge_scores(highlights, rouge.lead_baseline(article))
-    rows = [(f"{m} · {who}", who, scores[m]) for m in rouge.ROUGE_TYPES
+    yours = rl.rouge_scores(highlights, summary)
+    lead = rl.rouge_scores(highlights, rl.lead_baseline(article))
+    rows = [(f"{m} · {who}", who, scores[m]) for m in rl.ROUGE_TYPES
             for who, scores in (("yours", yours), ("lead-3", lead))]
     return pd.DataFrame(rows, columns=["metric", "summary", "F1"])
 
@@ -25,7 +24,7 @@ def build(profile) -> None:
     gr.Markdown("### ROUGE as a reward\nPick a news article, write a summary and score it against the reference "
                 "highlights. rouge1 F1 is the reward that PPO/GRPO fine-tuning of the summarizer will maximise in "
                 "the next step; the lead-3 baseline (the article's first three sentences) is the bar to beat.")
-    gr.Markdown(model_line("news", f"{profile.news} ({SPLIT})") + " · "
+    gr.Markdown(model_line("news", f"{profile.news} ({rl.SPLIT})") + " · "
                 + model_line("summarizer (next step)", profile.summarizer))
     with gr.Row():
         index = gr.Number(value=0, precision=0, minimum=0, label="Article number", scale=1)
@@ -44,8 +43,8 @@ def build(profile) -> None:
     @user_errors
     def on_load_click(number):
         """Reads the article number; writes the article, the reference highlights and the lead-3 summary."""
-        row = rouge.news_article(profile.news, int(number or 0), SPLIT)
-        return row["article"], row["highlights"], rouge.lead_baseline(row["article"])
+        row = rl.news_article(profile.news, int(number or 0), rl.SPLIT)
+        return row["article"], row["highlights"], rl.lead_baseline(row["article"])
 
     @user_errors
     def on_score_click(article_text, highlights_text, summary_text):
@@ -53,7 +52,7 @@ def build(profile) -> None:
         if not highlights_text:
             raise ValueError("load an article first: there are no reference highlights to score against")
         frame = _score_frame(article_text, highlights_text, summary_text)
-        yours, lead = rouge.rouge_reward([summary_text, rouge.lead_baseline(article_text)], [highlights_text] * 2)
+        yours, lead = rl.rouge_reward([summary_text, rl.lead_baseline(article_text)], [highlights_text] * 2)
         return f"**Reward (rouge1 F1): {yours:.3f}** · lead-3 baseline: {lead:.3f}", frame
 
     gr.on([load_button.click, index.submit], on_load_click, inputs=index, outputs=[article, highlights, summary],

@@ -10,7 +10,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pytest  # noqa: E402
 
-from tests import tiny  # noqa: E402
+from core.runs import cache_dir  # noqa: E402
+from testing import tiny  # noqa: E402
+
+# The dequantized SmolLM2 copy is derived from an installed package, not made by a test: keep it across tmp dirs.
+os.environ.setdefault("ALAB_MODEL_CACHE", str(cache_dir("models")))
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -21,11 +25,10 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _runs_in_tmp(tmp_path, monkeypatch):
-    """Run folders go to the test's tmp dir, never into the checkout."""
-    import core.runs
-
-    monkeypatch.setattr(core.runs, "RUNS_DIR", tmp_path / "runs")
+def _files_in_tmp(tmp_path, monkeypatch):
+    """Run folders and caches (answers, indexes) go to the test's tmp dir, never into the checkout or ~/.cache."""
+    monkeypatch.setenv("ALAB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("ALAB_CACHE", str(tmp_path / "cache"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,7 +2,7 @@
 and the Wilson interval."""
 import pytest
 
-from core.answers import extract_answer, gold_answer, majority, same_number, wilson_interval
+from core.icl import extract_answer, gold_answer, majority, same_number, wilson_interval
 
 # (model output, strict, flexible, why)
 OUTPUTS = [
@@ -31,7 +31,7 @@ OUTPUTS = [
     ("The answer is 1/3 of the pie", "1/3", "1/3", "fraction without a finite decimal"),
     ("The answer is 25%.", "25", "25", "percent sign"),
     ("Therefore, the answer (arabic numerals) is 294.", "294", "294", "Kojima's answer trigger"),
-    ("The answer number is 150", "150", "150", "the seed's baseline lead"),
+    ("The answer number is 150", "150", "150", "the course notebook's baseline lead"),
     ("The answer is 8. (Check: 8 * 45 = 360.)", "8", "8", "an explicit answer beats a later number in both"),
     ("The answer is 12.\nWait, I made a mistake. The answer is 14.", "14", "14", "several answers: the last wins"),
     ("#### 20\nThe answer is 21", "21", "21", "both markers: the last one"),
@@ -59,10 +59,6 @@ OUTPUTS = [
 def test_extract_answer(text, strict, flexible, why):
     assert extract_answer(text, "strict") == strict
     assert extract_answer(text, "flexible") == flexible
-
-
-def test_there_are_forty_realistic_outputs():
-    assert len(OUTPUTS) >= 40
 
 
 def test_unknown_mode_is_rejected():

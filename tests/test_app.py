@@ -45,7 +45,14 @@ def test_model_events_share_the_gpu_queue():
     assert all(fn.api_name for fn in demo.fns.values()), "every event needs an api_name"
 
 
-def test_status_endpoint_reports_the_slot(client):
+def test_status_line_names_the_resident_and_unload_empties_the_slot(client, tiny_lm_dir):
+    from core.loaders import load_language_model
+    from core.models import MODELS
+
+    with MODELS.use("generator", str(tiny_lm_dir), load_language_model):
+        pass
     text = client.predict(api_name="/status")
-    assert "no model resident" in text or "resident:" in text
-    assert "GB" in text
+    assert f"resident: **generator** `{tiny_lm_dir}`" in text and "GB" in text
+    after = client.predict(api_name="/unload")
+    assert MODELS.status()["model_id"] is None and MODELS.last_eviction["collected"]
+    assert after.startswith("no model resident") and client.predict(api_name="/status").startswith("no model")

@@ -1,4 +1,6 @@
-"""What a person sees: the page in headless Chromium, every tab opened, the status line live."""
+"""What a person sees: the page in headless Chromium, every tab opened, a run whose table fills and whose chart
+renders, the trainer's preview and the RL tab's reward line. The generator is the tiny test model, so runs are fast."""
+import dataclasses
 import shutil
 
 import pytest
@@ -11,12 +13,15 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--no-first-run"]
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium")]
+# a widget each tab shows first, as a person reads it
+TAB_LANDMARKS = {"ICL lab": "Run evaluation", "Reward explorer": "Score", "DPO / ORPO trainer": "Filter & format",
+                 "RAG recipe chat": "Ask", "RL summarizer": "Load article"}
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def page(tiny_lm_dir, tmp_path_factory):
     playwright = pytest.importorskip("playwright.sync_api")
-    demo = app.build_app(profiles.LITE)
+    demo = app.build_app(dataclasses.replace(profiles.LITE, generator=str(tiny_lm_dir)))
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -28,13 +33,51 @@ def page(tmp_path_factory):
     demo.close()
 
 
+def visible_panel(page):
+    return page.locator("[role=tabpanel]:visible").first
+
+
 def test_header_shows_profile_and_status(page):
     assert "Profile: lite" in page.inner_text("body")
     page.get_by_text("no model resident").first.wait_for(timeout=10000)
 
 
-@pytest.mark.parametrize("title", [t for t, _ in app.TABS])
-def test_each_tab_opens(page, title, tmp_path):
+@pytest.mark.parametrize("title", list(TAB_LANDMARKS))
+def test_each_tab_opens_on_its_own_widgets(page, title, tmp_path):
     page.get_by_role("tab", name=title).click()
-    assert page.get_by_role("tab", name=title).get_attribute("aria-selected") == "true"
+    panel = visible_panel(page)
+    panel.get_by_role("button", name=TAB_LANDMARKS[title], exact=True).first.wait_for(state="visible", timeout=10000)
     page.screenshot(path=str(tmp_path / "tab.png"))
+
+
+def test_icl_run_fills_the_accuracy_table_and_draws_the_chart(page, tmp_path):
+    page.get_by_role("tab", name="ICL lab").click()
+    panel = visible_panel(page)
+    panel.get_by_label("questions (n)").fill("2")
+    panel.get_by_label("max new tokens").fill("4")
+    panel.get_by_role("button", name="Run evaluation").click()
+    panel.get_by_text("4 rows").first.wait_for(timeout=120000)
+    text = panel.inner_text()
+    table = text.split("accuracy per strategy", 1)[1].split("accuracy with 95% Wilson intervals", 1)[0]
+    assert "baseline\n2" in table and "zero_shot_cot\n2" in table, "one filled row per strategy, n = 2"
+    chart = panel.locator("img").first
+    chart.wait_for(state="visible", timeout=30000)
+    assert chart.evaluate("img => img.naturalWidth") > 300, "the accuracy chart rendered"
+    page.screenshot(path=str(tmp_path / "icl.png"), full_page=True)
+
+
+def test_trainer_preview_shows_chat_formatted_pairs(page):
+    page.get_by_role("tab", name="DPO / ORPO trainer").click()
+    panel = visible_panel(page)
+    panel.get_by_role("button", name="Filter & format").click()
+    panel.get_by_text("kept").first.wait_for(timeout=60000)
+    assert "<|im_start|>user" in panel.inner_text()
+
+
+def test_rl_tab_scores_the_lead_3_summary(page):
+    page.get_by_role("tab", name="RL summarizer").click()
+    panel = visible_panel(page)
+    panel.get_by_role("button", name="Load article").click()
+    panel.get_by_role("button", name="Score with ROUGE").click()
+    panel.get_by_text("Reward (rouge1 F1)").first.wait_for(timeout=30000)
+    assert "lead-3 baseline" in panel.inner_text()

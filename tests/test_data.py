@@ -1,4 +1,4 @@
-"""Dataset loading from files and folders, schema checks, and the lite samples against the seed schemas."""
+"""Dataset loading from files and folders, schema checks, and the lite samples against the course datasets' schemas."""
 import json
 
 import pytest

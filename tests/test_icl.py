@@ -10,9 +10,9 @@ import pytest
 from transformers import LlamaForCausalLM
 
 from core import icl, profiles
-from core.icl_report import accuracy_figure, make_row, summarize
-from core.icl_strategies import SHOTS, STRATEGIES, get_strategies, render, worked_solution
-from core.runs import RunControl
+from core.icl import accuracy_figure, make_row, summarize
+from core.icl import SHOTS, STRATEGIES, get_strategies, render, worked_solution
+from core.runs import REPO_ROOT, RunControl
 
 ASSET = str(Path(__file__).resolve().parent.parent / "assets" / "gsm8k_sample.jsonl")
 SHOT = {"question": "Ann has 2 bags of 3 apples. How many apples?", "answer": "2*3=<<2*3=6>>6\n#### 6"}
@@ -140,9 +140,8 @@ def test_non_numeric_gold_names_the_row(tmp_path):
 
 
 def test_evaluation_accuracy_is_the_fraction_of_correct_rows(tiny_lm_dir, tmp_path, generate_calls):
-    cache = icl.AnswerCache(tmp_path / "cache")
     cfg = config(tiny_lm_dir, n=6)
-    first = icl.run(cfg, cache=cache)
+    first = icl.run(cfg)
     assert first.generated == 6 + 6 * 2 and not first.stopped
     # Same questions, gold rewritten: rows 0-2 get the model's own flexible baseline answer, rows 3-5 a number it
     # never says. Baseline flexible accuracy must then be exactly (answers found among rows 0-2) / 6.
@@ -153,7 +152,7 @@ def test_evaluation_accuracy_is_the_fraction_of_correct_rows(tiny_lm_dir, tmp_pa
                                                     + ["987654321"] * 3)))
     expected = sum(r["flexible"] is not None for r in baseline[:3])
     calls_before = len(generate_calls)
-    second = icl.run(config(tiny_lm_dir, n=6, dataset=str(rewritten)), cache=cache)
+    second = icl.run(config(tiny_lm_dir, n=6, dataset=str(rewritten)))
     assert len(generate_calls) == calls_before and second.generated == 0  # every answer came from the cache
     entry = next(e for e in second.summary if e["strategy"] == "baseline")
     assert entry["flexible_correct"] == expected and entry["flexible_accuracy"] == pytest.approx(expected / 6)
@@ -167,7 +166,7 @@ def test_evaluation_accuracy_is_the_fraction_of_correct_rows(tiny_lm_dir, tmp_pa
 
 def test_multi_stage_runs_both_stages_and_self_consistency_votes(tiny_lm_dir, tmp_path, generate_calls):
     cfg = config(tiny_lm_dir, n=2, strategies=("zero_shot_cot", "least_to_most", "self_consistency"))
-    result = icl.run(cfg, cache=icl.AnswerCache(tmp_path))
+    result = icl.run(cfg)
     # round 1: 4 greedy stage-1 prompts + 2 questions x 2 sampled paths; round 2: 4 greedy stage-2 prompts
     assert generate_calls == [4, 4, 4]
     for row in result.rows:
@@ -181,11 +180,12 @@ def test_multi_stage_runs_both_stages_and_self_consistency_votes(tiny_lm_dir, tm
 
 def test_cache_survives_a_new_process_and_depends_on_settings(tiny_lm_dir, tmp_path, generate_calls):
     cfg = config(tiny_lm_dir, strategies=("baseline",))
-    first = icl.run(cfg, cache=icl.AnswerCache(tmp_path))
-    again = icl.run(cfg, cache=icl.AnswerCache(tmp_path))  # empty memory: read from disk
+    first = icl.run(cfg)
+    icl.answer_cache().memory.clear()  # as in a new process: read from disk
+    again = icl.run(cfg)
     assert again.generated == 0 and all(r["cached"] for r in again.rows)
     assert [r["stages"] for r in again.rows] == [r["stages"] for r in first.rows]
-    longer = icl.run(config(tiny_lm_dir, strategies=("baseline",), max_new_tokens=7), cache=icl.AnswerCache(tmp_path))
+    longer = icl.run(config(tiny_lm_dir, strategies=("baseline",), max_new_tokens=7))
     assert longer.generated == 3  # other generation settings: not the same answers
 
 
@@ -195,7 +195,7 @@ def test_stop_keeps_the_finished_strategies(tiny_lm_dir, tmp_path, second):
     control = RunControl()
     control.on_progress = lambda fraction, message: control.stop()  # stop as soon as the first batch is done
     cfg = config(tiny_lm_dir, strategies=("baseline", second), batch_size=16)
-    result = icl.run(cfg, control, cache=icl.AnswerCache(tmp_path))
+    result = icl.run(cfg, control)
     assert result.stopped
     assert [r["strategy"] for r in result.rows] == ["baseline"] * 3
     saved = json.loads(result.json_path.read_text())
@@ -204,7 +204,7 @@ def test_stop_keeps_the_finished_strategies(tiny_lm_dir, tmp_path, second):
 
 def test_ask_answers_a_free_text_question(tiny_lm_dir, tmp_path):
     cfg = config(tiny_lm_dir, strategies=("baseline", "few_shot_cot"))
-    rows = icl.ask(f"  {QUESTION} ", cfg, cache=icl.AnswerCache(tmp_path))
+    rows = icl.ask(f"  {QUESTION} ", cfg)
     assert [r["strategy"] for r in rows] == ["baseline", "few_shot_cot"]
     assert rows[0]["question"] == QUESTION and rows[0]["gold"] is None and rows[0]["correct_strict"] is None
     assert sum(m["role"] == "assistant" for m in rows[1]["stages"][0]["prompt"]) == 2  # two exemplars
@@ -217,7 +217,7 @@ def test_cli_prints_a_table(tiny_lm_dir, tmp_path):
     env = {**os.environ, "ALAB_CACHE": str(tmp_path / "cache"), "ALAB_RUNS": str(tmp_path / "runs")}
     out = subprocess.run([sys.executable, "-m", "core", "icl", "--profile", "lite", "--generator", str(tiny_lm_dir),
                           "--n", "2", "--strategies", "baseline,zero_shot_cot", "--max-new-tokens", "4"],
-                         cwd=Path(icl.__file__).parent.parent, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| baseline | 2 |" in out.stdout and "| zero_shot_cot | 2 |" in out.stdout
     written = Path(out.stdout.strip().splitlines()[-1].removeprefix("wrote "))

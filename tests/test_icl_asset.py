@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.answers import gold_answer
+from core.icl import gold_answer
 from tests.conftest import SHARED_DATA
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "gsm8k_sample.jsonl"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core import icl, profiles
+from core import profiles
 from tests.served import served_app
 
 SETTINGS = dict(strategies=["baseline", "zero_shot_cot"], n=3, seed=42, first=False, max_tokens=5, batch=8, shots=2,
@@ -14,14 +14,9 @@ SETTINGS = dict(strategies=["baseline", "zero_shot_cot"], n=3, seed=42, first=Fa
 
 
 @pytest.fixture(scope="module")
-def client(tiny_lm_dir, tmp_path_factory):
-    saved = icl.CACHE
-    icl.CACHE = icl.AnswerCache(tmp_path_factory.mktemp("icl-cache"))  # keep the user's cache out of tests
-    try:
-        with served_app(dataclasses.replace(profiles.LITE, generator=str(tiny_lm_dir))) as c:
-            yield c
-    finally:
-        icl.CACHE = saved
+def client(tiny_lm_dir):
+    with served_app(dataclasses.replace(profiles.LITE, generator=str(tiny_lm_dir))) as c:
+        yield c
 
 
 def predict_run(client, **changes):
@@ -81,3 +76,19 @@ def test_stop_answers_while_the_gpu_queue_is_busy_and_keeps_partial_results(clie
         time.sleep(0.2)  # until the run has registered its stop flag
     status, *_rest = job.result(timeout=300)
     assert int(status.split(" rows")[0]) < 6  # stopped before every strategy finished
+
+
+def test_stop_in_one_browser_session_leaves_another_sessions_run_alone(client):
+    import time
+
+    from gradio_client import Client
+
+    other = Client(client.src, verbose=False)  # a second browser session: its own session hash
+    job = client.submit(SETTINGS["strategies"], 3, 42, False, 120, 1, 2, 2, 0.7, api_name="/icl_run")
+    deadline = time.time() + 120
+    while not job.status().progress_data and not job.done() and time.time() < deadline:
+        time.sleep(0.1)  # until the run is generating
+    assert other.predict(api_name="/icl_stop") == "Nothing is running."  # the other session has no run to stop
+    assert not job.done(), "the other session pressed Stop while this run was still generating"
+    status, *_rest = job.result(timeout=300)
+    assert status.startswith("6 rows"), "the first session's run finished every strategy"

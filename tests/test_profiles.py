@@ -5,7 +5,7 @@ from core import profiles
 
 
 @pytest.mark.parametrize("cuda, offline, expected", [
-    (True, "", "full"),     # GPU with hub access: the seed models
+    (True, "", "full"),     # GPU with hub access: the course notebooks' models
     (True, "1", "lite"),    # GPU but hub marked offline: only packaged models load
     (False, "", "lite"),    # no GPU: lite
     (False, "1", "lite"),

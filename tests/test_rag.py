@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-import core.loaders
-from core import profiles, rag_index
+from core import profiles
+from core.rag import index as rag_index
 
 RECIPES = "assets/recipes"
 QUERIES = ["How do I make pork chop noodle soup?", "banana bread", "something with shrimp and garlic",
@@ -57,7 +57,7 @@ def train_rows():
 
 @pytest.fixture(autouse=True)
 def _cache_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setattr(core.loaders, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("ALAB_CACHE", str(tmp_path / "cache"))
 
 
 def names_and_scores(index, top_k=5):

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-import core.loaders
-from core import profiles, rag, rag_index, rag_llm
+from core import loaders, profiles, rag
+from core.rag import index as rag_index
+from core.rag import llm as rag_llm
 from core.generation import chat_text
 from core.models import MODELS
 from core.runs import RunControl
@@ -34,7 +35,7 @@ def cfg(tiny_lm_dir, tiny_bert_dir):
 
 @pytest.fixture(autouse=True)
 def _cache_in_tmp(tmp_path_factory, monkeypatch):
-    monkeypatch.setattr(core.loaders, "CACHE_DIR", tmp_path_factory.getbasetemp() / "rag-cache")
+    monkeypatch.setenv("ALAB_CACHE", str(tmp_path_factory.getbasetemp() / "rag-cache"))
 
 
 def assert_grows(texts):
@@ -43,7 +44,7 @@ def assert_grows(texts):
 
 
 def test_rag_and_plain_answers_stream_as_growing_text(cfg):
-    snapshots = list(rag.run(cfg, QUESTION))
+    snapshots = list(rag.run(cfg))
     first, last = snapshots[0], snapshots[-1]
     assert len(first.sources) == 3 and not first.rag and not first.plain, "sources arrive before any answer"
     assert [s.score for s in last.sources] == sorted((s.score for s in last.sources), reverse=True)
@@ -53,26 +54,39 @@ def test_rag_and_plain_answers_stream_as_growing_text(cfg):
     assert all(s.rag == last.rag for s in snapshots if s.plain), "the plain answer starts after the RAG answer"
 
 
-def test_leaving_a_stream_early_stops_the_worker_and_frees_the_slot(cfg):
+def test_leaving_a_stream_early_stops_the_worker_and_frees_the_slot(cfg, monkeypatch):
+    # llama-index streams each answer from a thread running model.generate, through its context-copying Thread
+    # (target=Context.run, args=(partial(generate, **kwargs),)): watch the threads whose callable is a generate.
+    generators, start = [], threading.Thread.start
+
+    def watched_start(thread):
+        calls = [getattr(thread, "_target", None), *getattr(thread, "_args", ())[:1]]
+        if any(getattr(getattr(c, "func", c), "__name__", "") == "generate" for c in calls):
+            generators.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", watched_start)
     control = RunControl()
     # simple_summarize answers in one call (no refine), so the stream is one long generation
-    stream = rag.run(dataclasses.replace(cfg, max_new_tokens=120, response_mode="simple_summarize"), QUESTION, control)
-    next(stream)
+    stream = rag.run(dataclasses.replace(cfg, max_new_tokens=120, response_mode="simple_summarize"), control)
+    next(stream)  # the sources
+    next(stream)  # the first token: llama-index's generate thread has started
+    assert generators, "the check below watches a real generation thread"
     stream.close()  # what a server does when the page goes away or Stop is pressed
     assert control.stop_event.is_set()
     deadline = time.monotonic() + 30
     while MODELS.status()["busy"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not MODELS.status()["busy"], "the worker left the model slot"
-    while any("generate" in repr(getattr(t, "_args", "")) for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "generation went on after the stop"
-        time.sleep(0.1)
+    for thread in generators:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        assert not thread.is_alive(), "generation went on after the stop"
 
 
 def test_a_set_stop_flag_ends_generation_at_the_next_token(tiny_lm_dir):
     import torch
 
-    lm = core.loaders.load_language_model(str(tiny_lm_dir))
+    lm = loaders.load_language_model(str(tiny_lm_dir))
     flag = threading.Event()
     llm = rag_llm.make_llm(rag_llm.RagBundle(None, lm), 512, 40, 0.7, flag)
     torch.manual_seed(0)
@@ -89,16 +103,16 @@ def test_answers_need_no_tiktoken(cfg, tmp_path, monkeypatch):
     # the GPU machine's condition: llama-index's default tokenizer cannot load there
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-tiktoken-cache"))
     monkeypatch.setattr(llama_index.core, "global_tokenizer", None)
-    monkeypatch.setattr(core.loaders, "CACHE_DIR", tmp_path / "fresh-cache")  # build the index anew, too
+    monkeypatch.setenv("ALAB_CACHE", str(tmp_path / "fresh-cache"))  # build the index anew, too
     MODELS.unload()
     for mode in rag.RESPONSE_MODES:
-        last = list(rag.run(dataclasses.replace(cfg, response_mode=mode, max_new_tokens=8), QUESTION))[-1]
+        last = list(rag.run(dataclasses.replace(cfg, response_mode=mode, max_new_tokens=8)))[-1]
         assert last.rag and last.plain, mode
     assert llama_index.core.global_tokenizer is None
 
 
 def test_bundle_holds_both_models_in_the_one_slot(cfg):
-    list(rag.run(cfg, QUESTION))
+    list(rag.run(cfg))
     status = MODELS.status()
     assert status["role"] == "rag" and status["model_id"] == rag_llm.bundle_key(cfg.llm, cfg.embedding)
     from llama_index.core import Settings
@@ -110,7 +124,7 @@ def test_bundle_holds_both_models_in_the_one_slot(cfg):
 
 
 def test_prompts_use_the_models_chat_template(cfg, tiny_lm_dir):
-    lm = core.loaders.load_language_model(str(tiny_lm_dir))
+    lm = loaders.load_language_model(str(tiny_lm_dir))
     llm = rag_llm.make_llm(rag_llm.RagBundle(None, lm), 512, 12, 0.7)
     assert llm.completion_to_prompt("hi") == chat_text(lm.tokenizer, "hi") == \
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
@@ -120,14 +134,14 @@ def test_prompts_use_the_models_chat_template(cfg, tiny_lm_dir):
 @pytest.mark.parametrize("question", ["", "   "])
 def test_an_empty_question_is_refused(cfg, question):
     with pytest.raises(ValueError, match="the question is empty"):
-        list(rag.run(cfg, question))
+        list(rag.run(dataclasses.replace(cfg, question=question)))
 
 
 def test_a_20k_character_question_is_cut_with_a_warning(cfg, tiny_lm_dir):
     question = ("how do i make soup with noodles and pork chops " * 500)[:20_000]
-    last = list(rag.run(cfg, question))[-1]
+    last = list(rag.run(dataclasses.replace(cfg, question=question)))[-1]
     assert any("only its first" in w for w in last.warnings)
-    tokenizer = core.loaders.load_language_model(str(tiny_lm_dir)).tokenizer
+    tokenizer = loaders.load_language_model(str(tiny_lm_dir)).tokenizer
     assert rag_llm.count_tokens(tokenizer, last.question) <= cfg.question_tokens + 2
     assert len(last.sources) == 3 and last.rag
 
@@ -135,7 +149,7 @@ def test_a_20k_character_question_is_cut_with_a_warning(cfg, tiny_lm_dir):
 @pytest.mark.parametrize("question", ["¿Cómo preparo una sopa de fideos con chuleta de cerdo?",
                                       "猪排面汤怎么做？"])
 def test_a_question_in_another_language_is_answered(cfg, question):
-    last = list(rag.run(cfg, question))[-1]
+    last = list(rag.run(dataclasses.replace(cfg, question=question)))[-1]
     assert len(last.sources) == 3 and last.rag and last.plain
 
 
@@ -154,7 +168,7 @@ def test_config_rejects_unusable_settings(settings, message, why):
 
 
 def test_chat_prompt_keeps_recent_history_and_fits_the_budget(tiny_lm_dir):
-    tokenizer = core.loaders.load_language_model(str(tiny_lm_dir)).tokenizer
+    tokenizer = loaders.load_language_model(str(tiny_lm_dir)).tokenizer
     history = [{"role": "user", "content": "old question " * 40}, {"role": "assistant", "content": "old answer " * 40},
                {"role": "user", "content": "is pork chop soup hard?"}, {"role": "assistant", "content": "no, easy."}]
     recipe = rag_index.recipe_text(rag_index.load_recipes(RECIPES, "train")[0])
@@ -182,20 +196,20 @@ def test_a_follow_up_retrieves_with_the_previous_question(cfg):
     assert first.sources[0].name == "banana bread"
 
 
-def test_test_loop_writes_a_row_per_dish_to_csv(cfg):
-    results = list(rag.test_loop(cfg, 2, seed=1))
+def test_compare_dishes_writes_a_row_per_dish_to_csv(cfg):
+    results = list(rag.compare_dishes(cfg, 2, seed=1))
     rows, path = results[-1]
     assert [len(r) for r, _ in results] == [1, 2]
     with open(path, newline="") as f:
         saved = list(csv.DictReader(f))
-    assert [r["dish"] for r in saved] == [r["dish"] for r in rows]
+    assert [r["dish"] for r in saved] == [r["dish"] for r in rows] and list(saved[0]) == rag.COMPARE_COLUMNS
     test_names = {r["name"] for r in rag_index.load_recipes(RECIPES, "test")}
     for row in saved:
         assert row["dish"] in test_names and row["question"] == f"How do I make {row['dish']}?"
         scores = [float(s) for s in row["scores"].split(" | ")]
         assert len(scores) == 3 and scores == sorted(scores, reverse=True)
     with pytest.raises(ValueError, match="between 1 and 12"):
-        next(rag.test_loop(cfg, 13))
+        next(rag.compare_dishes(cfg, 13))
 
 
 def test_cli_answers_a_question(cfg, tmp_path):
@@ -224,16 +238,16 @@ def test_endpoints_answer_through_gradio_client(client):
     assert quality["headers"][:3] == ["embedding", "recipes", "dishes"] and quality["data"][0][2] == 48
 
 
-def test_stop_button_ends_a_running_test_loop(client):
+def test_stop_button_ends_a_running_comparison(client):
     settings = [3, "compact", 512, 16, 0.7, 0]
-    job = client.submit(12, 0, *settings, api_name="/rag_test_loop")
+    job = client.submit(12, 0, *settings, api_name="/rag_compare")
     deadline = time.monotonic() + 120
     while not job.outputs() and time.monotonic() < deadline:
         time.sleep(0.2)
     table, path = job.outputs()[-1]
-    client.predict(api_name="/rag_test_loop_stop")
-    with pytest.raises(Exception, match="stopped by the user"):
-        job.result(timeout=60)
+    client.predict(api_name="/rag_compare_stop")
+    job.result(timeout=60)  # a Stop is a warning that says what was kept, never an error
+    assert job.status().code.name == "FINISHED"
     with open(path, newline="") as f:
         assert 1 <= len(list(csv.DictReader(f))) < 12, "the loop ended early and kept its rows"
     assert not MODELS.status()["busy"]
@@ -248,5 +262,5 @@ def test_on_cuda_the_llm_is_8bit_or_half_and_the_embedding_half(cfg):
     assert bundle.lm.backend == expected and bundle.lm.device == "cuda"
     assert next(bundle.embed_model._model.parameters()).dtype == torch.float16
     del bundle
-    last = list(rag.run(cfg, QUESTION))[-1]
+    last = list(rag.run(cfg))[-1]
     assert last.rag and last.plain and len(last.sources) == 3

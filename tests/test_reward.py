@@ -8,11 +8,13 @@ import shutil
 import pytest
 import torch
 
-from core import qrm, reward, reward_plots
+from core import reward
+from core.reward import plots as reward_plots
+from core.reward import sequence_rm as qrm
 from core.models import MODELS, ModelLoadError
-from tests import tiny
+from testing import tiny
 from tests.conftest import SHARED_DATA
-from tests.qrm_like import save_qrm_like
+from testing.qrm_like import save_qrm_like
 
 PROMPT = "Do wooden pencils contain lead as their core?"
 ANSWERS = ("No, graphite.", "Yes, lead. It is lead!", "Let's think step by step. The answer is 42 and #### 18.")
@@ -39,17 +41,21 @@ def test_loaded_in_eval_mode_without_remote_code(rm):
     assert type(rm.model).__name__ == "QrmLikeForRewardModel" and rm.tokenizer.padding_side == "right"
 
 
-def test_raw_outputs_follow_qrm_identities(rm):
-    ids, _ = qrm.encode(rm.tokenizer, PROMPT, ANSWERS[0], 512)
-    with torch.no_grad():
-        out = rm.model(input_ids=torch.tensor([ids]))
-        per_attribute = rm.model.regression_layer(out.hidden_state).view(-1, 5, 19)
-    assert out.rewards.shape == (1, 5) and out.gating_output.shape == (1, 5) and out.score.shape == (1, 1)
-    assert out.reward_quantiles.shape == (1, 19)
-    torch.testing.assert_close(out.gating_output.sum(-1), torch.ones(1))
-    torch.testing.assert_close(out.score[:, 0], (out.gating_output * out.rewards).sum(-1))
-    torch.testing.assert_close(out.reward_quantiles.mean(-1) * 5, out.score[:, 0])
-    torch.testing.assert_close(per_attribute.mean(-1), out.rewards)
+def test_scores_carry_the_models_outputs_on_the_score_scale(rm):
+    """What our scoring does with QRM's outputs: each answer's fields are the model's own for that row, and the
+    averaged quantiles are put back on the score's scale (x attributes)."""
+    scores = qrm.score(rm, PROMPT, list(ANSWERS[:2]), 512)
+    for answer, s in zip(ANSWERS[:2], scores):
+        ids, _ = qrm.encode(rm.tokenizer, PROMPT, answer, 512)
+        with torch.no_grad():
+            out = rm.model(input_ids=torch.tensor([ids]))
+            per_attribute = rm.model.regression_layer(out.hidden_state).view(5, 19)
+        assert s.score == pytest.approx(float(out.score[0, 0]), abs=1e-5)
+        assert s.rewards == pytest.approx(out.rewards[0].tolist(), abs=1e-5)
+        assert s.gating == pytest.approx(out.gating_output[0].tolist(), abs=1e-5)
+        assert s.score_quantiles == pytest.approx((out.reward_quantiles[0] * 5).tolist(), abs=1e-5)
+        torch.testing.assert_close(torch.tensor(s.attribute_quantiles), per_attribute, atol=1e-5, rtol=0)
+        assert s.n_tokens == len(ids) and not s.truncated
 
 
 def test_result_shapes_and_identities(qrm_dir):
@@ -220,12 +226,12 @@ def test_cli_writes_json(qrm_dir, tmp_path, capsys):
     assert "helpfulness" in printed and "margin (chosen - rejected)" in printed
 
 
-def test_examples_start_with_the_seed_pencil_pair_verbatim():
+def test_examples_start_with_the_notebooks_pencil_pair_verbatim():
     examples = reward.load_examples()
     assert len(examples) >= 4 and all(e["prompt"] and e["chosen"] and e["rejected"] for e in examples)
-    seed = SHARED_DATA.parent / "seeds" / "000_a7d55a745cb87b7c.txt"
-    if not seed.exists():
-        pytest.skip("seed notebook not available")
-    text = seed.read_text()
+    notebook = SHARED_DATA.parent / "seeds" / "000_a7d55a745cb87b7c.txt"
+    if not notebook.exists():
+        pytest.skip("course notebook not available")
+    text = notebook.read_text()
     for key, var in (("prompt", "sample_prompt"), ("chosen", "chosen_response"), ("rejected", "rejected_response")):
         assert f"{var} = {json.dumps(examples[0][key])}" in text

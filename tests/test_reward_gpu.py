@@ -3,10 +3,10 @@ No gradio or matplotlib here: the GPU machine has neither."""
 import pytest
 import torch
 
-from core import qrm
+from core.reward import sequence_rm as qrm
 from core.models import MODELS
-from tests import tiny
-from tests.qrm_like import save_qrm_like
+from testing import tiny
+from testing.qrm_like import save_qrm_like
 
 PROMPT = "Do wooden pencils contain lead as their core?"
 ANSWERS = ["No, graphite.", "Yes, lead. It is lead!", "Let's think step by step. The answer is 42."]

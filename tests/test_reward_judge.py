@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from core import judge, reward
+from core import reward
+from core.reward import judge
 from core.loaders import load_language_model
 from core.models import MODELS
 from core.profiles import LITE, SMOLLM2
@@ -32,10 +33,10 @@ def smollm2():
 
 
 def test_lite_run_scores_the_pencil_pair_on_the_resident_generator(smollm2):
-    result = reward.run(reward.RewardConfig(model_id=LITE.reward_model))  # the seed's pencil pair
+    result = reward.run(reward.RewardConfig(model_id=LITE.reward_model))  # the course notebook's pencil pair
     with MODELS.use("generator", SMOLLM2, load_language_model) as lm:
         assert lm is smollm2, "the judge reloaded the model the ICL generator already had resident"
-    assert result.scorer == "judge" and result.attributes == list(reward.qrm.ATTRIBUTES)
+    assert result.scorer == "judge" and result.attributes == list(reward.ATTRIBUTES)
     assert reward.SCORER_NAMES["judge"] in reward.format_table(result)
     for s in result.scores:
         assert s.gating is None and len(s.rewards) == 5 and len(s.rating_probs) == 5

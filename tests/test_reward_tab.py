@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from core import profiles, reward
-from tests import tiny
-from tests.qrm_like import save_qrm_like
+from testing import tiny
+from testing.qrm_like import save_qrm_like
 from tests.served import served_app
 
 
@@ -21,7 +21,18 @@ def client(qrm_dir):
         yield c
 
 
-def test_score_endpoint_returns_the_plotted_values(client, qrm_dir):
+def png_size(plot: dict) -> tuple[int, int]:
+    """Width and height of the PNG a gr.Plot sent (matplotlib figures arrive as a base64 data URL)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    data = plot["plot"].split(",", 1)[1]
+    return Image.open(io.BytesIO(base64.b64decode(data))).size
+
+
+def test_score_endpoint_returns_the_scores_and_both_figures(client, qrm_dir):
     example = reward.load_examples()[2]
     summary, attribute_plot, distribution_plot, table = client.predict(
         example["prompt"], example["chosen"], example["rejected"], False, 2048, api_name="/reward_score")
@@ -34,7 +45,9 @@ def test_score_endpoint_returns_the_plotted_values(client, qrm_dir):
                                             expected.scores[0].gating[a]], abs=1e-4)
     assert rows["final score"][:2] == pytest.approx([s.score for s in expected.scores], abs=1e-4)
     assert f"{expected.margin:+.3f}" in summary
-    assert attribute_plot is not None and distribution_plot is not None
+    for plot in (attribute_plot, distribution_plot):
+        width, height = png_size(plot)
+        assert width > 400 and height > 200, "a rendered figure, not an empty placeholder"
 
 
 def test_example_endpoint_fills_the_boxes(client):

@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from core import data, profiles, rouge
+from core import data, profiles
+from core import rl as rouge
 from tests.served import served_app
 
 REFERENCE = "the cat sat on the mat"

@@ -4,7 +4,7 @@ quantiles). It is an LLM judge, not a trained reward model, and it has no gate: 
 from __future__ import annotations
 
 from core.generation import chat_text
-from core.qrm import ATTRIBUTES, ResponseScore, fit_prompt, quantile_levels
+from core.reward.sequence_rm import ATTRIBUTES, ResponseScore, fit_prompt, quantile_levels
 
 JUDGE_PREFIX = "judge:"
 RATINGS = (1, 2, 3, 4, 5)

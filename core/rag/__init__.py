@@ -1,0 +1,14 @@
+"""RAG recipe chat: LlamaIndex over recipes (one FAISS-backed node per recipe), the same LLM answering with and
+without retrieval, a chat with history, a comparison over test dishes, and hit@k of retrieval.
+
+The contract (see core/__init__.py): `RagConfig`, `RagAnswer` (the streamed result), `run(cfg, control=None)`;
+plus `chat`, `compare_dishes` and `retrieval_quality`. index.py owns the index, llm.py the model bundle.
+"""
+from core.rag.index import QUESTION, Source, load_embedding, open_index, retrieve
+from core.rag.llm import RagBundle, bundle_key, load_bundle
+from core.rag.pipeline import (COMPARE_COLUMNS, EXAMPLE_QUESTION, RESPONSE_MODES, RagAnswer, RagConfig, chat,
+                               compare_dishes, retrieval_quality, run)
+
+__all__ = ["COMPARE_COLUMNS", "EXAMPLE_QUESTION", "QUESTION", "RESPONSE_MODES", "RagAnswer", "RagBundle", "RagConfig",
+           "Source", "bundle_key", "chat", "compare_dishes", "load_bundle", "load_embedding", "open_index",
+           "retrieval_quality", "retrieve", "run"]

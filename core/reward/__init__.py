@@ -1,0 +1,16 @@
+"""Reward explorer: a prompt and its answers scored by a reward model (QRM's attributes, gates and quantiles; any
+sequence-classification reward model's scalar; or the lite LLM judge's ratings), and the figures that show them.
+
+The contract (see core/__init__.py): `RewardConfig`, `RewardResult`, `run(cfg, control=None)`.
+sequence_rm.py loads and scores reward models, judge.py is the lite stand-in, plots.py draws.
+"""
+from core.reward.judge import JUDGE_PREFIX, judge_model_id
+from core.reward.pipeline import (PENCIL, SCORER_NAMES, RewardConfig, RewardResult, format_table, load_examples, run,
+                                  score_table)
+from core.reward.plots import attribute_figure, distribution_figure
+from core.reward.sequence_rm import (ATTRIBUTES, ResponseScore, RewardModel, load_reward_model, score,
+                                     score_conversations)
+
+__all__ = ["ATTRIBUTES", "JUDGE_PREFIX", "PENCIL", "SCORER_NAMES", "ResponseScore", "RewardConfig", "RewardModel",
+           "RewardResult", "attribute_figure", "distribution_figure", "format_table", "judge_model_id",
+           "load_examples", "load_reward_model", "run", "score", "score_conversations", "score_table"]

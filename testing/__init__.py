@@ -1,0 +1,1 @@
+"""Tiny random-weight models and fixtures shared by tests/ and bench/ (bench imports nothing from tests/)."""
