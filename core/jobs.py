@@ -1,0 +1,450 @@
+"""Training jobs that outlive the page: a child process started with the same CLI a user types
+(`python -m core align ...`), writing its run folder as it goes; the app starts, polls, stops and lists runs.
+
+A run folder (runs/<kind>/<run id>/) holds launch.json and pid (written by the app), config.json (the job's first
+write), metrics.jsonl (one flushed line per logged step), events.jsonl (started, resumed, checkpoint, stopped,
+finished, failed, cancelled), checkpoints/, adapter/ and summary.json (written last). STOP and CANCEL are the
+requests the app leaves there. A run without a summary whose process is gone is "interrupted at step k".
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from core.runs import REPO_ROOT, check_run_name, new_run_dir, runs_dir, write_json
+
+log = logging.getLogger(__name__)
+KINDS = ("align", "rl")  # the jobs that train: `python -m core <kind> --run-dir ...`
+STOP, CANCEL = "STOP", "CANCEL"
+FINAL = ("finished", "stopped", "cancelled", "failed")
+CANCEL_GRACE_S = 10.0  # a cancelled job that has not ended by then is killed
+
+
+class JobBusy(RuntimeError):
+    """A second training job was asked for while one holds the accelerator."""
+
+
+class Cancelled(BaseException):
+    """Raised in a job's main thread by SIGTERM (the app's Cancel): end now, no adapter saved."""
+
+
+# ---- the job's side: what runs inside `python -m core <kind> --run-dir ...` ----------------------------------------
+
+class RunRecorder:
+    """What a training job writes into its run folder, and the Stop request it reads from there."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.started = time.perf_counter()
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+    def write_config(self, config: dict) -> None:
+        write_json(self.run_dir / "config.json", config)
+
+    def _append(self, name: str, record: dict) -> None:
+        with open(self.run_dir / name, "a") as f:  # one line per write, flushed: a reader never waits for a buffer
+            f.write(json.dumps(record, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def log(self, step: int, max_steps: int, values: dict) -> None:
+        """One metrics line: step, max_steps, seconds since the job (re)started, then the logged values."""
+        self._append("metrics.jsonl", {"step": step, "max_steps": max_steps,
+                                       "elapsed_s": time.perf_counter() - self.started, **values})
+
+    def event(self, name: str, **info) -> None:
+        self._append("events.jsonl", {"time": time.time(), "event": name, **info})
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.run_dir / "checkpoints" / f"checkpoint-{step}"
+
+    def stop_requested(self) -> bool:
+        """The app's "Stop and save": end after the current step and save the adapter."""
+        return (self.run_dir / STOP).exists()
+
+    def finish(self, status: str, reason: str, **figures) -> dict:
+        """summary.json, the run's last write: status, why it ended, wall time and the job's figures."""
+        summary = {"status": status, "reason": reason, "wall_s": time.perf_counter() - self.started,
+                   **peak_memory(), **figures}
+        write_json(self.run_dir / "summary.json", summary)
+        self.event(status, reason=reason)
+        return summary
+
+
+def peak_memory() -> dict:
+    """Peak accelerator memory of this process in GiB (allocated and reserved); on a CPU its peak RSS."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {"peak_allocated_gb": torch.cuda.max_memory_allocated() / 2 ** 30,
+                "peak_reserved_gb": torch.cuda.max_memory_reserved() / 2 ** 30}
+    import resource
+
+    return {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+
+
+def run_job(run_dir: Path, work: Callable[[RunRecorder], dict], resume: bool = False) -> dict:
+    """Runs `work(recorder)` as the job of `run_dir`: work returns its summary figures with "status" (finished or
+    stopped) and "reason"; an exception ends the run as failed, SIGTERM as cancelled. Returns the summary."""
+    recorder = RunRecorder(run_dir)
+    for leftover in (STOP, CANCEL, "summary.json"):  # a resumed run starts without the last end's marks
+        (recorder.run_dir / leftover).unlink(missing_ok=True)
+    previous = signal.signal(signal.SIGTERM, _raise_cancelled)
+    recorder.event("resumed" if resume else "started", pid=os.getpid())
+    try:
+        figures = work(recorder)
+        return recorder.finish(figures.pop("status"), figures.pop("reason"), **figures)
+    except Cancelled:
+        return recorder.finish("cancelled", "cancelled by the user: ended at once, no adapter saved")
+    except Exception as exc:  # the job's own failure: the app stays up and shows why
+        log.exception("training job %s failed", recorder.run_id)
+        return recorder.finish("failed", failure_reason(exc))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_cancelled(signum, frame):
+    raise Cancelled()
+
+
+def failure_reason(exc: BaseException) -> str:
+    if "OutOfMemory" in type(exc).__name__:
+        return "out of accelerator memory: lower the micro-batch or the max length, or pick 4-bit"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ---- the app's side: reading run folders ---------------------------------------------------------------------------
+
+@dataclass
+class RunInfo:
+    kind: str
+    run_id: str
+    folder: Path
+    status: str  # starting, running, finished, stopped, cancelled, failed, interrupted
+    step: int = 0
+    max_steps: int = 0
+    checkpoint_step: int | None = None  # the last saved checkpoint
+    created: float = 0.0
+    config: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    eta_s: float | None = None
+    problem: str = ""  # a folder that could not be read: what is wrong with it
+
+    @property
+    def resumable(self) -> bool:
+        return self.status in ("stopped", "interrupted", "cancelled") and self.checkpoint_step is not None
+
+    def label(self) -> str:
+        if self.status == "interrupted":
+            return f"interrupted at step {self.step}"
+        return self.status + (f" at step {self.step}/{self.max_steps}" if self.max_steps else "")
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "folder": str(self.folder), "resumable": self.resumable}
+
+
+def read_lines(path: Path) -> list[dict]:
+    """Every complete JSON line of a .jsonl file (a line cut short by a crash or a full disk is skipped)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def process_alive(folder: Path) -> bool:
+    """True while the run's own process lives: its pid exists and its command line names this folder (a reused
+    pid after a reboot does not count)."""
+    try:
+        pid = int((folder / "pid").read_text())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return str(folder).encode() in f.read()
+    except (OSError, ValueError):
+        return False
+
+
+def read_run(folder: Path) -> RunInfo:
+    """A run's state from its folder alone, so a restarted app lists every run as it was."""
+    folder = Path(folder)
+    launch, config, summary = (_read_json(folder / n) for n in ("launch.json", "config.json", "summary.json"))
+    metrics = read_lines(folder / "metrics.jsonl")
+    checkpoints = [e["step"] for e in read_lines(folder / "events.jsonl") if e.get("event") == "checkpoint"]
+    last = metrics[-1] if metrics else {}
+    info = RunInfo(kind=folder.parent.name, run_id=folder.name, folder=folder, status="starting",
+                   step=int(last.get("step", 0)), max_steps=int(last.get("max_steps") or config.get("max_steps") or 0),
+                   checkpoint_step=max(checkpoints) if checkpoints else None,
+                   created=launch.get("created", folder.stat().st_mtime), config=config, summary=summary)
+    if summary:
+        info.status = summary.get("status", "failed")
+    elif process_alive(folder):
+        info.status = "running"
+        info.eta_s = eta_seconds(metrics)
+    elif (folder / "pid").exists():
+        info.status = "interrupted"
+    if not launch and not config:
+        info.problem = "neither launch.json nor config.json could be read"
+    return info
+
+
+def eta_seconds(metrics: list[dict]) -> float | None:
+    """Seconds left at the pace of the logged steps so far."""
+    if not metrics or not metrics[-1].get("max_steps") or metrics[-1]["step"] <= 0:
+        return None
+    last = metrics[-1]
+    return last["elapsed_s"] / last["step"] * (last["max_steps"] - last["step"])
+
+
+def list_runs(kind: str | None = None) -> list[RunInfo]:
+    """Every run folder of `kind` (or of every training kind), newest first; unreadable folders are listed with
+    their problem rather than hidden."""
+    kinds = [kind] if kind else list(KINDS)
+    folders = [f for k in kinds if (runs_dir() / k).is_dir() for f in (runs_dir() / k).iterdir()
+               if f.is_dir() and not f.name.startswith(".")]
+    return sorted((read_run(f) for f in folders), key=lambda r: r.created, reverse=True)
+
+
+def find_run(kind: str, run_id: str) -> RunInfo:
+    folder = runs_dir() / kind / check_run_name(run_id)
+    if not folder.is_dir():
+        raise ValueError(f"no {kind} run named {run_id!r} under {runs_dir() / kind}")
+    return read_run(folder)
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+# ---- the app's side: starting, stopping, cancelling -------------------------------------------------------------
+
+class JobManager:
+    """One training job at a time. Starting one evicts the model slot's resident and holds the slot for the job,
+    so nothing loads in-process while it trains; the hold ends when the process does."""
+
+    def __init__(self, models=None):
+        from core.models import MODELS
+
+        self._models = models if models is not None else MODELS
+        self._lock = threading.Lock()
+        self._active: Path | None = None
+        self._adopted = False
+
+    def active(self) -> RunInfo | None:
+        """The running job, if any; after an app restart, a job still running from before is adopted."""
+        with self._lock:
+            if not self._adopted:
+                self._adopted = True
+                self._adopt_running()
+            if self._active is None:
+                return None
+            info = read_run(self._active)
+            if info.status in ("running", "starting"):
+                return info
+            self._active = None
+            self._models.release()
+            return None
+
+    def _adopt_running(self) -> None:
+        for run in list_runs():
+            if run.status == "running":
+                self._active = run.folder
+                self._models.hold(self.describe)
+                self._watch(None, run.folder)
+                return
+
+    def describe(self) -> str:
+        """The status line's words for the running job: "training align/<id>: step k/n, ETA m:ss"."""
+        folder = self._active
+        if folder is None:
+            return ""
+        info = read_run(folder)
+        return (f"training {info.kind}/{info.run_id}: step {info.step}/{info.max_steps or '?'}, "
+                f"ETA {clock(info.eta_s)}")
+
+    def start(self, kind: str, args: list[str], name: str | None = None, resume: RunInfo | None = None) -> RunInfo:
+        """Spawns `python -m core <kind> --run-dir <new folder> <args>` (or `--resume` of an existing run)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown job {kind!r}: choose one of {', '.join(KINDS)}")
+        running = self.active()
+        with self._lock:
+            if running is not None or self._active is not None:
+                running = running or read_run(self._active)
+                raise JobBusy(f"{running.kind} run {running.run_id} holds the accelerator (step {running.step}/"
+                              f"{running.max_steps or '?'}, about {clock(running.eta_s)} left): wait, or Stop it")
+            folder = resume.folder if resume else new_run_dir(kind, name)
+            argv = [sys.executable, "-m", "core", kind, "--run-dir", str(folder), *(["--resume"] if resume else args)]
+            self._models.hold(self.describe)  # evicts the resident model first
+            try:
+                process = self._spawn(folder, argv, resume is not None)
+            except BaseException:
+                self._models.release()
+                raise
+            self._active = folder
+            self._watch(process, folder)
+        return read_run(folder)
+
+    def _spawn(self, folder: Path, argv: list[str], resume: bool) -> subprocess.Popen:
+        if not resume:
+            write_json(folder / "launch.json", {"argv": argv, "created": time.time()})
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "ALAB_RUNS": str(runs_dir())}
+        with open(folder / "log.txt", "ab") as out:
+            # A session of its own: a Ctrl-C meant for the app does not reach the job, and the job outlives it.
+            process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                       start_new_session=True)
+        (folder / "pid").write_text(str(process.pid))
+        return process
+
+    def _watch(self, process: subprocess.Popen | None, folder: Path) -> None:
+        """A thread that waits for the job to end, records an exit without a summary, and frees the slot."""
+        def wait():
+            if process is not None:
+                code = process.wait()
+                if code not in (0, -signal.SIGKILL) and not (folder / "summary.json").exists():
+                    tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-3:]
+                    write_json(folder / "summary.json", {"status": "failed", "reason": f"the job exited with code "
+                                                         f"{code}: " + " | ".join(tail)})
+            else:
+                while process_alive(folder):
+                    time.sleep(1.0)
+            with self._lock:
+                if self._active == folder:
+                    self._active = None
+                    self._models.release()
+        threading.Thread(target=wait, daemon=True, name=f"job-{folder.name}").start()
+
+    def stop(self, kind: str, run_id: str) -> RunInfo:
+        """"Stop and save": the job ends after its current step and saves its adapter."""
+        info = self._running(kind, run_id)
+        (info.folder / STOP).write_text(str(time.time()))
+        return info
+
+    def cancel(self, kind: str, run_id: str) -> RunInfo:
+        """"Cancel": ends the job now (SIGTERM, then SIGKILL after a grace period); the run is marked cancelled."""
+        info = self._running(kind, run_id)
+        (info.folder / CANCEL).write_text(str(time.time()))
+        pid = int((info.folder / "pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while process_alive(info.folder) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if process_alive(info.folder):
+            os.kill(pid, signal.SIGKILL)
+        if not (info.folder / "summary.json").exists():
+            write_json(info.folder / "summary.json", {"status": "cancelled", "reason": "cancelled by the user"})
+        return read_run(info.folder)
+
+    def _running(self, kind: str, run_id: str) -> RunInfo:
+        info = find_run(kind, run_id)
+        if info.status not in ("running", "starting"):
+            raise ValueError(f"{kind} run {run_id} is not running ({info.label()})")
+        return info
+
+    def resume(self, kind: str, run_id: str) -> RunInfo:
+        """Continues a stopped, cancelled or interrupted run from its last checkpoint, in the same folder."""
+        info = find_run(kind, run_id)
+        if info.problem:
+            raise ValueError(f"{kind} run {run_id} cannot be resumed: its folder is damaged ({info.problem})")
+        if not info.resumable:
+            raise ValueError(f"{kind} run {run_id} cannot be resumed: it is {info.label()}"
+                             + ("" if info.checkpoint_step is not None else " and has no checkpoint"))
+        return self.start(kind, [], resume=info)
+
+
+JOBS = JobManager()
+
+
+# ---- a config dataclass as command-line flags, both ways (the app starts jobs with the CLI a user types) ----------
+
+def add_config_arguments(parser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of the frozen config dataclass `cls` (--field-name; booleans as --x/--no-x; tuples as
+    comma-separated text), defaulting to None so that only what was given overrides the config's default."""
+    import argparse
+
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag, kind = "--" + f.name.replace("_", "-"), _field_kind(cls, f)
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, type=None if kind is tuple else kind,
+                                help=f"default: {_default_text(f)}")
+
+
+def config_from_args(cls, args, **fixed):
+    """The config with every flag that was given (see add_config_arguments), plus `fixed` values."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            values[f.name] = tuple(v.strip() for v in value.split(",") if v.strip()) \
+                if _field_kind(cls, f) is tuple else value
+    return cls(**{**values, **fixed})
+
+
+def config_argv(cfg, skip: tuple[str, ...] = ()) -> list[str]:
+    """The flags that rebuild `cfg` through add_config_arguments/config_from_args (fields at their default are
+    left out, so the command line stays short)."""
+    argv = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in skip or value == _default(f):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        elif value is None:
+            continue
+        else:
+            argv += [flag, ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+    return argv
+
+
+def _default(f):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _default_text(f) -> str:
+    value = _default(f)
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _field_kind(cls, f):
+    """bool, int, float, str or tuple, from the field's default (fields here always have one)."""
+    value = _default(f)
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, (tuple, list)):
+        return tuple
+    if value is None:
+        return str
+    return type(value) if isinstance(value, (int, float)) else str
