@@ -257,6 +257,7 @@ class JobManager:
         self._lock = threading.Lock()
         self._active: Path | None = None
         self._adopted = False
+        self._plan: dict | None = None  # jobs queued to follow the active one (a comparison), and what runs after
 
     def active(self) -> RunInfo | None:
         """The running job, if any; after an app restart, a job still running from before is adopted."""
@@ -312,6 +313,44 @@ class JobManager:
             self._watch(process, folder)
         return read_run(folder)
 
+    def start_sequence(self, kind: str, jobs: list[tuple[list[str], str | None]],
+                       on_done: Callable[[list[RunInfo]], None] | None = None) -> RunInfo:
+        """Starts jobs[0] now and each next one when the previous finishes (a comparison: DPO, then ORPO on the same
+        data); then `on_done(runs)` runs in the watcher thread. A run that does not finish ends the sequence."""
+        if not jobs:
+            raise ValueError("nothing to run: give at least one job")
+        self._plan = {"kind": kind, "queued": list(jobs[1:]), "runs": [], "on_done": on_done}
+        try:
+            first = self.start(kind, jobs[0][0], jobs[0][1])
+        except BaseException:
+            self._plan = None
+            raise
+        self._plan["runs"].append(first.folder)
+        return first
+
+    def plan_text(self) -> str:
+        """Where a running sequence stands: "job 1 of 2"; "" when no sequence runs."""
+        plan = self._plan
+        if plan is None:
+            return ""
+        return f"job {len(plan['runs'])} of {len(plan['runs']) + len(plan['queued'])}"
+
+    def _continue_plan(self, ended: Path) -> None:
+        plan = self._plan
+        if plan is None or not plan["runs"] or plan["runs"][-1] != ended:
+            return
+        if read_run(ended).status == "finished" and plan["queued"]:
+            args, name = plan["queued"].pop(0)
+            try:
+                plan["runs"].append(self.start(plan["kind"], args, name).folder)
+            except Exception:  # the next job could not start: the sequence ends, the runs so far stay
+                log.exception("the next job of the sequence could not start")
+                self._plan = None
+            return
+        self._plan = None
+        if plan["on_done"] is not None and read_run(ended).status == "finished":
+            plan["on_done"]([read_run(f) for f in plan["runs"]])
+
     def _spawn(self, folder: Path, argv: list[str], resume: bool) -> subprocess.Popen:
         if not resume:
             write_json(folder / "launch.json", {"argv": argv, "created": time.time()})
@@ -339,6 +378,7 @@ class JobManager:
                 if self._active == folder:
                     self._active = None
                     self._models.release()
+            self._continue_plan(folder)
         threading.Thread(target=wait, daemon=True, name=f"job-{folder.name}").start()
 
     def stop(self, kind: str, run_id: str) -> RunInfo:
