@@ -74,16 +74,28 @@ def default_selection(kind: str) -> list[str]:
     return [r.run_id for r in newest]
 
 
+def _signature(kind: str, selected: list[str]) -> tuple:
+    """Changes whenever anything the panel shows changes: the selection, a run's status or a new metrics line."""
+    runs = jobs.list_runs(kind)
+    sizes = [(r.folder / "metrics.jsonl").stat().st_size if (r.folder / "metrics.jsonl").exists() else 0
+             for r in runs if r.run_id in selected]
+    return tuple(selected), tuple((r.run_id, r.status) for r in runs), tuple(sizes)
+
+
 def poll_handler(kind: str, charts: tuple[curves.Chart, ...]):
-    def on_tick(selected):
-        """Timer (1 s) -> progress, every chart, the runs table, the run picker and the selection (a reloaded page
-        starts empty and re-attaches to the running job here)."""
+    def on_tick(selected, seen):
+        """Timer (1 s) -> progress, every chart, the runs table, the run picker, the selection (a reloaded page
+        starts empty and re-attaches to the running job here) and what was last drawn (nothing is redrawn
+        while nothing changed)."""
         selected = [r for r in (selected or []) if r] or default_selection(kind)
+        signature = _signature(kind, selected)
+        if signature == seen:
+            return gr.skip()
         picked = _runs(kind, selected)
         frames = [pd.DataFrame(curves.chart_rows(picked, c), columns=["step", "value", "series"]) for c in charts]
         names = [r.run_id for r in jobs.list_runs(kind)]
         return (progress_html(picked[0] if picked else None), *frames, runs_frame(kind),
-                gr.update(choices=names, value=selected), selected)
+                gr.update(choices=names, value=selected), selected, signature)
     return on_tick
 
 
@@ -149,8 +161,9 @@ def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
             download_button = gr.Button("Download adapter", scale=1)
         download = gr.File(label="adapter.zip")
     on_stop, on_cancel, on_resume, on_download = control_handlers(kind)
-    gr.Timer(1.0).tick(poll_handler(kind, charts), ui.selected, [ui.progress, *plots, table, picker, ui.selected],
-                       api_name=f"{kind}_poll", **POLL_EVENT)
+    seen = gr.State(None)
+    gr.Timer(1.0).tick(poll_handler(kind, charts), [ui.selected, seen],
+                       [ui.progress, *plots, table, picker, ui.selected, seen], api_name=f"{kind}_poll", **POLL_EVENT)
     picker.input(lambda names: names, picker, ui.selected, api_name=f"{kind}_pick", **POLL_EVENT)
     stop_button.click(on_stop, ui.selected, None, api_name=f"{kind}_stop", **POLL_EVENT)
     cancel_button.click(on_cancel, ui.selected, None, api_name=f"{kind}_cancel", **POLL_EVENT)
