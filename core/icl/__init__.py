@@ -5,11 +5,11 @@ free-text question. strategies.py holds the prompt records, answers.py the numbe
 """
 from core.icl.answers import extract_answer, gold_answer, majority, same_number, wilson_interval
 from core.icl.pipeline import AnswerCache, IclConfig, Problem, answer_cache, ask, pick_exemplars, run, select_problems
-from core.icl.report import (IclResult, accuracy_figure, make_row, percent_with_interval, sample_markdown,
+from core.icl.report import (IclResult, accuracy_figure, batch_text, make_row, percent_with_interval, sample_markdown,
                              stages_markdown, strategy_table, summarize, table_text)
 from core.icl.strategies import SHOTS, STRATEGIES, get_strategies, prompt_text, render, worked_solution
 
-__all__ = ["AnswerCache", "IclConfig", "IclResult", "Problem", "SHOTS", "STRATEGIES", "accuracy_figure",
+__all__ = ["AnswerCache", "IclConfig", "IclResult", "Problem", "SHOTS", "STRATEGIES", "accuracy_figure", "batch_text",
            "answer_cache", "ask", "extract_answer", "get_strategies", "gold_answer", "majority", "make_row",
            "percent_with_interval", "pick_exemplars", "prompt_text", "render", "run", "same_number", "sample_markdown",
            "select_problems", "stages_markdown", "strategy_table", "summarize", "table_text", "wilson_interval",

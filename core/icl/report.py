@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.icl.answers import extract_answer, majority, same_number, wilson_interval
@@ -51,6 +51,7 @@ class IclResult:
     stopped: bool = False
     seconds: float = 0.0
     generated: int = 0  # prompts sent to the model in this run (0 when everything came from the cache)
+    batches: list[str] = field(default_factory=list)  # each generation pass's batch size ("batch 150 (auto)")
     run_dir: Path | None = None
 
     def to_dict(self) -> dict:
@@ -99,7 +100,13 @@ def table_text(result: IclResult) -> str:
         lines.append(f"| {e['strategy']} | {e['n']} | {percent_with_interval(e, 'strict')} | "
                      f"{percent_with_interval(e, 'flexible')} | {e['cached']} |")
     note = " (stopped: partial results)" if result.stopped else ""
-    return "\n".join(lines) + f"\n\n{result.generated} prompts generated in {result.seconds:.1f} s{note}"
+    return "\n".join(lines) + f"\n\n{result.generated} prompts generated in {result.seconds:.1f} s{note}" + \
+        (f" · {batch_text(result)}" if result.batches else "")
+
+
+def batch_text(result: IclResult) -> str:
+    """The batch sizes the generation passes used, e.g. "batch 150 (auto)" or "batches 150, 75 (auto, 1 ...)"."""
+    return " · ".join(dict.fromkeys(result.batches))
 
 
 def accuracy_figure(summary: list[dict]):
