@@ -47,7 +47,7 @@ class GenerationReport:
     used: int = 0
     oom_retries: int = 0
     auto: bool = False
-    notes: list[str] = field(default_factory=list)
+    cut: list[bool] = field(default_factory=list)  # per prompt, in the caller's order: stopped by the token limit
 
     def text(self) -> str:
         how = "auto" if self.auto else "set"
@@ -148,6 +148,7 @@ def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = Genera
     if cfg.temperature > 0:
         torch.manual_seed(cfg.seed)
     answers: list[str] = [""] * len(texts)
+    report.cut = [False] * len(texts)
     pending = [order[i:i + size] for i in range(0, len(order), size)]
     done = 0
     with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="prompt") as bar:
@@ -156,7 +157,7 @@ def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = Genera
                 control.check()
             batch = pending.pop(0)
             try:
-                outputs = _generate_batch(lm, [texts[i] for i in batch], kwargs)
+                outputs, cut = _generate_batch(lm, [texts[i] for i in batch], kwargs)
             except Exception as exc:
                 if not _is_oom(exc) or len(batch) == 1:
                     raise
@@ -167,8 +168,8 @@ def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = Genera
                 _release_cache()
                 pending[:0] = [batch[:half], batch[half:]]
                 continue
-            for i, text in zip(batch, outputs):
-                answers[i] = text
+            for i, text, limited in zip(batch, outputs, cut):
+                answers[i], report.cut[i] = text, limited
             report.used = max(report.used, len(batch))
             done += len(batch)
             bar.update(len(batch))
@@ -177,12 +178,15 @@ def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = Genera
     return answers
 
 
-def _generate_batch(lm, texts: list[str], kwargs: dict) -> list[str]:
+def _generate_batch(lm, texts: list[str], kwargs: dict) -> tuple[list[str], list[bool]]:
+    """(answers, whether each one ran into max_new_tokens without ending)."""
     enc = lm.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
     out = lm.model.generate(**enc, **kwargs)
     new = out[:, enc["input_ids"].shape[1]:]
-    return [t.strip() for t in lm.tokenizer.batch_decode(new, skip_special_tokens=True,
-                                                         clean_up_tokenization_spaces=False)]
+    ended = (new == lm.tokenizer.eos_token_id) | (new == lm.tokenizer.pad_token_id)
+    cut = [bool(new.shape[1] >= kwargs["max_new_tokens"] and not row.any()) for row in ended]
+    texts = lm.tokenizer.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return [t.strip() for t in texts], cut
 
 
 def _release_cache() -> None:

@@ -185,7 +185,7 @@ def _pass(lm, jobs: list[_Job], r: int, sampled: bool, cfg: IclConfig, shots: li
         name = STRATEGIES[job.strategy].stages[r].name
         for c in range(copies):
             job.stages.append({"name": f"{name} {c + 1}" if sampled else name, "prompt": prompt,
-                               "output": outputs[i * copies + c]})
+                               "output": outputs[i * copies + c], "cut": report.cut[i * copies + c]})
     return len(outputs)
 
 
@@ -262,3 +262,18 @@ def ask(question: str, cfg: IclConfig, control: RunControl | None = None) -> lis
     shots = pick_exemplars(cfg, {question})
     rows, _stopped, _generated = _answer(cfg, [Problem(-1, question, "", None)], shots, control, answer_cache())
     return rows
+
+
+def compare_models(cfg: IclConfig, models: dict[str, str], control: RunControl | None = None) -> list[IclResult]:
+    """The same evaluation for each model (label -> model id: the base generator, trained adapters), one after
+    the other through the model slot: the course notebook's Baseline / Post-DPO / Post-ORPO table."""
+    if not models:
+        raise ValueError("no model picked: choose the base model and/or trained adapters to compare")
+    results = []
+    for model_id in models.values():
+        if control is not None:
+            control.check()
+        results.append(run(dataclasses.replace(cfg, model_id=model_id), control))
+        if results[-1].stopped:
+            break
+    return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,21 @@ def make_row(index: int, question: str, gold: str | None, name: str, stages: lis
     row = {"index": index, "strategy": name, "question": question, "gold": gold, **answers}
     for mode in MODES:
         row[f"correct_{mode}"] = None if gold is None else same_number(answers[mode], gold)
+    row["error"] = error_kind(row, finals)
     return {**row, "cached": cached, "stages": stages}
+
+
+ERROR_KINDS = ("cut off by the token limit", "no number found", "wrong number")
+
+
+def error_kind(row: dict, finals: list[dict]) -> str | None:
+    """Why a row's flexible answer is wrong, read from the outputs: an answer that ran into the token limit, one
+    with no number at all, or a wrong number. None when it is right or there is no gold."""
+    if row["gold"] is None or row["correct_flexible"]:
+        return None
+    if any(stage.get("cut") for stage in finals):
+        return ERROR_KINDS[0]
+    return ERROR_KINDS[1] if row["flexible"] is None else ERROR_KINDS[2]
 
 
 def summarize(rows: list[dict], strategies: list[str]) -> list[dict]:
@@ -31,8 +46,9 @@ def summarize(rows: list[dict], strategies: list[str]) -> list[dict]:
     summary = []
     for name in strategies:
         scored = [r for r in rows if r["strategy"] == name and r["gold"] is not None]
+        errors = Counter(r["error"] for r in scored if r.get("error"))
         entry = {"strategy": name, "label": STRATEGIES[name].label, "n": len(scored),
-                 "cached": sum(r["cached"] for r in scored)}
+                 "cached": sum(r["cached"] for r in scored), "errors": dict(errors.most_common())}
         for mode in MODES:
             correct = sum(bool(r[f"correct_{mode}"]) for r in scored)
             low, high = wilson_interval(correct, len(scored))
@@ -151,3 +167,15 @@ def stages_markdown(row: dict) -> str:
         parts.append(f"**{stage['name']}: prompt**\n```\n{prompt_text(stage['prompt'])}\n```\n"
                      f"**{stage['name']}: output**\n```\n{stage['output']}\n```")
     return "\n\n".join(parts)
+
+
+def comparison_rows(labels: list[str], results: list[IclResult]) -> list[dict]:
+    """One row per model x strategy: accuracy in both modes and the most common error kinds."""
+    rows = []
+    for label, result in zip(labels, results):
+        for e in result.summary:
+            errors = ", ".join(f"{kind} ({n})" for kind, n in list(e["errors"].items())[:2]) or "none"
+            rows.append({"model": label, "strategy": e["strategy"], "n": e["n"],
+                         "strict": percent_with_interval(e, "strict"), "flexible": percent_with_interval(e, "flexible"),
+                         "common errors": errors})
+    return rows
