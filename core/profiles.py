@@ -28,6 +28,10 @@ class Profile:
     preferences: str
     recipes: str
     news: str
+    # The repetition guard for generation (ICL, RAG, answers after training): the full profile keeps the course
+    # notebooks' settings (off); the lite profile's 135M model loops without it.
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
 
 
 FULL = Profile(
@@ -57,7 +61,7 @@ LITE = Profile(
 )
 
 PROFILES = {"full": FULL, "lite": LITE}
-ROLES = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name")
+ROLES = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name" and f.type in ("str", str))
 
 
 def env_var(role: str) -> str:
