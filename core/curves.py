@@ -16,8 +16,10 @@ class Chart:
 
 
 ALIGN_CHARTS = (
-    Chart("Loss", ("loss",), "It should fall and flatten. A sudden jump usually means the learning rate is too high."),
-    Chart("Implicit rewards (β · log-ratio to the reference)", ("rewards/chosen", "rewards/rejected", "rewards/margins"),
+    Chart("Loss", ("loss",),
+          "It should fall and flatten; a sudden jump usually means the learning rate is too high."),
+    Chart("Implicit rewards (β · log-ratio to the reference)",
+          ("rewards/chosen", "rewards/rejected", "rewards/margins"),
           "The margin should grow. A falling rejected reward with a flat chosen reward means the model learns to "
           "avoid, not to prefer."),
     Chart("Preference accuracy", ("rewards/accuracies",),
@@ -30,8 +32,8 @@ ALIGN_CHARTS = (
 )
 
 RL_CHARTS = (
-    Chart("Mean reward (ROUGE-1 F1)", ("reward",), "A healthy run rises slowly and noisily (the smoothed line shows the "
-          "trend); with 'KL too strong' it falls, with 'no KL' it rises while the text degenerates.", smooth=True),
+    Chart("Mean reward (ROUGE-1 F1)", ("reward",), "A healthy run rises slowly and noisily (the smoothed line shows "
+          "the trend); with 'KL too strong' it falls, with 'no KL' it rises while the text degenerates.", smooth=True),
     Chart("KL to the reference", ("kl",), "How far the policy has moved from where it started. Without a KL penalty it "
           "keeps growing: the model drifts to whatever ROUGE rewards, readable or not."),
     Chart("Losses", ("policy_loss", "value_loss", "loss"),

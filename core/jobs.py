@@ -488,3 +488,14 @@ def _field_kind(cls, f):
     if value is None:
         return str
     return type(value) if isinstance(value, (int, float)) else str
+
+
+def saved_adapters(kind: str = "align") -> dict[str, str]:
+    """Label -> adapter folder for every run of `kind` that saved one (finished or stopped), newest first:
+    "DPO · <run id>" (the ICL lab evaluates them like any model)."""
+    found = {}
+    for run in list_runs(kind):
+        if (run.folder / "adapter" / "adapter_config.json").is_file():
+            method = str(run.config.get("method", run.config.get("algo", kind))).upper()
+            found[f"{method} · {run.run_id}"] = str(run.folder / "adapter")
+    return found
