@@ -452,20 +452,20 @@ def config_from_args(cls, args, **fixed):
 
 
 def config_argv(cfg, skip: tuple[str, ...] = ()) -> list[str]:
-    """The flags that rebuild `cfg` through add_config_arguments/config_from_args (fields at their default are
-    left out, so the command line stays short)."""
+    """The flags that rebuild `cfg` through add_config_arguments/config_from_args: every field, defaults included,
+    so that no preset a CLI applies underneath can change what the app asked for."""
     argv = []
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if f.name in skip or value == _default(f):
+        if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + f.name.replace("_", "-"))
         elif value is None:
             continue
-        else:
-            argv += [flag, ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+        else:  # "--flag=value": a value that starts with "-" stays a value
+            argv.append(f"{flag}={','.join(map(str, value)) if isinstance(value, tuple) else value}")
     return argv
 
 
