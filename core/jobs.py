@@ -258,6 +258,7 @@ class JobManager:
         self._active: Path | None = None
         self._adopted = False
         self._plan: dict | None = None  # jobs queued to follow the active one (a comparison), and what runs after
+        self._last_plan: dict | None = None
 
     def active(self) -> RunInfo | None:
         """The running job, if any; after an app restart, a job still running from before is adopted."""
@@ -319,7 +320,7 @@ class JobManager:
         data); then `on_done(runs)` runs in the watcher thread. A run that does not finish ends the sequence."""
         if not jobs:
             raise ValueError("nothing to run: give at least one job")
-        self._plan = {"kind": kind, "queued": list(jobs[1:]), "runs": [], "on_done": on_done}
+        self._plan = self._last_plan = {"kind": kind, "queued": list(jobs[1:]), "runs": [], "on_done": on_done}
         try:
             first = self.start(kind, jobs[0][0], jobs[0][1])
         except BaseException:
@@ -327,6 +328,12 @@ class JobManager:
             raise
         self._plan["runs"].append(first.folder)
         return first
+
+    def companions(self, run_id: str) -> list[str]:
+        """The runs of the sequence `run_id` belongs to (started so far), so a comparison's curves overlay."""
+        plan = self._plan or self._last_plan
+        names = [f.name for f in (plan or {}).get("runs", [])]
+        return names if run_id in names else [run_id]
 
     def plan_text(self) -> str:
         """Where a running sequence stands: "job 1 of 2"; "" when no sequence runs."""

@@ -88,6 +88,7 @@ def poll_handler(kind: str, charts: tuple[curves.Chart, ...]):
         starts empty and re-attaches to the running job here) and what was last drawn (nothing is redrawn
         while nothing changed)."""
         selected = [r for r in (selected or []) if r] or default_selection(kind)
+        selected = list(dict.fromkeys(name for r in selected for name in jobs.JOBS.companions(r)))
         signature = _signature(kind, selected)
         if signature == seen:
             return gr.skip()
