@@ -58,6 +58,10 @@ LITE = Profile(
     preferences="assets/preferences_sample.jsonl",
     recipes="assets/recipes",
     news="assets/news_sample.jsonl",
+    # Tried on the lite RAG and ICL samples: without a guard SmolLM2 repeats "2.0 celery," to the token limit; no
+    # 6-gram twice ends that and keeps ICL answers intact (3-grams forbid copying the question's phrases, a
+    # repetition penalty of 1.1-1.2 penalizes the recipe's own words and drifts off topic).
+    no_repeat_ngram_size=6,
 )
 
 PROFILES = {"full": FULL, "lite": LITE}

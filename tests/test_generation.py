@@ -112,3 +112,17 @@ def test_auto_batch_size_from_free_memory(free_gb, n_prompts, expected, why):
     assert auto_batch_size(config, 350, 256, n_prompts, free) == expected, why
     if free is not None and expected < n_prompts:
         assert expected * per_sequence <= 0.8 * free < (expected + 1) * per_sequence or expected == 1
+
+
+def test_the_repetition_guard_reaches_generate(lm):
+    from core.generation import sampling_kwargs
+
+    assert sampling_kwargs(0.0) == {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    assert sampling_kwargs(0.7, 0.9, 1.2, 3) == {"do_sample": True, "temperature": 0.7, "top_p": 0.9,
+                                                 "repetition_penalty": 1.2, "no_repeat_ngram_size": 3}
+    loose = GenerationConfig(max_new_tokens=30, min_new_tokens=30)
+    # the tiny random model repeats itself within 30 tokens: forbidding repeated 3-grams changes its answers
+    assert generate(lm, PROMPTS, GenerationConfig(max_new_tokens=30, min_new_tokens=30, no_repeat_ngram_size=3)) \
+        != generate(lm, PROMPTS, loose)
+    with pytest.raises(ValueError, match="repetition penalty must be > 0"):
+        GenerationConfig(repetition_penalty=0)
