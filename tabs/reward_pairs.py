@@ -18,8 +18,8 @@ WORST_K = 10
 WORST_HEADERS = ["rank", "row", "margin", "chosen score", "rejected score", "chosen tokens", "rejected tokens",
                  "prompt"]
 LOOK_FOR = {
-    "margins": "Look for: pairs right of the red line are the ones the model gets right; a pile-up around 0 means it "
-               "barely tells the two answers apart.",
+    "margins": "Look for: green bars (margin > 0) are pairs the model gets right, red ones wrong; a pile-up around 0 "
+               "means it barely tells the two answers apart.",
     "length": "Look for: a correlation near 1 means the reward model mostly measures length (longer answers would "
               "hack it); near 0, length barely moves the reward. Compare the accuracy with the length-only baseline.",
     "attributes": "Look for: the longest bar is the attribute that separates chosen from rejected best; a bar below "
@@ -80,7 +80,7 @@ def pairs_handler(profile):
         return (summary_markdown(result), reward.margin_figure(result), reward.length_figure(result),
                 reward.attribute_accuracy_figure(result), _worst_frame(worst), gr.update(choices=choices, value=None),
                 [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in worst])
-    return user_errors(on_pairs_click, kept="nothing: Stop came before the first batch of pairs finished")
+    return user_errors(on_pairs_click, kept="nothing was kept: Stop came before the first batch of pairs finished")
 
 
 def on_pairs_stop(request: gr.Request):

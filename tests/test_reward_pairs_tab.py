@@ -15,10 +15,14 @@ from tabs import reward_pairs
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
+def profile(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pairs-tab")
-    profile = dataclasses.replace(profiles.LITE, reward_model=str(save_length_rm(folder / "rm", tiny.tiny_tokenizer())),
-                                  preferences=str(write_length_pairs(folder / "pairs.jsonl")))
+    return dataclasses.replace(profiles.LITE, reward_model=str(save_length_rm(folder / "rm", tiny.tiny_tokenizer())),
+                               preferences=str(write_length_pairs(folder / "pairs.jsonl")))
+
+
+@pytest.fixture(scope="module")
+def client(profile):
     with served_app(profile) as c:
         yield c
 
@@ -81,3 +85,15 @@ def test_an_uploaded_file_replaces_the_profiles_data(client, tmp_path):
 
 def test_stop_with_nothing_running(client):
     assert client.predict(api_name="/reward_pairs_stop") == "Nothing is running."
+
+
+def test_stop_warns_and_shows_the_finished_batches(profile):
+    """Stop pressed during the first batch: the handler keeps that batch and says so in a warning."""
+    from types import SimpleNamespace
+
+    def press_stop(fraction, desc=""):
+        reward_pairs.on_pairs_stop(SimpleNamespace(session_hash="s1"))
+    handler = reward_pairs.pairs_handler(profile)
+    with pytest.warns(UserWarning, match=r"Stopped: the 4 pairs scored before Stop are shown \(of 10\)"):
+        summary, *_, worst_state = handler(None, 10, 4, 2048, SimpleNamespace(session_hash="s1"), press_stop)
+    assert "of 4 pairs" in summary and len(worst_state) == 4 and not reward_pairs._CONTROLS

@@ -3,6 +3,8 @@ reward distributions over the quantile levels for one pair; margins, reward agai
 over a data set. Built as Figure objects (no pyplot state), so threads are safe."""
 from __future__ import annotations
 
+import math
+
 from matplotlib.figure import Figure
 
 from core.reward.pairs import PairsResult
@@ -111,13 +113,26 @@ def _accuracy_title(result: PairsResult) -> str:
             f"mean margin {result.mean_margin:+.3f}")
 
 
+def _edges_at_zero(values: list[float], bins: int) -> list[float]:
+    """About `bins` histogram edges of equal width with 0 among them, so no bar straddles right and wrong."""
+    low, high = min(min(values), 0.0), max(max(values), 0.0)
+    width = (high - low) / bins or 1.0
+    first, last = math.floor(low / width), max(math.ceil(high / width), math.floor(low / width) + 1)
+    edges = [k * width for k in range(first, last + 1)]
+    edges[0], edges[-1] = min(edges[0], low), max(edges[-1], high)  # rounding must not drop the extremes
+    return edges
+
+
 def margin_figure(result: PairsResult) -> Figure:
-    """Histogram of chosen - rejected margins; bars right of the zero line are pairs the model gets right."""
+    """Histogram of chosen - rejected margins, stacked: pairs the model gets right (margin > 0) in green, wrong ones
+    (ties included) in red."""
     fig = Figure(figsize=(6, 3.8), layout="constrained")
     ax = fig.add_subplot()
     margins = [p.margin for p in result.pairs]
-    ax.hist(margins, bins=max(5, min(30, len(margins) // 2)), color="#1565c0")
-    ax.axvline(0, color="#c62828", linewidth=1.2, label="0: no preference")
+    edges = _edges_at_zero(margins, max(6, min(30, len(margins) // 2)))
+    ax.hist([[m for m in margins if m <= 0], [m for m in margins if m > 0]], bins=edges, stacked=True,
+            color=[COLORS["rejected"], COLORS["chosen"]], label=["wrong (margin <= 0)", "right (margin > 0)"])
+    ax.axvline(0, color="#333", linewidth=1.0)
     ax.set_xlabel("margin: chosen score - rejected score")
     ax.set_ylabel("pairs")
     ax.legend(loc="upper left", fontsize=8)
@@ -137,8 +152,8 @@ def length_figure(result: PairsResult) -> Figure:
     ax.set_xlabel("answer length (tokens)")
     ax.set_ylabel("mean rating (1-5)" if result.scorer == "judge" else "reward")
     ax.legend(loc="best", fontsize=8)
-    ax.set_title(f"Reward against length · all answers r = {_r(r['all'])} · the longer answer is the chosen one in "
-                 f"{result.longer_chosen:.0%} of pairs", fontsize=9)
+    ax.set_title(f"Reward against answer length · all answers r = {_r(r['all'])}\nthe longer answer is the chosen "
+                 f"one in {result.longer_chosen:.0%} of pairs", fontsize=9)
     return fig
 
 
@@ -158,7 +173,7 @@ def attribute_accuracy_figure(result: PairsResult) -> Figure:
     ax.set_xlim(0, 1)
     ax.invert_yaxis()  # attributes top to bottom in the model's order
     ax.set_xlabel("fraction of pairs where chosen > rejected on this attribute")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize=8)
     ax.set_title("Which attribute separates the pairs" + (" (the judge's ratings)" if result.scorer == "judge"
                                                           else ""), fontsize=9)
     return fig
