@@ -38,8 +38,9 @@ def _split_file(folder: Path, split: str) -> Path:
 
 
 def check_file(file: Path, max_bytes: int | None = None) -> None:
-    """ValueError when a local file is larger than max_bytes or its first bytes do not match its suffix (JSON starts
-    with { or [, Parquet with PAR1, CSV is UTF-8 text): a pickle or other binary renamed .jsonl is refused by name."""
+    """For a local file with one of LOCAL_FORMATS' suffixes: ValueError when it is empty, larger than max_bytes, or its
+    first bytes do not match its suffix (JSON starts with { or [, Parquet with PAR1, CSV is UTF-8 text), so a pickle
+    or other binary renamed .jsonl is refused by name before any parser sees it."""
     size = file.stat().st_size
     if max_bytes is not None and size > max_bytes:
         raise ValueError(f"{file.name} is {size / 2 ** 20:.3g} MB, more than the {max_bytes / 2 ** 20:.3g} MB "
