@@ -82,6 +82,9 @@ def build(profile) -> None:
     with gr.Row():
         attribute_plot = gr.Plot(label="Attribute rewards and gating", show_label=False)
         distribution_plot = gr.Plot(label="Reward distributions", show_label=False)
+    gr.Markdown("<small>What to look for: the attributes where chosen and rejected differ most, and whether the "
+                "gate (which reads only the prompt) weighs those attributes; a big gap on a lightly gated attribute "
+                "barely moves the final score. The distributions' spread is the model's own uncertainty.</small>")
     score_table = gr.Dataframe(pd.DataFrame(columns=["row", "chosen", "rejected", "gate"]), label="Scores",
                                interactive=False)
     result_state = gr.State(None)

@@ -45,7 +45,7 @@ def summary_markdown(result: reward.PairsResult) -> str:
              f"Reward vs answer length (Pearson r): chosen {_r(r['chosen'])} · rejected {_r(r['rejected'])} · all "
              f"{_r(r['all'])} · always picking the longer answer would score {result.longer_chosen:.1%}",
              f"<small>{reward.SCORER_NAMES[result.scorer]} · {len(result.pairs)} pairs of `{name}` (seed "
-             f"{result.seed}) · {result.seconds:.1f} s</small>"]
+             f"{result.seed}) · {result.seconds:.1f} s · batch {result.batch_size} pairs</small>"]
     return "\n\n".join(lines + [f"⚠️ {w}" for w in result.warnings])
 
 

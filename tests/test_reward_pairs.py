@@ -40,7 +40,7 @@ def length_result(length_dir, pairs_file):
 @pytest.mark.parametrize("settings, message", [
     ({"dataset": " "}, "no preference data"),  # nothing to read
     ({"n": 0}, "pairs must be between 1 and 5000"),
-    ({"batch_size": 0}, "batch size must be between 1 and 256"),
+    ({"batch_size": -1}, "batch size must be between 1 and 256"),
     ({"max_tokens": 100}, "max tokens must be at least 256"),  # no room for a template and an answer
     ({"max_file_mb": 0}, "file size limit must be > 0"),
 ])
@@ -237,3 +237,8 @@ def test_cli_prints_the_figures_and_worst_pairs(length_dir, pairs_file, tmp_path
     payload = json.loads(out.read_text())
     assert payload["accuracy"] == pytest.approx(0.6) and payload["worst_rows"][0] == 8
     assert len(payload["pairs"]) == 10 and payload["attribute_accuracy"]["correctness"] == pytest.approx(0.3)
+
+
+def test_automatic_batch_is_reported_and_on_a_cpu_is_eight_pairs(length_dir, pairs_file):
+    result = reward.score_pairs(reward.PairsConfig(dataset=str(pairs_file), n=10, model_id=str(length_dir)))
+    assert reward.PairsConfig().batch_size == 0 and result.batch_size == 8 and len(result.pairs) == 10

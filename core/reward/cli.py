@@ -31,7 +31,8 @@ def format_pairs_table(result: PairsResult, k: int = 10) -> str:
     low, high = result.interval
     r = result.length_correlation()
     lines = [f"scorer: {SCORER_NAMES[result.scorer]}: {result.model_id}",
-             f"{len(result.pairs)} pairs of {result.dataset} (seed {result.seed}) in {result.seconds:.1f} s"
+             f"{len(result.pairs)} pairs of {result.dataset} (seed {result.seed}) in {result.seconds:.1f} s, "
+             f"batch {result.batch_size} pairs"
              + (" (stopped early)" if result.stopped else ""),
              f"accuracy (chosen scored above rejected): {result.accuracy:.1%} [95% CI {low:.1%}-{high:.1%}] "
              f"({result.correct}/{len(result.pairs)})",

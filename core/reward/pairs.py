@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 from core import data
 from core.align import TOXIC_SOURCE, answer_text, prompt_messages
+from core.generation import auto_batch_size
 from core.icl import wilson_interval
 from core.loaders import load_language_model
 from core.models import MODELS
@@ -30,7 +31,7 @@ class PairsConfig:
     dataset: str = FULL.preferences  # hub id, or a local (uploaded) JSONL/CSV/Parquet file: prompt, chosen, rejected
     n: int = 64
     seed: int = 42  # the subset: the rows shuffled as datasets' shuffle(seed) does, first n that qualify
-    batch_size: int = 8  # pairs per forward pass: 2 conversations each (x 5 attribute questions for the judge)
+    batch_size: int = 0  # pairs per forward pass (2 conversations each, x 5 questions for the judge); 0: auto
     model_id: str = FULL.reward_model  # as RewardConfig.model_id
     max_tokens: int = 2048  # per conversation; longer ones lose the start of their prompt
     drop_sources: tuple[str, ...] = (TOXIC_SOURCE,)  # rows whose `source` is one of these are never shown
@@ -42,8 +43,8 @@ class PairsConfig:
             raise ValueError("no preference data: give a dataset id or upload a JSONL/CSV/Parquet file")
         if not 1 <= self.n <= 5000:
             raise ValueError(f"pairs must be between 1 and 5000, got {self.n}")
-        if not 1 <= self.batch_size <= 256:
-            raise ValueError(f"batch size must be between 1 and 256, got {self.batch_size}")
+        if not 0 <= self.batch_size <= 256:
+            raise ValueError(f"batch size must be between 1 and 256 (or 0 for automatic), got {self.batch_size}")
         if self.max_tokens < 2 * TEMPLATE_ROOM:
             raise ValueError(f"max tokens must be at least {2 * TEMPLATE_ROOM}, got {self.max_tokens}")
         if self.max_file_mb <= 0:
@@ -88,6 +89,7 @@ class PairsResult:
     stopped: bool = False  # Stop came between batches: `pairs` holds the batches that finished
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    batch_size: int = 0  # pairs per forward pass that were used (chosen automatically unless set)
 
     @property
     def correct(self) -> int:
@@ -200,12 +202,12 @@ def _scorer(model_id: str, max_tokens: int):
         with MODELS.use("reward", generator, load_language_model) as lm:
             limit = rm_scoring.token_limit(lm.model, max_tokens)
             yield SimpleNamespace(score=lambda c: judge.score_conversations(lm, c, limit), tokenizer=lm.tokenizer,
-                                  limit=limit, kind="judge")
+                                  limit=limit, kind="judge", model=lm.model, per_pair=2 * len(judge.ATTRIBUTES))
     else:
         with MODELS.use("reward", model_id, rm_scoring.load_reward_model) as rm:
             limit = rm_scoring.token_limit(rm.model, max_tokens)
             yield SimpleNamespace(score=lambda c: rm_scoring.score_conversations(rm, c, limit), tokenizer=rm.tokenizer,
-                                  limit=limit, kind=None)
+                                  limit=limit, kind=None, model=rm.model, per_pair=2)
 
 
 def _fitting(pairs: list[dict], tokenizer, limit: int) -> tuple[list[dict], list[str]]:
@@ -230,6 +232,21 @@ def _scored(p: dict, chosen: rm_scoring.ResponseScore, rejected: rm_scoring.Resp
                       rejected_rewards=rejected.rewards, truncated=chosen.truncated or rejected.truncated)
 
 
+def batch_pairs(scorer, texts: list[dict], batch_size: int) -> int:
+    """Pairs per forward pass: as set, or (0) as many as the free accelerator memory holds for the longest pair's
+    sequences (each pair is `per_pair` sequences), the same estimate generation uses; 8 on a CPU."""
+    if batch_size:
+        return batch_size
+    if scorer.model.device.type != "cuda":
+        return 8
+    import torch
+
+    longest = max(p["chosen_tokens"] + p["rejected_tokens"] for p in texts) + TEMPLATE_ROOM
+    sequences = auto_batch_size(scorer.model.config, min(longest, scorer.limit), 0, len(texts) * scorer.per_pair,
+                                torch.cuda.mem_get_info()[0])
+    return max(1, sequences // scorer.per_pair)
+
+
 def score_pairs(cfg: PairsConfig = PairsConfig(), control: RunControl | None = None) -> PairsResult:
     """Scores the subset's chosen and rejected answers, one batched forward pass per batch of pairs. Stop is checked
     between batches: after at least one batch, the result holds what finished (`stopped`); before, Stopped."""
@@ -240,11 +257,12 @@ def score_pairs(cfg: PairsConfig = PairsConfig(), control: RunControl | None = N
     scored, stopped = [], False
     with _scorer(cfg.model_id, cfg.max_tokens) as scorer:
         texts, too_long = _fitting(texts, scorer.tokenizer, scorer.limit)
+        size = batch_pairs(scorer, texts, cfg.batch_size)
         try:
-            for first in range(0, len(texts), cfg.batch_size):
+            for first in range(0, len(texts), size):
                 if control is not None:
                     control.check()
-                batch = texts[first:first + cfg.batch_size]
+                batch = texts[first:first + size]
                 scores = scorer.score([(p["prompt"], p[c]) for p in batch for c in ("chosen", "rejected")])
                 scored += [_scored(p, scores[2 * i], scores[2 * i + 1]) for i, p in enumerate(batch)]
                 if control is not None:
@@ -257,7 +275,7 @@ def score_pairs(cfg: PairsConfig = PairsConfig(), control: RunControl | None = N
     return PairsResult(
         model_id=cfg.model_id, scorer=scorer.kind or ("scalar" if rewards is None else "qrm"), dataset=cfg.dataset,
         seed=cfg.seed, requested=cfg.n, pairs=scored,
-        attributes=rm_scoring.attribute_names(len(rewards)) if rewards else [], stopped=stopped,
+        attributes=rm_scoring.attribute_names(len(rewards)) if rewards else [], stopped=stopped, batch_size=size,
         warnings=warnings + too_long + _pair_warnings(scored, scorer.limit), seconds=time.perf_counter() - start)
 
 
