@@ -1,12 +1,20 @@
 """Batched chat generation for any loaded LanguageModel: chat template applied, left padding, prompts sorted by
-length so each batch pads little, results returned in the caller's order. One call = one pass over all prompts."""
+length so each batch pads little, results returned in the caller's order. One call = one pass over all prompts.
+The batch size is chosen from free accelerator memory unless set, and halves on an out-of-memory error."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
 from core.runs import RunControl
+
+log = logging.getLogger(__name__)
+AUTO = 0  # batch_size 0: the largest batch that fits the free accelerator memory (16 on a CPU)
+CPU_BATCH = 16
+MAX_BATCH = 512
+MEMORY_SHARE = 0.8  # of the free accelerator memory a generation pass may plan to use
 
 
 @dataclass(frozen=True)
@@ -15,16 +23,36 @@ class GenerationConfig:
     min_new_tokens: int = 0  # benchmarks set it == max_new_tokens so random weights cannot stop early
     temperature: float = 0.0  # 0 means greedy
     top_p: float = 1.0
-    batch_size: int = 16
+    batch_size: int = AUTO
     seed: int = 42
+    repetition_penalty: float = 1.0  # > 1 makes tokens already in the text less likely (1 = off)
+    no_repeat_ngram_size: int = 0  # no n-gram of this many tokens appears twice (0 = off)
 
     def __post_init__(self):
         if self.max_new_tokens <= 0:
             raise ValueError(f"max new tokens must be > 0, got {self.max_new_tokens}")
-        if self.batch_size <= 0:
-            raise ValueError(f"batch size must be > 0, got {self.batch_size}")
+        if self.batch_size < 0:
+            raise ValueError(f"batch size must be > 0 (or 0 for automatic), got {self.batch_size}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.repetition_penalty <= 0 or self.no_repeat_ngram_size < 0:
+            raise ValueError(f"repetition penalty must be > 0 and the no-repeat n-gram size >= 0, got "
+                             f"{self.repetition_penalty} and {self.no_repeat_ngram_size}")
+
+
+@dataclass
+class GenerationReport:
+    """What a pass did: the batch size it planned, the largest it ran, and out-of-memory retries."""
+    planned: int = 0
+    used: int = 0
+    oom_retries: int = 0
+    auto: bool = False
+    cut: list[bool] = field(default_factory=list)  # per prompt, in the caller's order: stopped by the token limit
+
+    def text(self) -> str:
+        how = "auto" if self.auto else "set"
+        extra = f", {self.oom_retries} out-of-memory retries" if self.oom_retries else ""
+        return f"batch {self.used} ({how}{extra})"
 
 
 def message_text(value) -> str:
@@ -43,12 +71,39 @@ def message_text(value) -> str:
     return " ".join(message_text(part) for part in items)
 
 
-def sampling_kwargs(temperature: float, top_p: float = 1.0) -> dict:
+def sampling_kwargs(temperature: float, top_p: float = 1.0, repetition_penalty: float = 1.0,
+                    no_repeat_ngram_size: int = 0) -> dict:
     """`generate` kwargs: sampling when temperature > 0; else greedy, with the sampling settings a checkpoint's
-    generation_config may carry switched off (transformers warns about them otherwise)."""
+    generation_config may carry switched off (transformers warns about them otherwise); plus the repetition guard
+    when it is on."""
+    guard = {**({"repetition_penalty": repetition_penalty} if repetition_penalty != 1.0 else {}),
+             **({"no_repeat_ngram_size": no_repeat_ngram_size} if no_repeat_ngram_size else {})}
     if temperature > 0:
-        return {"do_sample": True, "temperature": temperature, "top_p": top_p}
-    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        return {"do_sample": True, "temperature": temperature, "top_p": top_p, **guard}
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, **guard}
+
+
+def kv_bytes_per_token(config, dtype_bytes: int = 2) -> int:
+    """Bytes of KV cache one token takes: 2 (K and V) x layers x KV heads x head dim x bytes per value."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = getattr(text, "num_attention_heads", 1)
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    return 2 * text.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+
+
+def auto_batch_size(config, prompt_tokens: int, max_new_tokens: int, n_prompts: int, free_bytes: int | None) -> int:
+    """The largest batch whose generation fits MEMORY_SHARE of the free accelerator memory for the longest prompt:
+    per sequence the KV cache of prompt + answer, the prefill's activations (hidden and MLP widths per prompt token)
+    and fp32 logits over the vocabulary. On a CPU (free_bytes None): CPU_BATCH."""
+    if free_bytes is None:
+        return max(1, min(CPU_BATCH, n_prompts))
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    activations = 2 * (4 * text.hidden_size + 2 * getattr(text, "intermediate_size", 4 * text.hidden_size))
+    per_sequence = ((prompt_tokens + max_new_tokens) * kv_bytes_per_token(config) + prompt_tokens * activations
+                    + 4 * 2 * text.vocab_size)
+    fits = int(free_bytes * MEMORY_SHARE // per_sequence)
+    return max(1, min(fits, n_prompts, MAX_BATCH))
 
 
 def chat_text(tokenizer, prompt: str | list[dict]) -> str:
@@ -59,34 +114,83 @@ def chat_text(tokenizer, prompt: str | list[dict]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = GenerationConfig(),
-             control: RunControl | None = None, desc: str = "generating") -> list[str]:
-    """Answers for every prompt (decoded new tokens only, special tokens stripped)."""
+def _free_bytes(lm) -> int | None:
     import torch
 
-    tokenizer, model = lm.tokenizer, lm.model
+    if lm.device != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.mem_get_info()[0]
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return "OutOfMemory" in type(exc).__name__ or "out of memory" in str(exc).lower()
+
+
+def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = GenerationConfig(),
+             control: RunControl | None = None, desc: str = "generating",
+             report: GenerationReport | None = None) -> list[str]:
+    """Answers for every prompt (decoded new tokens only, special tokens stripped). A batch that runs out of
+    accelerator memory is split in two and retried (finished batches are kept); `report` receives the sizes."""
+    import torch
+
+    tokenizer = lm.tokenizer
     texts = [chat_text(tokenizer, p) for p in prompts]
     lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-    answers: list[str] = [""] * len(texts)
+    report = report if report is not None else GenerationReport()
+    report.auto = cfg.batch_size == AUTO
+    size = cfg.batch_size or auto_batch_size(lm.model.config, max(lengths, default=1), cfg.max_new_tokens,
+                                              len(texts), _free_bytes(lm))
+    report.planned = size
     kwargs = dict(max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens or None,
-                  pad_token_id=tokenizer.pad_token_id, **sampling_kwargs(cfg.temperature, cfg.top_p))
+                  pad_token_id=tokenizer.pad_token_id,
+                  **sampling_kwargs(cfg.temperature, cfg.top_p, cfg.repetition_penalty, cfg.no_repeat_ngram_size))
     if cfg.temperature > 0:
         torch.manual_seed(cfg.seed)
-    batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    answers: list[str] = [""] * len(texts)
+    report.cut = [False] * len(texts)
+    pending = [order[i:i + size] for i in range(0, len(order), size)]
     done = 0
-    with torch.inference_mode():
-        for batch in tqdm(batches, desc=desc, unit="batch"):
+    with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="prompt") as bar:
+        while pending:
             if control is not None:
                 control.check()
-            enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(lm.device)
-            out = model.generate(**enc, **kwargs)
-            new = out[:, enc["input_ids"].shape[1]:]
-            for i, text in zip(batch, tokenizer.batch_decode(new, skip_special_tokens=True,
-                                                            clean_up_tokenization_spaces=False)):
-                answers[i] = text.strip()
+            batch = pending.pop(0)
+            try:
+                outputs, cut = _generate_batch(lm, [texts[i] for i in batch], kwargs)
+            except Exception as exc:
+                if not _is_oom(exc) or len(batch) == 1:
+                    raise
+                report.oom_retries += 1
+                half = len(batch) // 2
+                log.warning("out of accelerator memory at batch %d: retrying as %d + %d", len(batch), half,
+                            len(batch) - half)
+                _release_cache()
+                pending[:0] = [batch[:half], batch[half:]]
+                continue
+            for i, text, limited in zip(batch, outputs, cut):
+                answers[i], report.cut[i] = text, limited
+            report.used = max(report.used, len(batch))
             done += len(batch)
+            bar.update(len(batch))
             if control is not None:
                 control.advance(done, len(texts), desc)
     return answers
+
+
+def _generate_batch(lm, texts: list[str], kwargs: dict) -> tuple[list[str], list[bool]]:
+    """(answers, whether each one ran into max_new_tokens without ending)."""
+    enc = lm.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
+    out = lm.model.generate(**enc, **kwargs)
+    new = out[:, enc["input_ids"].shape[1]:]
+    ended = (new == lm.tokenizer.eos_token_id) | (new == lm.tokenizer.pad_token_id)
+    cut = [bool(new.shape[1] >= kwargs["max_new_tokens"] and not row.any()) for row in ended]
+    texts = lm.tokenizer.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return [t.strip() for t in texts], cut
+
+
+def _release_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

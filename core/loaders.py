@@ -4,6 +4,7 @@ core.models owns residency."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -136,12 +137,40 @@ def _load_transformers(name: str, revision: str | None, dev: str) -> tuple[Any, 
     return model, tokenizer
 
 
+def adapter_base(folder: str) -> str | None:
+    """The base model id a saved LoRA adapter folder was trained on (its adapter_config.json), or None when
+    `folder` is not an adapter folder."""
+    config = Path(folder) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    base = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{config} names no base model: the adapter cannot be loaded")
+    return base
+
+
+def _load_with_adapter(folder: str, dev: str, use_unsloth: bool) -> tuple[Any, Any]:
+    """A base model with a saved LoRA adapter on top (unsloth reads the adapter folder itself)."""
+    if use_unsloth:
+        return _load_unsloth(folder, None)
+    from peft import PeftModel
+
+    model, tokenizer = _load_transformers(resolve_local(adapter_base(folder)), None, dev)
+    return PeftModel.from_pretrained(model, folder).eval(), tokenizer
+
+
 def load_language_model(model_id: str) -> LanguageModel:
-    """A causal LM ready for batched generation: eval mode, left padding, a pad token."""
+    """A causal LM ready for batched generation: eval mode, left padding, a pad token. `model_id` may also be a
+    saved LoRA adapter folder (a trained run's adapter/): its base model is loaded with the adapter on top."""
     name, revision = split_revision(model_id)
-    name, dev = resolve_local(name), device()
+    dev = device()
     use_unsloth = dev == "cuda" and importlib.util.find_spec("unsloth") is not None
-    model, tokenizer = _load_unsloth(name, revision) if use_unsloth else _load_transformers(name, revision, dev)
+    if adapter_base(name) is not None:
+        model, tokenizer = _load_with_adapter(name, dev, use_unsloth)
+    elif use_unsloth:
+        model, tokenizer = _load_unsloth(resolve_local(name), revision)
+    else:
+        model, tokenizer = _load_transformers(resolve_local(name), revision, dev)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

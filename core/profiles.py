@@ -28,6 +28,10 @@ class Profile:
     preferences: str
     recipes: str
     news: str
+    # The repetition guard for generation (ICL, RAG, answers after training): the full profile keeps the course
+    # notebooks' settings (off); the lite profile's 135M model loops without it.
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
 
 
 FULL = Profile(
@@ -54,10 +58,14 @@ LITE = Profile(
     preferences="assets/preferences_sample.jsonl",
     recipes="assets/recipes",
     news="assets/news_sample.jsonl",
+    # Tried on the lite RAG and ICL samples: without a guard SmolLM2 repeats "2.0 celery," to the token limit; no
+    # 6-gram twice ends that and keeps ICL answers intact (3-grams forbid copying the question's phrases, a
+    # repetition penalty of 1.1-1.2 penalizes the recipe's own words and drifts off topic).
+    no_repeat_ngram_size=6,
 )
 
 PROFILES = {"full": FULL, "lite": LITE}
-ROLES = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name")
+ROLES = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name" and f.type in ("str", str))
 
 
 def env_var(role: str) -> str:

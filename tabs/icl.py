@@ -23,12 +23,14 @@ def _whole(value, name: str) -> int:
     return int(value)
 
 
-def _config(profile, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature) -> icl.IclConfig:
+def _config(profile, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty,
+            ngram) -> icl.IclConfig:
     return icl.IclConfig(
         model_id=profile.generator, dataset=profile.gsm8k, strategies=tuple(strategies or ()), n=_whole(n, "n"),
         seed=_whole(seed, "seed"), first=bool(first), max_new_tokens=_whole(max_tokens, "max new tokens"),
         batch_size=_whole(batch, "batch size"), shots=_whole(shots, "shots"), samples=_whole(samples, "k"),
-        temperature=float(temperature if temperature is not None else 0))
+        temperature=float(temperature if temperature is not None else 0),
+        repetition_penalty=float(penalty if penalty is not None else 1.0), no_repeat_ngram_size=_whole(ngram, "n-gram"))
 
 
 def _summary_frame(summary: list[dict]) -> pd.DataFrame:
@@ -58,16 +60,18 @@ def _controlled(request: gr.Request, work):
 
 def run_handler(profile):
     @user_errors
-    def on_run_click(strategies, n, seed, first, max_tokens, batch, shots, samples, temperature,
+    def on_run_click(strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty, ngram,
                      request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         """Run button: reads the strategy and setting widgets; writes status, sample, accuracy table, chart, rows
         table, the stage picker, the CSV/JSON files and the rows state."""
-        cfg = _config(profile, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature)
+        cfg = _config(profile, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty,
+                      ngram)
         result = _controlled(request, lambda control: icl.run(cfg, control))
         if result.stopped:
             stopped_warning(f"{len(result.rows)} finished rows are shown and saved in {result.run_dir}")
-        status = (f"{len(result.rows)} rows · {result.generated} prompts generated in {result.seconds:.1f} s · "
-                  f"{sum(r['cached'] for r in result.rows)} from the cache · saved in `{result.run_dir}`")
+        status = (f"{len(result.rows)} rows · {result.generated} prompts generated in {result.seconds:.1f} s"
+                  + (f" ({icl.batch_text(result)})" if result.batches else "")
+                  + f" · {sum(r['cached'] for r in result.rows)} from the cache · saved in `{result.run_dir}`")
         return (status, icl.sample_markdown(result.sample), _summary_frame(result.summary),
                 icl.accuracy_figure(result.summary), _rows_frame(result.rows),
                 gr.update(choices=[(_row_label(r), i) for i, r in enumerate(result.rows)], value=None),
@@ -85,10 +89,11 @@ def on_stop_click(request: gr.Request):
 
 def ask_handler(profile):
     @user_errors
-    def on_ask_click(question, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature,
-                     request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+    def on_ask_click(question, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty,
+                     ngram, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         """Ask button: reads the question box and the settings; writes every strategy's answer and stages."""
-        cfg = _config(profile, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature)
+        cfg = _config(profile, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty,
+                      ngram)
         rows = _controlled(request, lambda control: icl.ask(question, cfg, control))
         return "\n\n---\n\n".join(f"### {icl.STRATEGIES[r['strategy']].label}\n" + icl.stages_markdown(r)
                                   for r in rows)
@@ -110,8 +115,8 @@ def on_detail_pick(index, rows):
     return icl.stages_markdown(rows[index]) if index is not None and index < len(rows) else ""
 
 
-def _settings_panel(lite: bool) -> SimpleNamespace:
-    d = icl.IclConfig
+def _settings_panel(profile) -> SimpleNamespace:
+    d, lite = icl.IclConfig, profile.name == "lite"
     with gr.Row():
         with gr.Column(scale=3):
             strategies = gr.CheckboxGroup([(s.label, name) for name, s in icl.STRATEGIES.items()], label="strategies",
@@ -125,21 +130,31 @@ def _settings_panel(lite: bool) -> SimpleNamespace:
                 first = gr.Checkbox(False, label="first n, not a seeded sample")
             with gr.Row():
                 max_tokens = gr.Number(d.max_new_tokens, label="max new tokens", precision=0)
-                batch = gr.Number(d.batch_size, label="batch size", precision=0)
+                batch = gr.Number(d.batch_size, label="batch size (0 = auto)", precision=0)
                 shots = gr.Number(d.shots, label="few-shot exemplars", precision=0)
             with gr.Row():
                 samples = gr.Number(d.samples, label="self-consistency k", precision=0)
                 temperature = gr.Number(d.temperature, label="sampling temperature")
+            with gr.Row():
+                penalty = gr.Number(profile.repetition_penalty, label="repetition penalty (1 = off)",
+                                    info="the lite model loops without it")
+                ngram = gr.Number(profile.no_repeat_ngram_size, label="no-repeat n-gram (0 = off)", precision=0)
     return SimpleNamespace(n=n, seed=seed, first=first, inputs=[strategies, n, seed, first, max_tokens, batch, shots,
-                                                                samples, temperature])
+                                                                samples, temperature, penalty, ngram])
 
 
 def _results_panel() -> SimpleNamespace:
     ui = SimpleNamespace(status=gr.Markdown(), sample=gr.Markdown())
     ui.summary = gr.Dataframe(pd.DataFrame(columns=SUMMARY_HEADERS), label="accuracy per strategy", interactive=False)
+    gr.Markdown("<small>What to look for: strict and flexible side by side. A large gap means the model finds the "
+                "number but does not state it as the answer.</small>")
     ui.chart = gr.Plot(label="accuracy with 95% Wilson intervals")
+    gr.Markdown("<small>What to look for: bars that overlap within their intervals are not a real difference at "
+                "n=50; one question is 2 points.</small>")
     ui.rows = gr.Dataframe(pd.DataFrame(columns=ROW_HEADERS), label="per question × strategy", interactive=False,
                            max_height=320)
+    gr.Markdown("<small>What to look for: rows where strict fails and flexible passes (the answer is buried in the "
+                "reasoning), and strategies that fail the same questions.</small>")
     ui.rows_state = gr.State([])
     ui.detail_pick = gr.Dropdown(label="show every stage of", choices=[], type="index")
     ui.detail = gr.Markdown()
@@ -153,7 +168,7 @@ def build(profile) -> None:
                 "extraction (only an explicit final answer counts) and **flexible** extraction (else the last "
                 "number), with 95% Wilson intervals: at n=50 one question is 2 points.")
     gr.Markdown(model_line("generator", profile.generator) + " · " + model_line("data", profile.gsm8k))
-    settings = _settings_panel(profile.name == "lite")
+    settings = _settings_panel(profile)
     with gr.Row():
         run_button = gr.Button("Run evaluation", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")

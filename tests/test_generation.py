@@ -45,3 +45,84 @@ def test_progress_and_stop(lm):
 def test_bad_settings_are_rejected(field, value, message):
     with pytest.raises(ValueError, match=message):
         GenerationConfig(**{field: value})
+
+
+def out_of_memory_above(lm, monkeypatch, limit: int, seen: list):
+    """Fault injection: the accelerator 'runs out of memory' whenever a batch holds more than `limit` prompts."""
+    import torch
+
+    real = lm.model.generate
+
+    def generate_or_oom(**kwargs):
+        seen.append(kwargs["input_ids"].shape[0])
+        if kwargs["input_ids"].shape[0] > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(**kwargs)
+
+    monkeypatch.setattr(lm.model, "generate", generate_or_oom)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_answer(lm, monkeypatch):
+    from core.generation import GenerationReport
+
+    cfg = GenerationConfig(max_new_tokens=6, min_new_tokens=6, batch_size=4)
+    expected = [generate(lm, [p], cfg)[0] for p in PROMPTS]
+    seen, report = [], GenerationReport()
+    out_of_memory_above(lm, monkeypatch, 2, seen)
+    answers = generate(lm, PROMPTS, cfg, report=report)
+    assert answers == expected, "every prompt answered, in the caller's order"
+    assert seen[:3] == [4, 2, 2] and report.oom_retries == 1 and report.used == 2
+    assert report.text() == "batch 2 (set, 1 out-of-memory retries)"
+
+
+def test_icl_pass_retries_at_half_the_batch_and_reports_it(tiny_lm_dir, monkeypatch):
+    from core import icl
+    from core.loaders import load_language_model
+    from core.models import MODELS
+
+    cfg = icl.IclConfig(model_id=str(tiny_lm_dir), dataset="assets/gsm8k_sample.jsonl", n=6, max_new_tokens=4,
+                        batch_size=8, strategies=("baseline",))
+    with MODELS.use("generator", cfg.model_id, load_language_model) as resident:
+        seen = []
+        out_of_memory_above(resident, monkeypatch, 4, seen)
+    result = icl.run(cfg)
+    assert len(result.rows) == 6 and not result.stopped
+    assert seen[:3] == [6, 3, 3] and result.batches == ["batch 3 (set, 1 out-of-memory retries)"]
+
+
+@pytest.mark.parametrize("free_gb, n_prompts, expected, why", [
+    (None, 300, 16, "a CPU: the fixed CPU batch"),
+    (None, 5, 5, "never more than the prompts"),
+    (80, 300, 300, "an H100's free memory holds every prompt"),
+    (1, 300, 9, "a nearly full GPU: 0.8 GiB / 90.6 MB per sequence"),
+    (0.001, 300, 1, "no room at all: one at a time, and out-of-memory halving has nothing left to split"),
+])
+def test_auto_batch_size_from_free_memory(free_gb, n_prompts, expected, why):
+    from transformers import LlamaConfig
+
+    from core.generation import auto_batch_size, kv_bytes_per_token
+
+    # Llama-3.2-3B shape: 28 layers x 8 KV heads x 128 dims x 2 (K, V) x 2 bytes = 114,688 bytes per token
+    config = LlamaConfig(vocab_size=128256, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+                         num_attention_heads=24, num_key_value_heads=8)
+    assert kv_bytes_per_token(config) == 114688
+    free = None if free_gb is None else int(free_gb * 2 ** 30)
+    # per sequence at 350 + 256 tokens: 606 x 114688 (KV) + 350 x 2 x (4 x 3072 + 2 x 8192) (prefill) + 8 x 128256
+    per_sequence = 606 * 114688 + 350 * 2 * (4 * 3072 + 2 * 8192) + 8 * 128256
+    assert auto_batch_size(config, 350, 256, n_prompts, free) == expected, why
+    if free is not None and expected < n_prompts:
+        assert expected * per_sequence <= 0.8 * free < (expected + 1) * per_sequence or expected == 1
+
+
+def test_the_repetition_guard_reaches_generate(lm):
+    from core.generation import sampling_kwargs
+
+    assert sampling_kwargs(0.0) == {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    assert sampling_kwargs(0.7, 0.9, 1.2, 3) == {"do_sample": True, "temperature": 0.7, "top_p": 0.9,
+                                                 "repetition_penalty": 1.2, "no_repeat_ngram_size": 3}
+    loose = GenerationConfig(max_new_tokens=30, min_new_tokens=30)
+    # the tiny random model repeats itself within 30 tokens: forbidding repeated 3-grams changes its answers
+    assert generate(lm, PROMPTS, GenerationConfig(max_new_tokens=30, min_new_tokens=30, no_repeat_ngram_size=3)) \
+        != generate(lm, PROMPTS, loose)
+    with pytest.raises(ValueError, match="repetition penalty must be > 0"):
+        GenerationConfig(repetition_penalty=0)

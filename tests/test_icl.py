@@ -224,3 +224,36 @@ def test_cli_prints_a_table(tiny_lm_dir, tmp_path):
     payload = json.loads(written.read_text())
     assert payload["job"] == "icl" and len(payload["rows"]) == 4 and (written.parent / "results.csv").exists()
     assert payload["profile"]["gsm8k"] == profiles.LITE.gsm8k
+
+
+@pytest.mark.parametrize("gold, flexible, cut, expected, why", [
+    ("4", "4", False, None, "right: no error"),
+    ("4", "5", False, "wrong number", "a number, not the gold one"),
+    ("4", None, False, "no number found", "no number anywhere"),
+    ("4", None, True, "cut off by the token limit", "ran into the limit before any number"),
+    ("4", "3", True, "cut off by the token limit", "a cut answer's last number is not its answer"),
+    (None, "3", False, None, "a free-text question has no gold"),
+])
+def test_error_kind_is_read_from_the_outputs(gold, flexible, cut, expected, why):
+    row = {"gold": gold, "flexible": flexible, "correct_flexible": None if gold is None else flexible == gold}
+    assert icl.error_kind(row, [{"output": "...", "cut": cut}]) == expected, why
+
+
+def test_compare_models_runs_each_model_and_tables_their_errors(tiny_lm_dir, tmp_path):
+    from testing.tiny import save_tiny_lm
+
+    other = save_tiny_lm(tmp_path / "other-lm", seed=1)
+    cfg = config(tiny_lm_dir, strategies=("baseline",), max_new_tokens=3)
+    results = icl.compare_models(cfg, {"base": str(tiny_lm_dir), "other": str(other)})
+    assert [r.config["model_id"] for r in results] == [str(tiny_lm_dir), str(other)]
+    rows = icl.comparison_rows(["base", "other"], results)
+    assert [(r["model"], r["strategy"], r["n"]) for r in rows] == [("base", "baseline", 3), ("other", "baseline", 3)]
+    for row, result in zip(rows, results):
+        wrong = [r for r in result.rows if not r["correct_flexible"]]
+        assert all(r["error"] in icl.ERROR_KINDS for r in wrong)
+        assert sum(result.summary[0]["errors"].values()) == len(wrong)
+        assert row["common errors"] != "none" or not wrong
+    # 3 new tokens never end a sentence: every stage ran into the limit
+    assert all(s["cut"] for r in results[0].rows for s in r["stages"])
+    with pytest.raises(ValueError, match="no model picked"):
+        icl.compare_models(cfg, {})

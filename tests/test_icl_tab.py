@@ -10,7 +10,12 @@ from core import profiles
 from tests.served import served_app
 
 SETTINGS = dict(strategies=["baseline", "zero_shot_cot"], n=3, seed=42, first=False, max_tokens=5, batch=8, shots=2,
-                samples=2, temperature=0.7)
+                samples=2, temperature=0.7, penalty=1.0, ngram=0)
+
+
+def settings(**changes) -> list:
+    """The settings widgets' values in their order on the page."""
+    return list({**SETTINGS, **changes}.values())
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +25,7 @@ def client(tiny_lm_dir):
 
 
 def predict_run(client, **changes):
-    s = {**SETTINGS, **changes}
-    return client.predict(s["strategies"], s["n"], s["seed"], s["first"], s["max_tokens"], s["batch"], s["shots"],
-                          s["samples"], s["temperature"], api_name="/icl_run")
+    return client.predict(*settings(**changes), api_name="/icl_run")
 
 
 def test_run_endpoint_returns_accuracy_that_matches_its_rows(client):
@@ -43,10 +46,7 @@ def test_run_endpoint_returns_accuracy_that_matches_its_rows(client):
 
 def test_sample_and_ask_endpoints(client):
     assert "**Worked answer:**" in client.predict(3, 42, True, api_name="/icl_sample")
-    s = SETTINGS
-    answer = client.predict("Lily has 4 boxes of 6 pens. How many pens?", s["strategies"], s["n"], s["seed"],
-                            s["first"], s["max_tokens"], s["batch"], s["shots"], s["samples"], s["temperature"],
-                            api_name="/icl_ask")
+    answer = client.predict("Lily has 4 boxes of 6 pens. How many pens?", *settings(), api_name="/icl_ask")
     assert "Baseline (zero-shot)" in answer and "answer extraction: prompt" in answer
 
 
@@ -61,16 +61,14 @@ def test_bad_input_is_a_clear_error_and_the_queue_keeps_moving(client, changes, 
         predict_run(client, **changes)
     assert client.predict(api_name="/icl_stop") == "Nothing is running."
     with pytest.raises(Exception, match="the question is empty"):
-        s = SETTINGS
-        client.predict("   ", s["strategies"], s["n"], s["seed"], s["first"], s["max_tokens"], s["batch"],
-                       s["shots"], s["samples"], s["temperature"], api_name="/icl_ask")
+        client.predict("   ", *settings(), api_name="/icl_ask")
     assert "6 rows" in predict_run(client)[0]  # the next run still works
 
 
 def test_stop_answers_while_the_gpu_queue_is_busy_and_keeps_partial_results(client):
     import time
 
-    job = client.submit(SETTINGS["strategies"], 3, 42, False, 120, 1, 2, 2, 0.7, api_name="/icl_run")
+    job = client.submit(*settings(max_tokens=120, batch=1), api_name="/icl_run")
     deadline = time.time() + 120
     while client.predict(api_name="/icl_stop") == "Nothing is running." and time.time() < deadline:
         time.sleep(0.2)  # until the run has registered its stop flag
@@ -84,7 +82,7 @@ def test_stop_in_one_browser_session_leaves_another_sessions_run_alone(client):
     from gradio_client import Client
 
     other = Client(client.src, verbose=False)  # a second browser session: its own session hash
-    job = client.submit(SETTINGS["strategies"], 3, 42, False, 120, 1, 2, 2, 0.7, api_name="/icl_run")
+    job = client.submit(*settings(max_tokens=120, batch=1), api_name="/icl_run")
     deadline = time.time() + 120
     while not job.status().progress_data and not job.done() and time.time() < deadline:
         time.sleep(0.1)  # until the run is generating

@@ -247,3 +247,24 @@ def test_smollm2_tokenizer_alone_comes_from_the_gguf_with_the_eos_fix(tmp_path, 
     loaders.load_tokenizer.cache_clear()
     assert tokenizer.eos_token == "<|im_end|>" and "<|im_start|>assistant" in tokenizer.apply_chat_template(
         [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+
+
+def test_a_saved_lora_adapter_loads_on_its_base_and_changes_the_answers(tiny_lm_dir, tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from core.generation import GenerationConfig, generate
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:  # LoRA starts as a no-op (B = 0): make it change something
+            param.data.normal_(0, 2.0)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    cfg = GenerationConfig(max_new_tokens=8, min_new_tokens=8)
+    plain = generate(load_language_model(str(tiny_lm_dir)), ["2+2", "How do I make soup?"], cfg)
+    tuned = load_language_model(str(tmp_path / "adapter"))
+    assert isinstance(tuned.model, PeftModel) and not tuned.model.training
+    assert tuned.tokenizer.padding_side == "left"
+    assert generate(tuned, ["2+2", "How do I make soup?"], cfg) != plain

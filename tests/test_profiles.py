@@ -40,3 +40,9 @@ def test_cli_flags_cover_every_role():
     p = profiles.from_args(args)
     assert (p.name, p.reward_model, p.news) == ("lite", "a/b@rev", "x.csv")
     assert set(profiles.ROLES) <= set(vars(args))
+
+
+def test_lite_guards_against_loops_and_full_keeps_the_notebooks_generation():
+    assert (profiles.LITE.repetition_penalty, profiles.LITE.no_repeat_ngram_size) == (1.0, 6)
+    assert (profiles.FULL.repetition_penalty, profiles.FULL.no_repeat_ngram_size) == (1.0, 0)
+    assert "no_repeat_ngram_size" not in profiles.ROLES, "the guard is a setting, not a model role"

@@ -12,7 +12,7 @@ import pytest
 from core import loaders, profiles, rag
 from core.rag import index as rag_index
 from core.rag import llm as rag_llm
-from core.generation import chat_text
+from core.generation import chat_text, sampling_kwargs
 from core.models import MODELS
 from core.runs import RunControl
 from tests.served import served_app
@@ -88,7 +88,7 @@ def test_a_set_stop_flag_ends_generation_at_the_next_token(tiny_lm_dir):
 
     lm = loaders.load_language_model(str(tiny_lm_dir))
     flag = threading.Event()
-    llm = rag_llm.make_llm(rag_llm.RagBundle(None, lm), 512, 40, 0.7, flag)
+    llm = rag_llm.make_llm(rag_llm.RagBundle(None, lm), 512, 40, sampling_kwargs(0.7), flag)
     torch.manual_seed(0)
     assert llm.complete("hello").text, "runs normally while the flag is clear"
     flag.set()
@@ -125,7 +125,7 @@ def test_bundle_holds_both_models_in_the_one_slot(cfg):
 
 def test_prompts_use_the_models_chat_template(cfg, tiny_lm_dir):
     lm = loaders.load_language_model(str(tiny_lm_dir))
-    llm = rag_llm.make_llm(rag_llm.RagBundle(None, lm), 512, 12, 0.7)
+    llm = rag_llm.make_llm(rag_llm.RagBundle(None, lm), 512, 12, sampling_kwargs(0.7))
     assert llm.completion_to_prompt("hi") == chat_text(lm.tokenizer, "hi") == \
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert llm.system_prompt == "" and llm.generate_kwargs["do_sample"] and llm.generate_kwargs["temperature"] == 0.7
@@ -229,7 +229,7 @@ def client(cfg):
 
 
 def test_endpoints_answer_through_gradio_client(client):
-    settings = [3, "compact", 512, 16, 0.7, 0]
+    settings = [3, "compact", 512, 16, 0.7, 0, 1.0, 0]
     rag_text, plain_text, sources, _notes = client.predict(QUESTION, *settings, api_name="/rag_ask")
     assert rag_text and plain_text and sources.count("<details>") == 3 and "similarity" in sources
     with pytest.raises(Exception, match="the question is empty"):
@@ -239,7 +239,7 @@ def test_endpoints_answer_through_gradio_client(client):
 
 
 def test_stop_button_ends_a_running_comparison(client):
-    settings = [3, "compact", 512, 16, 0.7, 0]
+    settings = [3, "compact", 512, 16, 0.7, 0, 1.0, 0]
     job = client.submit(12, 0, *settings, api_name="/rag_compare")
     deadline = time.monotonic() + 120
     while not job.outputs() and time.monotonic() < deadline:

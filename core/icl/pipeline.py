@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core import profiles
 from core.data import load_split
-from core.generation import GenerationConfig, generate
+from core.generation import AUTO, GenerationConfig, GenerationReport, generate
 from core.icl.answers import gold_answer
 from core.icl.report import IclResult, make_row, summarize, write_outputs
 from core.icl.strategies import STRATEGIES, get_strategies, render
@@ -38,18 +38,24 @@ class IclConfig:
     samples: int = 5  # self-consistency paths (k)
     temperature: float = 0.7  # for the sampled paths only; every other stage is greedy
     max_new_tokens: int = 256
-    batch_size: int = 16
+    batch_size: int = AUTO  # 0: the largest batch the free accelerator memory holds (16 on a CPU)
+    repetition_penalty: float = 1.0  # the notebook's setting (off); the lite profile turns the guard on
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "strategies", tuple(get_strategies(self.strategies)))
-        for name in ("n", "shots", "samples", "max_new_tokens", "batch_size"):
+        for name in ("n", "shots", "samples", "max_new_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', ' ')} must be > 0, got {getattr(self, name)}")
+        if self.batch_size < 0:
+            raise ValueError(f"batch size must be > 0 (or 0 for automatic), got {self.batch_size}")
         if self.temperature <= 0:
             raise ValueError(f"temperature for self-consistency must be > 0, got {self.temperature}")
 
     def generation(self, sampled: bool) -> GenerationConfig:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=self.seed,
+                                repetition_penalty=self.repetition_penalty,
+                                no_repeat_ngram_size=self.no_repeat_ngram_size,
                                 temperature=self.temperature if sampled else 0.0, top_p=0.95 if sampled else 1.0)
 
 
@@ -134,7 +140,9 @@ def answer_cache() -> AnswerCache:
 
 def cache_key(cfg: IclConfig, name: str, question: str, shots: list[dict]) -> str:
     strategy = STRATEGIES[name]
-    settings = [cfg.max_new_tokens] + ([cfg.samples, cfg.temperature, cfg.seed] if strategy.voting else [])
+    guard = [cfg.repetition_penalty, cfg.no_repeat_ngram_size] if (cfg.repetition_penalty, cfg.no_repeat_ngram_size) \
+        != (1.0, 0) else []  # keys made before the guard existed stay valid
+    settings = [cfg.max_new_tokens] + ([cfg.samples, cfg.temperature, cfg.seed] if strategy.voting else []) + guard
     used_shots = [s["question"] for s in shots] if strategy.uses_shots else []
     parts = [cfg.model_id, name, repr(strategy), question, used_shots, settings]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
@@ -154,9 +162,10 @@ def _stage_count(name: str, samples: int) -> int:
     return len(strategy.stages) + (samples - 1 if strategy.voting else 0)
 
 
-def _pass(lm, jobs: list[_Job], r: int, sampled: bool, cfg: IclConfig, shots: list[dict], control) -> int:
+def _pass(lm, jobs: list[_Job], r: int, sampled: bool, cfg: IclConfig, shots: list[dict], control,
+          batches: list[str]) -> int:
     """Stage r of every job whose stage r is greedy (or sampled): one generate call over all of them, k copies
-    each when sampled. Returns the number of prompts generated."""
+    each when sampled; the batch size it used goes to `batches`. Returns the number of prompts generated."""
     def voted_here(job):
         strategy = STRATEGIES[job.strategy]
         return strategy.voting and r == len(strategy.stages) - 1
@@ -167,18 +176,21 @@ def _pass(lm, jobs: list[_Job], r: int, sampled: bool, cfg: IclConfig, shots: li
     copies = cfg.samples if sampled else 1
     prompts = [render(STRATEGIES[j.strategy], r, j.problem.question, shots, [s["output"] for s in j.stages])
                for j in todo]
+    report = GenerationReport()
     outputs = generate(lm, [p for p in prompts for _ in range(copies)], cfg.generation(sampled), control,
-                       desc=f"stage {r + 1}{' sampled' if sampled else ''}: {len(prompts) * copies} prompts")
+                       desc=f"stage {r + 1}{' sampled' if sampled else ''}: {len(prompts) * copies} prompts",
+                       report=report)
+    batches.append(report.text())
     for i, (job, prompt) in enumerate(zip(todo, prompts)):
         name = STRATEGIES[job.strategy].stages[r].name
         for c in range(copies):
             job.stages.append({"name": f"{name} {c + 1}" if sampled else name, "prompt": prompt,
-                               "output": outputs[i * copies + c]})
+                               "output": outputs[i * copies + c], "cut": report.cut[i * copies + c]})
     return len(outputs)
 
 
 def _generate_all(cfg: IclConfig, jobs: list[_Job], shots: list[dict], control, cache: AnswerCache,
-                  rows: list[dict], on_rows) -> tuple[bool, int]:
+                  rows: list[dict], on_rows, batches: list[str]) -> tuple[bool, int]:
     """Runs the jobs pass by pass; a job's row is added (and cached) as soon as its last stage is done, so a Stop
     keeps every finished job. Returns (stopped, prompts generated)."""
     generated, pending = 0, list(jobs)
@@ -186,7 +198,7 @@ def _generate_all(cfg: IclConfig, jobs: list[_Job], shots: list[dict], control, 
         try:
             for r in range(max(len(STRATEGIES[j.strategy].stages) for j in jobs)):
                 for sampled in (False, True):
-                    generated += _pass(lm, pending, r, sampled, cfg, shots, control)
+                    generated += _pass(lm, pending, r, sampled, cfg, shots, control, batches)
                     for job in [j for j in pending if len(j.stages) == _stage_count(j.strategy, cfg.samples)]:
                         cache.put(job.key, job.stages)
                         rows.append(make_row(job.problem.index, job.problem.question, job.problem.gold,
@@ -200,9 +212,9 @@ def _generate_all(cfg: IclConfig, jobs: list[_Job], shots: list[dict], control, 
 
 
 def _answer(cfg: IclConfig, problems: list[Problem], shots: list[dict], control: RunControl | None,
-            cache: AnswerCache, on_rows=None) -> tuple[list[dict], bool, int]:
-    """Rows for every strategy x problem: cached ones at once, the rest generated. Returns (rows in strategy then
-    problem order, stopped, prompts generated)."""
+            cache: AnswerCache, on_rows=None, batches: list[str] | None = None) -> tuple[list[dict], bool, int]:
+    """Rows for every strategy x problem: cached ones at once, the rest generated (each pass's batch size noted in
+    `batches`). Returns (rows in strategy then problem order, stopped, prompts generated)."""
     rows, jobs = [], []
     for name in cfg.strategies:
         for p in problems:
@@ -212,7 +224,9 @@ def _answer(cfg: IclConfig, problems: list[Problem], shots: list[dict], control:
                 jobs.append(_Job(name, p, key))
             else:
                 rows.append(make_row(p.index, p.question, p.gold, name, stages, cached=True))
-    stopped, generated = _generate_all(cfg, jobs, shots, control, cache, rows, on_rows) if jobs else (False, 0)
+    batches = [] if batches is None else batches
+    stopped, generated = _generate_all(cfg, jobs, shots, control, cache, rows, on_rows, batches) if jobs \
+        else (False, 0)
     position = {(name, p.question): i for i, (name, p) in
                 enumerate((name, p) for name in cfg.strategies for p in problems)}
     rows.sort(key=lambda row: position[row["strategy"], row["question"]])
@@ -234,7 +248,8 @@ def run(cfg: IclConfig, control: RunControl | None = None) -> IclResult:
         result.generated, result.stopped, result.seconds = generated, stopped, time.perf_counter() - start
         write_outputs(result)
 
-    rows, stopped, generated = _answer(cfg, problems, shots, control, answer_cache(), on_rows=update)
+    rows, stopped, generated = _answer(cfg, problems, shots, control, answer_cache(), on_rows=update,
+                                       batches=result.batches)
     update(rows, generated, stopped)
     return result
 
@@ -247,3 +262,18 @@ def ask(question: str, cfg: IclConfig, control: RunControl | None = None) -> lis
     shots = pick_exemplars(cfg, {question})
     rows, _stopped, _generated = _answer(cfg, [Problem(-1, question, "", None)], shots, control, answer_cache())
     return rows
+
+
+def compare_models(cfg: IclConfig, models: dict[str, str], control: RunControl | None = None) -> list[IclResult]:
+    """The same evaluation for each model (label -> model id: the base generator, trained adapters), one after
+    the other through the model slot: the course notebook's Baseline / Post-DPO / Post-ORPO table."""
+    if not models:
+        raise ValueError("no model picked: choose the base model and/or trained adapters to compare")
+    results = []
+    for model_id in models.values():
+        if control is not None:
+            control.check()
+        results.append(run(dataclasses.replace(cfg, model_id=model_id), control))
+        if results[-1].stopped:
+            break
+    return results

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.icl.answers import extract_answer, majority, same_number, wilson_interval
@@ -23,7 +24,21 @@ def make_row(index: int, question: str, gold: str | None, name: str, stages: lis
     row = {"index": index, "strategy": name, "question": question, "gold": gold, **answers}
     for mode in MODES:
         row[f"correct_{mode}"] = None if gold is None else same_number(answers[mode], gold)
+    row["error"] = error_kind(row, finals)
     return {**row, "cached": cached, "stages": stages}
+
+
+ERROR_KINDS = ("cut off by the token limit", "no number found", "wrong number")
+
+
+def error_kind(row: dict, finals: list[dict]) -> str | None:
+    """Why a row's flexible answer is wrong, read from the outputs: an answer that ran into the token limit, one
+    with no number at all, or a wrong number. None when it is right or there is no gold."""
+    if row["gold"] is None or row["correct_flexible"]:
+        return None
+    if any(stage.get("cut") for stage in finals):
+        return ERROR_KINDS[0]
+    return ERROR_KINDS[1] if row["flexible"] is None else ERROR_KINDS[2]
 
 
 def summarize(rows: list[dict], strategies: list[str]) -> list[dict]:
@@ -31,8 +46,9 @@ def summarize(rows: list[dict], strategies: list[str]) -> list[dict]:
     summary = []
     for name in strategies:
         scored = [r for r in rows if r["strategy"] == name and r["gold"] is not None]
+        errors = Counter(r["error"] for r in scored if r.get("error"))
         entry = {"strategy": name, "label": STRATEGIES[name].label, "n": len(scored),
-                 "cached": sum(r["cached"] for r in scored)}
+                 "cached": sum(r["cached"] for r in scored), "errors": dict(errors.most_common())}
         for mode in MODES:
             correct = sum(bool(r[f"correct_{mode}"]) for r in scored)
             low, high = wilson_interval(correct, len(scored))
@@ -51,6 +67,7 @@ class IclResult:
     stopped: bool = False
     seconds: float = 0.0
     generated: int = 0  # prompts sent to the model in this run (0 when everything came from the cache)
+    batches: list[str] = field(default_factory=list)  # each generation pass's batch size ("batch 150 (auto)")
     run_dir: Path | None = None
 
     def to_dict(self) -> dict:
@@ -99,7 +116,13 @@ def table_text(result: IclResult) -> str:
         lines.append(f"| {e['strategy']} | {e['n']} | {percent_with_interval(e, 'strict')} | "
                      f"{percent_with_interval(e, 'flexible')} | {e['cached']} |")
     note = " (stopped: partial results)" if result.stopped else ""
-    return "\n".join(lines) + f"\n\n{result.generated} prompts generated in {result.seconds:.1f} s{note}"
+    return "\n".join(lines) + f"\n\n{result.generated} prompts generated in {result.seconds:.1f} s{note}" + \
+        (f" · {batch_text(result)}" if result.batches else "")
+
+
+def batch_text(result: IclResult) -> str:
+    """The batch sizes the generation passes used, e.g. "batch 150 (auto)" or "batches 150, 75 (auto, 1 ...)"."""
+    return " · ".join(dict.fromkeys(result.batches))
 
 
 def accuracy_figure(summary: list[dict]):
@@ -144,3 +167,15 @@ def stages_markdown(row: dict) -> str:
         parts.append(f"**{stage['name']}: prompt**\n```\n{prompt_text(stage['prompt'])}\n```\n"
                      f"**{stage['name']}: output**\n```\n{stage['output']}\n```")
     return "\n\n".join(parts)
+
+
+def comparison_rows(labels: list[str], results: list[IclResult]) -> list[dict]:
+    """One row per model x strategy: accuracy in both modes and the most common error kinds."""
+    rows = []
+    for label, result in zip(labels, results):
+        for e in result.summary:
+            errors = ", ".join(f"{kind} ({n})" for kind, n in list(e["errors"].items())[:2]) or "none"
+            rows.append({"model": label, "strategy": e["strategy"], "n": e["n"],
+                         "strict": percent_with_interval(e, "strict"), "flexible": percent_with_interval(e, "flexible"),
+                         "common errors": errors})
+    return rows

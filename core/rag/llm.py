@@ -8,7 +8,7 @@ from functools import partial
 from typing import Any
 
 from core import loaders
-from core.generation import chat_text, sampling_kwargs
+from core.generation import chat_text
 from core.loaders import LanguageModel
 from core.rag import index as rag_index
 
@@ -80,7 +80,7 @@ class StopWhenSet:
         return scores
 
 
-def make_llm(bundle: RagBundle, context_window: int, max_new_tokens: int, temperature: float, stop_flag=None):
+def make_llm(bundle: RagBundle, context_window: int, max_new_tokens: int, sampling: dict, stop_flag=None):
     """llama-index's HuggingFaceLLM around the loaded model, built per request (cheap) so every setting is the
     request's own. Prompts use the tokenizer's chat template; system_prompt stays empty (the template has its own).
     Setting `stop_flag` (a threading.Event) ends a generation in progress."""
@@ -88,7 +88,7 @@ def make_llm(bundle: RagBundle, context_window: int, max_new_tokens: int, temper
     from transformers import LogitsProcessorList
 
     tokenizer = bundle.tokenizer
-    sampling = sampling_kwargs(temperature)
+    sampling = dict(sampling)
     if stop_flag is not None:
         sampling["logits_processor"] = LogitsProcessorList([StopWhenSet(stop_flag, tokenizer.eos_token_id)])
     return HuggingFaceLLM(

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 from tqdm.auto import tqdm
 
 from core import profiles
-from core.generation import message_text
+from core.generation import message_text, sampling_kwargs
 from core.models import MODELS
 from core.rag import index as rag_index
 from core.rag import llm as rag_llm
@@ -39,6 +39,8 @@ class RagConfig:
     max_new_tokens: int = 128
     temperature: float = 0.7
     seed: int = 0
+    repetition_penalty: float = 1.0  # the repetition guard: off in the notebook's setting, on in the lite profile
+    no_repeat_ngram_size: int = 0
     question: str = EXAMPLE_QUESTION  # what `run` asks; chat and compare_dishes bring their own
 
     def __post_init__(self):
@@ -56,7 +58,8 @@ class RagConfig:
 
     @classmethod
     def from_profile(cls, profile: profiles.Profile, **settings) -> "RagConfig":
-        return cls(llm=profile.rag_llm, embedding=profile.embedding, recipes=profile.recipes, **settings)
+        guard = {"repetition_penalty": profile.repetition_penalty, "no_repeat_ngram_size": profile.no_repeat_ngram_size}
+        return cls(llm=profile.rag_llm, embedding=profile.embedding, recipes=profile.recipes, **{**guard, **settings})
 
     @property
     def question_tokens(self) -> int:
@@ -125,7 +128,9 @@ def _prepare(bundle: rag_llm.RagBundle, cfg: RagConfig, question: str, control: 
     if text != question:
         answer.question = text
         answer.warnings.append(f"the question has {n} tokens: only its first {cfg.question_tokens} were used")
-    llm = rag_llm.make_llm(bundle, cfg.context_window, cfg.max_new_tokens, cfg.temperature, control.stop_event)
+    llm = rag_llm.make_llm(bundle, cfg.context_window, cfg.max_new_tokens,
+                           sampling_kwargs(cfg.temperature, 1.0, cfg.repetition_penalty, cfg.no_repeat_ngram_size),
+                           control.stop_event)
     return opened, llm, answer
 
 
