@@ -1,5 +1,6 @@
 """Dataset loading: a hub id, a local JSONL/CSV/Parquet file, or a folder of `<split>.<ext>` files, all read
-through `datasets`; plus the course datasets' schemas that every source (our lite samples included) must match."""
+through `datasets` as data only (a file whose bytes do not match its suffix is refused, never unpickled); plus the
+course datasets' schemas that every source (our lite samples included) must match."""
 from __future__ import annotations
 
 import os
@@ -36,8 +37,42 @@ def _split_file(folder: Path, split: str) -> Path:
     raise FileNotFoundError(f"no {split}.jsonl/.csv/.parquet in {folder} (it holds: {', '.join(found) or 'nothing'})")
 
 
-def load_split(spec: str, split: str):
-    """Rows of one split as a `datasets.Dataset`. A single local file serves every split."""
+def check_file(file: Path, max_bytes: int | None = None) -> None:
+    """For a local file with one of LOCAL_FORMATS' suffixes: ValueError when it is empty, larger than max_bytes, or its
+    first bytes do not match its suffix (JSON starts with { or [, Parquet with PAR1, CSV is UTF-8 text), so a pickle
+    or other binary renamed .jsonl is refused by name before any parser sees it."""
+    size = file.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise ValueError(f"{file.name} is {size / 2 ** 20:.3g} MB, more than the {max_bytes / 2 ** 20:.3g} MB "
+                         "limit: upload fewer rows")
+    with open(file, "rb") as handle:
+        head = handle.read(4096)
+    if not head.strip():
+        raise ValueError(f"{file.name} is empty: it needs a header or one row per line")
+    kind = LOCAL_FORMATS[file.suffix]
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()  # a UTF-8 byte-order mark and blank lines are fine
+    if kind == "parquet":
+        ok = head.startswith(b"PAR1")
+    elif kind == "json":
+        ok = text[:1] in (b"{", b"[")
+    else:
+        ok = b"\0" not in head and _is_utf8(head)
+    if not ok:
+        pickle = " (its first bytes are a Python pickle's, which this app never loads)" if head[:1] == b"\x80" else ""
+        raise ValueError(f"{file.name} is not a {kind.upper()} file{pickle}: save the rows as JSONL, CSV or Parquet")
+
+
+def _is_utf8(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # a character cut by the 4 KB read is fine
+    return True
+
+
+def load_split(spec: str, split: str, max_bytes: int | None = None):
+    """Rows of one split as a `datasets.Dataset`. A single local file serves every split; max_bytes caps its size
+    (for uploads)."""
     import datasets
 
     if not spec or not spec.strip():
@@ -50,7 +85,12 @@ def load_split(spec: str, split: str):
     file = _split_file(path, split) if path.is_dir() else path
     if file.suffix not in LOCAL_FORMATS:
         raise ValueError(f"{file.name}: unsupported format, use one of {', '.join(LOCAL_FORMATS)}")
-    return datasets.load_dataset(LOCAL_FORMATS[file.suffix], data_files=str(file), split="train")
+    check_file(file, max_bytes)
+    try:
+        return datasets.load_dataset(LOCAL_FORMATS[file.suffix], data_files=str(file), split="train")
+    except datasets.exceptions.DatasetGenerationError as exc:  # the parser's own message is on the cause
+        raise ValueError(f"{file.name} could not be read as {LOCAL_FORMATS[file.suffix].upper()}: "
+                         f"{exc.__cause__ or exc}") from exc
 
 
 def _type_error(value, kind) -> str | None:

@@ -149,9 +149,15 @@ def _settings_panel(profile) -> SimpleNamespace:
 def _results_panel() -> SimpleNamespace:
     ui = SimpleNamespace(status=gr.Markdown(), sample=gr.Markdown())
     ui.summary = gr.Dataframe(pd.DataFrame(columns=SUMMARY_HEADERS), label="accuracy per strategy", interactive=False)
+    gr.Markdown("<small>What to look for: strict and flexible side by side. A large gap means the model finds the "
+                "number but does not state it as the answer.</small>")
     ui.chart = gr.Plot(label="accuracy with 95% Wilson intervals")
+    gr.Markdown("<small>What to look for: bars that overlap within their intervals are not a real difference at "
+                "n=50; one question is 2 points.</small>")
     ui.rows = gr.Dataframe(pd.DataFrame(columns=ROW_HEADERS), label="per question × strategy", interactive=False,
                            max_height=320)
+    gr.Markdown("<small>What to look for: rows where strict fails and flexible passes (the answer is buried in the "
+                "reasoning), and strategies that fail the same questions.</small>")
     ui.rows_state = gr.State([])
     ui.detail_pick = gr.Dropdown(label="show every stage of", choices=[], type="index")
     ui.detail = gr.Markdown()

@@ -3,107 +3,29 @@ their scores; chat with history; compare RAG and plain over test dishes; measure
 only: the work is core.rag."""
 from __future__ import annotations
 
-import html
-
 import gradio as gr
-import pandas as pd
 
 from core import rag
-from core.runs import RunControl
+from tabs import rag_panels
 from tabs.common import GPU_EVENT, model_line, user_errors
+from tabs.rag_panels import config, sources_html, tell
 
 API_NAMES = ["rag_ask", "rag_ask_submit", "rag_chat", "rag_chat_clear", "rag_compare", "rag_compare_stop",
              "rag_quality"]
-QUALITY_COLUMNS = ["embedding", "recipes", "dishes", "hit@1", "hit@3", "query_ms_median"]
-
-
-def sources_html(sources) -> str:
-    """Retrieved recipes, most similar first, each expandable to the text the LLM saw."""
-    if not sources:
-        return "<p><i>Retrieved recipes appear here.</i></p>"
-    items = [f"<details><summary><b>{i}. {html.escape(s.name)}</b> &middot; similarity {s.score:.3f}</summary>"
-             f"<pre style='white-space: pre-wrap'>{html.escape(s.text)}</pre></details>"
-             for i, s in enumerate(sources, 1)]
-    return "".join(items)
-
-
-def _config(profile, top_k, mode, window, new_tokens, temperature, seed, question=rag.EXAMPLE_QUESTION):
-    return rag.RagConfig.from_profile(profile, top_k=int(top_k), response_mode=mode, context_window=int(window),
-                                      max_new_tokens=int(new_tokens), temperature=float(temperature), seed=int(seed),
-                                      question=question or "")
-
-
-def _tell(answer, told: set) -> str:
-    """Raises each new warning once as a toast; returns the notes line."""
-    for warning in answer.warnings:
-        if warning not in told:
-            told.add(warning)
-            gr.Warning(warning)
-    return " · ".join(answer.notes + answer.warnings)
 
 
 def ask_handler(profile):
-    def on_ask(question, top_k, mode, window, new_tokens, temperature, seed, progress=gr.Progress(track_tqdm=True)):
+    def on_ask(question, top_k, mode, window, new_tokens, temperature, seed, penalty, ngram,
+               progress=gr.Progress(track_tqdm=True)):
         """Ask button / question box -> rag_answer, plain_answer, sources, notes (all stream)."""
         told: set = set()
-        for answer in rag.run(_config(profile, top_k, mode, window, new_tokens, temperature, seed, question)):
-            yield answer.rag, answer.plain, sources_html(answer.sources), _tell(answer, told)
+        cfg = config(profile, top_k, mode, window, new_tokens, temperature, seed, penalty, ngram, question)
+        for answer in rag.run(cfg):
+            yield answer.rag, answer.plain, sources_html(answer.sources), tell(answer, told)
     return on_ask
 
 
-def chat_handler(profile):
-    def on_chat(message, history, top_k, mode, window, new_tokens, temperature, seed,
-                progress=gr.Progress(track_tqdm=True)):
-        """Chat message box -> chatbot (history plus the streamed reply), chat_sources, message box cleared."""
-        history = list(history or [])
-        asked = [*history, {"role": "user", "content": message}]
-        told: set = set()
-        for answer in rag.chat(_config(profile, top_k, mode, window, new_tokens, temperature, seed), message, history):
-            _tell(answer, told)
-            yield [*asked, {"role": "assistant", "content": answer.rag}], sources_html(answer.sources), ""
-    return on_chat
-
-
-def on_chat_clear():
-    """Clear chat button -> chatbot and chat_sources emptied."""
-    return [], sources_html([])
-
-
-# session -> the stop flag of the dish comparison it runs. Cancelling a streaming event only stops the page listening;
-# the Stop button sets this flag so the loop ends (and frees the model) at its next token.
-_LOOPS: dict[str, RunControl] = {}
-
-
-def compare_handler(profile):
-    def on_compare(n, loop_seed, top_k, mode, window, new_tokens, temperature, seed, request: gr.Request,
-                   progress=gr.Progress(track_tqdm=True)):
-        """Compare button -> loop_table (grows dish by dish), loop_csv (download)."""
-        cfg = _config(profile, top_k, mode, window, new_tokens, temperature, seed)
-        control = _LOOPS[request.session_hash] = RunControl()
-        try:
-            for rows, path in rag.compare_dishes(cfg, int(n), int(loop_seed), control):
-                yield pd.DataFrame(rows, columns=rag.COMPARE_COLUMNS), str(path)
-        finally:
-            _LOOPS.pop(request.session_hash, None)
-    return on_compare
-
-
-def on_compare_stop(request: gr.Request):
-    """Stop button -> the running comparison's stop flag (rows so far stay in the table and the CSV)."""
-    control = _LOOPS.get(request.session_hash)
-    if control is not None:
-        control.stop()
-
-
-def quality_handler(profile):
-    def on_quality(progress=gr.Progress(track_tqdm=True)):
-        """Measure retrieval button -> quality_table (hit@1, hit@3, query latency of the profile's embedding)."""
-        quality = rag.retrieval_quality(rag.RagConfig.from_profile(profile))
-        return pd.DataFrame([quality], columns=QUALITY_COLUMNS).round(3)
-    return on_quality
-
-
-def _settings():
+def _settings(profile):
     with gr.Accordion("Settings", open=False):
         with gr.Row():
             top_k = gr.Slider(1, 10, value=rag.RagConfig.top_k, step=1, label="Top-k recipes")
@@ -114,7 +36,11 @@ def _settings():
             temperature = gr.Slider(0, 1.5, value=rag.RagConfig.temperature, step=0.05,
                                     label="Temperature (0 = greedy)")
             seed = gr.Number(rag.RagConfig.seed, label="Seed", precision=0)
-    return [top_k, mode, window, new_tokens, temperature, seed]
+        with gr.Row():
+            penalty = gr.Number(profile.repetition_penalty, label="Repetition penalty (1 = off)")
+            ngram = gr.Number(profile.no_repeat_ngram_size, precision=0, label="No-repeat n-gram (0 = off)",
+                              info="the lite model loops without it")
+    return [top_k, mode, window, new_tokens, temperature, seed, penalty, ngram]
 
 
 def build(profile) -> None:
@@ -122,7 +48,7 @@ def build(profile) -> None:
                 "without them (plain). Compare the two, and check whether the retrieved recipes fit the question.")
     gr.Markdown(model_line("RAG LLM", profile.rag_llm) + " " + model_line("embedding", profile.embedding) + " "
                 + model_line("recipes", profile.recipes))
-    settings = _settings()
+    settings = _settings(profile)
     with gr.Row():
         question = gr.Textbox(rag.EXAMPLE_QUESTION, label="Question", scale=5)
         ask_button = gr.Button("Ask", variant="primary", scale=1)
@@ -130,48 +56,15 @@ def build(profile) -> None:
     with gr.Row():
         rag_answer = gr.Textbox(label="RAG answer (with retrieved recipes)", lines=10)
         plain_answer = gr.Textbox(label="Plain answer (same LLM, no retrieval)", lines=10)
+    gr.Markdown("<small>What to look for: whether the RAG answer uses the retrieved recipe's ingredients and steps "
+                "while the plain answer invents its own.</small>")
     sources = gr.HTML(sources_html([]), label="Retrieved recipes")
+    gr.Markdown("<small>What to look for: the similarity scores. The dish you asked for near the top, well above "
+                "the next one, means retrieval worked; close scores mean it could not tell them apart.</small>")
     ask = dict(fn=user_errors(ask_handler(profile), kept="the answer so far is shown"), inputs=[question, *settings],
                outputs=[rag_answer, plain_answer, sources, notes], **GPU_EVENT)
     ask_button.click(api_name="rag_ask", **ask)
     question.submit(api_name="rag_ask_submit", **ask)
-    _chat_panel(profile, settings)
-    _loop_panel(profile, settings)
-    _quality_panel(profile)
-
-
-def _chat_panel(profile, settings) -> None:
-    with gr.Accordion("Chat (keeps its history)", open=True):
-        chatbot = gr.Chatbot(label="Recipe chat", height=320)
-        with gr.Row():
-            message = gr.Textbox(label="Message", placeholder="Ask about a dish, then follow up", scale=5)
-            clear_button = gr.Button("Clear chat", scale=1)
-        chat_sources = gr.HTML(sources_html([]), label="Recipes retrieved for the last message")
-    message.submit(user_errors(chat_handler(profile)), inputs=[message, chatbot, *settings],
-                   outputs=[chatbot, chat_sources, message], api_name="rag_chat", **GPU_EVENT)
-    clear_button.click(on_chat_clear, outputs=[chatbot, chat_sources], api_name="rag_chat_clear", queue=False)
-
-
-def _loop_panel(profile, settings) -> None:
-    with gr.Accordion("Compare over test dishes: random test-split dishes, both answers", open=False):
-        with gr.Row():
-            n = gr.Slider(1, 20, value=5, step=1, label="Dishes")
-            loop_seed = gr.Number(0, label="Sampling seed", precision=0)
-            loop_button = gr.Button("Compare dishes", variant="primary")
-            stop_button = gr.Button("Stop", variant="stop")
-        loop_table = gr.Dataframe(pd.DataFrame(columns=rag.COMPARE_COLUMNS), label="Results", wrap=True)
-        loop_csv = gr.File(label="Download CSV")
-    compare = user_errors(compare_handler(profile), kept="the dishes compared so far stay in the table and the CSV")
-    loop = loop_button.click(compare, inputs=[n, loop_seed, *settings], outputs=[loop_table, loop_csv],
-                             api_name="rag_compare", **GPU_EVENT)
-    stop_button.click(on_compare_stop, cancels=[loop], api_name="rag_compare_stop", queue=False)
-
-
-def _quality_panel(profile) -> None:
-    with gr.Accordion("Retrieval quality: hit@k for dishes in the index", open=False):
-        gr.Markdown('Each indexed dish is asked as "How do I make {name}?": hit@k is the share whose own recipe '
-                    "comes back among the first k.")
-        quality_button = gr.Button("Measure retrieval")
-        quality_table = gr.Dataframe(pd.DataFrame(columns=QUALITY_COLUMNS), label="Retrieval quality")
-    quality_button.click(user_errors(quality_handler(profile)), outputs=quality_table, api_name="rag_quality",
-                         **GPU_EVENT)
+    rag_panels.chat_panel(profile, settings)
+    rag_panels.compare_panel(profile, settings)
+    rag_panels.quality_panel(profile)

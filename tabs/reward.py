@@ -1,14 +1,16 @@
 """Reward explorer tab: a prompt with a chosen and a rejected answer, scored by the profile's reward model
-(QRM on the full profile, an LLM judge on lite); attribute bars with the gating line and reward distributions."""
+(QRM on the full profile, an LLM judge on lite); attribute bars with the gating line and reward distributions.
+The preference-data view (many pairs at once) is tabs/reward_pairs.py, built at the end of `build`."""
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
 from core import reward
+from tabs import reward_pairs
 from tabs.common import GPU_EVENT, model_line, user_errors
 
-API_NAMES = ["reward_example", "reward_score", "reward_distribution"]
+API_NAMES = ["reward_example", "reward_score", "reward_distribution", *reward_pairs.API_NAMES]
 JUDGE_NOTE = ("**Lite substitute, not a reward model.** No QRM here (it needs a GPU and the hub): `{judge}` is asked "
               "to rate each attribute from 1 to 5, and its probabilities over those five digits give an expected "
               "rating and a distribution per attribute. It was never trained on preferences and has **no gate**: "
@@ -80,6 +82,9 @@ def build(profile) -> None:
     with gr.Row():
         attribute_plot = gr.Plot(label="Attribute rewards and gating", show_label=False)
         distribution_plot = gr.Plot(label="Reward distributions", show_label=False)
+    gr.Markdown("<small>What to look for: the attributes where chosen and rejected differ most, and whether the "
+                "gate (which reads only the prompt) weighs those attributes; a big gap on a lightly gated attribute "
+                "barely moves the final score. The distributions' spread is the model's own uncertainty.</small>")
     score_table = gr.Dataframe(pd.DataFrame(columns=["row", "chosen", "rejected", "gate"]), label="Scores",
                                interactive=False)
     result_state = gr.State(None)
@@ -92,3 +97,5 @@ def build(profile) -> None:
                        api_name="reward_score", **GPU_EVENT)
     per_attribute_box.change(on_detail_toggle, inputs=[result_state, per_attribute_box], outputs=distribution_plot,
                              api_name="reward_distribution")
+    reward_pairs.build(profile, [prompt_box, chosen_box, rejected_box],
+                       JUDGE_NOTE.format(judge=judge) if judge else None)

@@ -229,7 +229,7 @@ def client(cfg):
 
 
 def test_endpoints_answer_through_gradio_client(client):
-    settings = [3, "compact", 512, 16, 0.7, 0]
+    settings = [3, "compact", 512, 16, 0.7, 0, 1.0, 0]
     rag_text, plain_text, sources, _notes = client.predict(QUESTION, *settings, api_name="/rag_ask")
     assert rag_text and plain_text and sources.count("<details>") == 3 and "similarity" in sources
     with pytest.raises(Exception, match="the question is empty"):
@@ -239,7 +239,7 @@ def test_endpoints_answer_through_gradio_client(client):
 
 
 def test_stop_button_ends_a_running_comparison(client):
-    settings = [3, "compact", 512, 16, 0.7, 0]
+    settings = [3, "compact", 512, 16, 0.7, 0, 1.0, 0]
     job = client.submit(12, 0, *settings, api_name="/rag_compare")
     deadline = time.monotonic() + 120
     while not job.outputs() and time.monotonic() < deadline:

@@ -1,5 +1,6 @@
 """The lite LLM judge: rating distributions from SmolLM2's digit probabilities, its quantiles, batching, and that
 it shares the resident slot with the ICL generator."""
+import json
 import math
 
 import pytest
@@ -52,3 +53,19 @@ def test_lite_run_scores_the_pencil_pair_on_the_resident_generator(smollm2):
 def test_judge_truncates_a_long_prompt(smollm2):
     s = judge.score(smollm2, "pencil " * 8000 + "Is graphite lead?", ["No."], 160)[0]
     assert s.truncated and s.n_tokens <= 160 and math.isfinite(s.score)
+
+
+def test_judge_scores_pairs_of_different_prompts_in_one_batch(smollm2, tmp_path):
+    """Two pairs, four conversations with two prompts, 20 rating questions in one forward pass: the shorter prompt's
+    pair (the most left-padded rows) gets the same ratings as when scored alone through the single-pair pipeline."""
+    rows = [{"prompt": "Is graphite lead?", "chosen": "No, graphite is carbon.", "rejected": "Yes."},
+            {"prompt": "What is the capital of France? Answer in one word.", "chosen": "Paris", "rejected": "Lyon"}]
+    path = tmp_path / "two.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = reward.score_pairs(reward.PairsConfig(dataset=str(path), n=2, batch_size=2, model_id=LITE.reward_model))
+    assert result.scorer == "judge" and result.attributes == list(reward.ATTRIBUTES) and len(result.pairs) == 2
+    p = next(p for p in result.pairs if p.prompt == rows[0]["prompt"])
+    alone = reward.run(reward.RewardConfig(prompt=p.prompt, responses=(p.chosen, p.rejected),
+                                           model_id=LITE.reward_model))
+    assert [p.chosen_score, p.rejected_score] == pytest.approx([s.score for s in alone.scores], abs=1e-4)
+    assert p.chosen_rewards == pytest.approx(alone.scores[0].rewards, abs=1e-4)

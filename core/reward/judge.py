@@ -70,12 +70,12 @@ def _rating_probs(lm, rows: list[list[int]]):
     return torch.softmax(logits[:, digit_ids(lm.tokenizer)], dim=-1).cpu()
 
 
-def score(lm, prompt: str, responses: list[str], max_tokens: int) -> list[ResponseScore]:
-    """Every (response, attribute) question in one forward pass; per response: expected rating per attribute,
-    their quantiles, and the plain mean of the expected ratings as the final score."""
+def score_conversations(lm, conversations: list[tuple[str, str]], max_tokens: int) -> list[ResponseScore]:
+    """Every (conversation, attribute) question in one forward pass; per (prompt, response): expected rating per
+    attribute, their quantiles, and the plain mean of the expected ratings as the final score."""
     levels = quantile_levels(19)
-    encoded = [_encode(lm.tokenizer, prompt, r, a, max_tokens) for r in responses for a in ATTRIBUTES]
-    probs = _rating_probs(lm, [ids for ids, _ in encoded]).view(len(responses), len(ATTRIBUTES), len(RATINGS))
+    encoded = [_encode(lm.tokenizer, p, r, a, max_tokens) for p, r in conversations for a in ATTRIBUTES]
+    probs = _rating_probs(lm, [ids for ids, _ in encoded]).view(len(conversations), len(ATTRIBUTES), len(RATINGS))
     results = []
     for i, per_attribute in enumerate(probs.tolist()):
         expected = [sum(k * p for k, p in zip(RATINGS, dist)) for dist in per_attribute]
@@ -87,3 +87,8 @@ def score(lm, prompt: str, responses: list[str], max_tokens: int) -> list[Respon
             rating_probs=per_attribute, n_tokens=max(len(ids) for ids, _ in mine),
             truncated=any(t for _, t in mine)))
     return results
+
+
+def score(lm, prompt: str, responses: list[str], max_tokens: int) -> list[ResponseScore]:
+    """Every response to one prompt, all attributes in one forward pass."""
+    return score_conversations(lm, [(prompt, r) for r in responses], max_tokens)
