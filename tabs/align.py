@@ -12,6 +12,7 @@ import pandas as pd
 from core import align, curves, jobs
 from tabs import align_after, training
 from tabs.common import GPU_EVENT, model_line, user_errors
+from tabs.training import started_line
 
 API_NAMES = ["filter_preferences", "align_start", "align_preset", "align_poll", "align_stop", "align_cancel",
              "align_resume", "align_download", *align_after.API_NAMES]
@@ -76,8 +77,7 @@ def start_handler(profile):
             first = jobs.JOBS.start("align", *runs[0])
         else:
             first = jobs.JOBS.start_sequence("align", runs, on_done=align_after.score_all(profile))
-        gr.Info(f"Started {first.run_id}: the curves below update every second; closing this page does not stop it.")
-        return [first.run_id]
+        return [first.run_id], started_line(first.run_id)
     return on_start_click
 
 
@@ -123,7 +123,7 @@ def _advanced(profile) -> list:
                       gr.Number(cfg.max_length, precision=0, label="max length (prompt + answer tokens)")]
         with gr.Row():
             fields += [gr.Number(cfg.micro_batch, precision=0, label="micro-batch (0 = auto from free memory)"),
-                       gr.Radio(list(align.PRECISIONS), value=cfg.precision, label="precision (GPU)"),
+                       gr.Radio(["4bit", "16bit"], value=cfg.precision, label="precision (GPU; a CPU trains fp32)"),
                        gr.Number(cfg.max_steps, precision=0, label="max steps (-1 = one epoch)"),
                        gr.Number(cfg.save_steps, precision=0, label="checkpoint every (steps)")]
         fields.append(gr.Textbox(cfg.free_prompt, label="your own prompt, answered after training (optional)"))
@@ -144,6 +144,6 @@ def build(profile) -> None:
     panel = training.run_panel("align", curves.ALIGN_CHARTS)
     align_after.build(profile, panel.selected)
     start_button.click(start_handler(profile),
-                       [method, preset, data.similarity, data.word_limit, data.drop_toxic, *advanced], panel.selected,
-                       api_name="align_start", **GPU_EVENT)
+                       [method, preset, data.similarity, data.word_limit, data.drop_toxic, *advanced],
+                       [panel.selected, panel.started], api_name="align_start", **GPU_EVENT)
     preset.change(preset_handler(profile), preset, advanced, api_name="align_preset", queue=False)

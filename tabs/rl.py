@@ -10,6 +10,7 @@ import gradio as gr
 from core import curves, jobs, rl
 from tabs import rl_views, training
 from tabs.common import GPU_EVENT, model_line, user_errors
+from tabs.training import started_line
 
 API_NAMES = ["rl_start", "rl_preset", "rl_poll", "rl_stop", "rl_cancel", "rl_resume", "rl_download",
              *rl_views.API_NAMES]
@@ -45,8 +46,7 @@ def start_handler(profile):
         runs = [(["--profile", profile.name, "--algo", c.algo, *jobs.config_argv(c, skip=FROM_PROFILE)],
                  f"{name}-{c.algo}") for c in cfgs]
         first = jobs.JOBS.start("rl", *runs[0]) if len(runs) == 1 else jobs.JOBS.start_sequence("rl", runs)
-        gr.Info(f"Started {first.run_id}: the curves below update every second; closing this page does not stop it.")
-        return [first.run_id]
+        return [first.run_id], started_line(first.run_id)
     return on_start_click
 
 
@@ -96,8 +96,8 @@ def build(profile) -> None:
     start_button = gr.Button("Start training", variant="primary")
     panel = training.run_panel("rl", curves.RL_CHARTS)
     rl_views.build(profile, panel.selected)
-    start_button.click(start_handler(profile), [algo, preset, *advanced], panel.selected, api_name="rl_start",
-                       **GPU_EVENT)
+    start_button.click(start_handler(profile), [algo, preset, *advanced], [panel.selected, panel.started],
+                       api_name="rl_start", **GPU_EVENT)
     preset.change(preset_handler(profile), preset, [shows, *advanced], api_name="rl_preset", queue=False)
     with gr.Accordion("ROUGE as a reward: score a summary of your own", open=False):
         rl_views.rouge_panel(profile)

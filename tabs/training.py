@@ -39,6 +39,11 @@ def progress_html(info: jobs.RunInfo | None) -> str:
             f"<p>{' · '.join(parts)}</p>")
 
 
+def started_line(run_id: str) -> str:
+    return (f"Started **{run_id}**. The curves below update every second; closing or reloading this page does not "
+            "stop it.")
+
+
 def runs_frame(kind: str) -> pd.DataFrame:
     rows = []
     for r in jobs.list_runs(kind):
@@ -125,7 +130,7 @@ def control_handlers(kind: str):
         if not selected:
             raise ValueError("pick a stopped or interrupted run to resume")
         run = jobs.JOBS.resume(kind, selected[0])
-        return [run.run_id]
+        return [run.run_id], f"Resumed **{run.run_id}** from step {run.checkpoint_step}."
 
     @user_errors
     def on_download(selected):
@@ -141,7 +146,7 @@ def control_handlers(kind: str):
 
 def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
     """Lays out the panel; returns the selection state, which a tab's start handler writes."""
-    ui = SimpleNamespace(selected=gr.State([]))
+    ui = SimpleNamespace(selected=gr.State([]), started=gr.Markdown())
     with gr.Row():
         stop_button = gr.Button("Stop and save", variant="secondary")
         cancel_button = gr.Button("Cancel", variant="stop")
@@ -168,6 +173,6 @@ def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
     picker.input(lambda names: names, picker, ui.selected, api_name=f"{kind}_pick", **POLL_EVENT)
     stop_button.click(on_stop, ui.selected, None, api_name=f"{kind}_stop", **POLL_EVENT)
     cancel_button.click(on_cancel, ui.selected, None, api_name=f"{kind}_cancel", **POLL_EVENT)
-    resume_button.click(on_resume, ui.selected, ui.selected, api_name=f"{kind}_resume", **GPU_EVENT)
+    resume_button.click(on_resume, ui.selected, [ui.selected, ui.started], api_name=f"{kind}_resume", **GPU_EVENT)
     download_button.click(on_download, ui.selected, download, api_name=f"{kind}_download", **POLL_EVENT)
     return ui
