@@ -7,6 +7,7 @@ BENCHES = {
     "icl": "bench.icl",
     "reward": "bench.reward",
     "rag": "bench.rag",
+    "rl": "bench.rl",  # our PPO (default path vs the notebook's) and trl GRPO: s/step
 }
 
 

@@ -143,3 +143,13 @@ def test_an_added_pad_token_grows_the_embeddings_with_their_mean(tiny_lm_dir, mo
     grown = model.get_input_embeddings().weight
     assert tokenizer.pad_token == "<|new pad|>" and grown.shape[0] == old.shape[0] + 1
     assert torch.allclose(grown[-1], old.mean(0)) and model.config.pad_token_id == tokenizer.pad_token_id
+
+
+@pytest.mark.gpu
+def test_cuda_default_path_bf16_and_static_cache_trains_from_zero_kl(tiny_lm_dir, tmp_path):
+    recorder = RunRecorder(tmp_path / "run")
+    trainer = PpoTrainer(tiny_config(tiny_lm_dir, steps=3), news_rows(), target_reward, recorder)
+    assert trainer.static_cache and trainer.accelerator.mixed_precision == "bf16"
+    assert trainer.train()["steps_done"] == 3
+    metrics = read_lines(recorder.run_dir / "metrics.jsonl")
+    assert metrics[0]["kl"] == 0.0 and all(m["response_length"] > 0 for m in metrics)

@@ -46,16 +46,17 @@ def build_config(args, profile) -> RlConfig:
 
 def planned_runs(args, profile) -> list[tuple[RlConfig, Path]]:
     """(config, run folder) per run: the resumed one, the one asked for, or PPO then GRPO for --algo both."""
+    run_dir = args.run_dir.resolve() if args.run_dir else None  # checkpoint events record absolute paths
     if args.resume:
-        if args.run_dir is None:
+        if run_dir is None:
             raise ValueError("--resume needs --run-dir: the folder of the run to continue")
-        return [(config_from_file(json.loads((args.run_dir / "config.json").read_text())), args.run_dir)]
+        return [(config_from_file(json.loads((run_dir / "config.json").read_text())), run_dir)]
     cfg = build_config(args, profile)
     algos = list(ALGOS) if args.algo == "both" else [cfg.algo]
-    if len(algos) > 1 and args.run_dir is not None:
+    if len(algos) > 1 and run_dir is not None:
         raise ValueError("--algo both makes two run folders: leave out --run-dir")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return [(dataclasses.replace(cfg, algo=algo), args.run_dir or new_run_dir("rl", f"{stamp}-{algo}"))
+    return [(dataclasses.replace(cfg, algo=algo), run_dir or new_run_dir("rl", f"{stamp}-{algo}"))
             for algo in algos]
 
 

@@ -44,10 +44,14 @@ class PpoTrainer:
     def __init__(self, cfg, rows: list[dict], reward_fn, recorder: RunRecorder | None = None,
                  checkpoint: Path | None = None):
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
         from transformers import set_seed
 
         cuda = torch.cuda.is_available()
         self.cfg, self.reward_fn, self.recorder = cfg, reward_fn, recorder
+        # accelerate keeps one process-wide state and refuses a second mixed precision; like transformers'
+        # TrainingArguments we reset it, so a bf16 run and an fp32 run (the bench) can follow each other.
+        AcceleratorState._reset_state(reset_partial_state=True)
         self.accelerator = Accelerator(mixed_precision="bf16" if cuda and cfg.bf16 else "no", cpu=not cuda)
         self.static_cache = cuda and cfg.static_cache
         set_seed(cfg.seed)
