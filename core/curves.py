@@ -64,7 +64,9 @@ def chart_rows(runs: list[RunInfo], chart: Chart) -> list[dict]:
     for run in runs:
         metrics = read_lines(run.folder / "metrics.jsonl")
         for key in chart.keys:
-            points = [(m["step"], float(m[key])) for m in metrics if isinstance(m.get(key), (int, float))]
+            # a resumed run logs again the steps after its checkpoint that the ended run had logged: the last wins
+            latest = {m["step"]: float(m[key]) for m in metrics if isinstance(m.get(key), (int, float))}
+            points = sorted(latest.items())
             if not points:
                 continue
             name = key if len(runs) == 1 else f"{run.run_id} · {key}"

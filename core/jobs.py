@@ -47,15 +47,20 @@ class RunRecorder:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
+        # Under `accelerate launch --num_processes N` every process runs the job; only rank 0 writes the folder.
+        self.writes = int(os.environ.get("RANK", "0")) == 0
 
     @property
     def run_id(self) -> str:
         return self.run_dir.name
 
     def write_config(self, config: dict) -> None:
-        write_json(self.run_dir / "config.json", config)
+        if self.writes:
+            write_json(self.run_dir / "config.json", config)
 
     def _append(self, name: str, record: dict) -> None:
+        if not self.writes:
+            return
         with open(self.run_dir / name, "a") as f:  # one line per write, flushed: a reader never waits for a buffer
             f.write(json.dumps(record, default=float) + "\n")
             f.flush()
@@ -80,7 +85,8 @@ class RunRecorder:
         """summary.json, the run's last write: status, why it ended, wall time and the job's figures."""
         summary = {"status": status, "reason": reason, "wall_s": time.perf_counter() - self.started,
                    **peak_memory(), **figures}
-        write_json(self.run_dir / "summary.json", summary)
+        if self.writes:
+            write_json(self.run_dir / "summary.json", summary)
         self.event(status, reason=reason)
         return summary
 
@@ -101,7 +107,7 @@ def run_job(run_dir: Path, work: Callable[[RunRecorder], dict], resume: bool = F
     """Runs `work(recorder)` as the job of `run_dir`: work returns its summary figures with "status" (finished or
     stopped) and "reason"; an exception ends the run as failed, SIGTERM as cancelled. Returns the summary."""
     recorder = RunRecorder(run_dir)
-    for leftover in (STOP, CANCEL, "summary.json"):  # a resumed run starts without the last end's marks
+    for leftover in (STOP, CANCEL, "summary.json") if recorder.writes else ():  # a resumed run starts unmarked
         (recorder.run_dir / leftover).unlink(missing_ok=True)
     previous = signal.signal(signal.SIGTERM, _raise_cancelled)
     recorder.event("resumed" if resume else "started", pid=os.getpid())
