@@ -17,7 +17,7 @@ from core import align, jobs, profiles
 from core import __main__ as core_main
 from core.align import AlignConfig
 from core.align import cli as align_cli
-from core.align.plan import GIB, ModelShape, choose_micro_batch, lora_parameters, training_bytes
+from core.align.plan import GIB, ModelShape, choose_micro_batch, cpu_threads, lora_parameters, training_bytes
 from core.generation import GenerationConfig, generate
 from core.jobs import RunRecorder
 from core.runs import REPO_ROOT, new_run_dir
@@ -225,6 +225,16 @@ def test_the_estimate_covers_the_measured_peaks(method, offloaded, micro_batch, 
     estimated = training_bytes(LLAMA_3B, micro_batch, 500, method, LORA_3B, offloaded_checkpoints=offloaded) / GIB
     assert estimated + weights_gib >= measured_gb, why
     assert estimated + weights_gib <= 2 * measured_gb, f"{why}: so cautious it would waste the GPU"
+
+
+@pytest.mark.parametrize("cores, load, threads, why", [
+    (2, 0.3, 2, "an idle laptop: both cores"),
+    (2, 1.2, 1, "one core busy elsewhere"),
+    (2, 5.0, 1, "an oversubscribed machine still gets one thread"),
+    (16, 3.9, 13, "a big machine shares what is idle"),
+])
+def test_a_cpu_job_takes_the_idle_cores(cores, load, threads, why):
+    assert cpu_threads(cores, load) == threads, why
 
 
 BAD_CONFIGS = [  # (overrides, message fragment, why)

@@ -5,6 +5,7 @@ answers. Resuming continues from the run's last checkpoint (optimizer, scheduler
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 from pathlib import Path
@@ -15,8 +16,8 @@ from core.align.data import prepare
 from core.align.meter import TokenCounter, throughput_callback
 from core.align.model import (ADAPTER_DIR, Policy, check_base_model, last_checkpoint, load_policy,
                               read_checkpoint)
-from core.align.plan import (BatchPlan, choose_micro_batch, cpu_plan, lora_parameters, steps_per_run,
-                             training_bytes)
+from core.align.plan import (BatchPlan, choose_micro_batch, cpu_plan, cpu_threads, lora_parameters,
+                             steps_per_run, training_bytes)
 from core.jobs import RunRecorder
 from core.runs import publish_folder, write_json
 from core.training import free_accelerator_bytes, recorder_callback, use_cpu_lm_head
@@ -36,9 +37,9 @@ def train(cfg: AlignConfig, recorder: RunRecorder, resume: bool = False) -> dict
     dataset, subset, longest = fit_to_length(data.dataset, data.subset, policy.tokenizer, cfg.max_length)
     plan = plan_batches(cfg, policy, longest)
     max_steps = cfg.max_steps if cfg.max_steps > 0 else steps_per_run(len(dataset), plan, cfg.epochs)
-    optim = resolve_optim(cfg, policy)
+    optim, threads = resolve_optim(cfg, policy), set_cpu_threads(policy)
     if not resume:  # a resumed run keeps the config.json it was started with
-        recorder.write_config(run_config(cfg, policy, plan, max_steps, optim, data, len(dataset)))
+        recorder.write_config({**run_config(cfg, policy, plan, max_steps, optim, data, len(dataset)), **threads})
     counter = TokenCounter(None)
     meter = throughput_callback(counter)
     trainer = make_trainer(cfg, policy, dataset, trainer_args(cfg, recorder.run_dir, policy, plan, max_steps, optim),
@@ -85,6 +86,21 @@ def plan_batches(cfg: AlignConfig, policy: Policy, seq_len: int) -> BatchPlan:
     return choose_micro_batch(cfg.effective_batch, free_accelerator_bytes(), estimate)
 
 
+def set_cpu_threads(policy: Policy) -> dict:
+    """On a CPU, as many torch threads as there are idle cores (see core.align.plan.cpu_threads), unless
+    OMP_NUM_THREADS says otherwise; what was set goes to config.json."""
+    if policy.device != "cpu":
+        return {}
+    import torch
+
+    cores, load = torch.get_num_threads(), os.getloadavg()[0]
+    if os.environ.get("OMP_NUM_THREADS"):
+        return {"cpu_threads": cores, "cpu_threads_reason": "OMP_NUM_THREADS"}
+    torch.set_num_threads(cpu_threads(cores, load))
+    return {"cpu_threads": torch.get_num_threads(),
+            "cpu_threads_reason": f"load average {load:.1f} on {cores} cores when training began"}
+
+
 def resolve_optim(cfg: AlignConfig, policy: Policy) -> str:
     if cfg.optim == "auto":
         return "adamw_8bit" if policy.device == "cuda" else "adamw_torch"
@@ -118,7 +134,7 @@ def trainer_args(cfg: AlignConfig, run_dir: Path, policy: Policy, plan: BatchPla
                 seed=cfg.seed, logging_steps=1, save_strategy="steps", save_steps=cfg.save_steps,
                 save_total_limit=2, report_to="none", bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda,
                 gradient_checkpointing=cuda and policy.backend != "unsloth", beta=cfg.beta,
-                max_length=cfg.max_length, remove_unused_columns=False, dataloader_num_workers=0)
+                max_length=cfg.max_length, remove_unused_columns=False)
 
 
 def make_trainer(cfg: AlignConfig, policy: Policy, dataset, args: dict, callbacks: list):
