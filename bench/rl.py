@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import tempfile
 from pathlib import Path
+
+os.environ["ALAB_NO_UNSLOTH"] = "1"  # as in the RL job itself (core/__init__.py says why); set before core loads
 
 from bench.common import header, table, timed
 
@@ -101,7 +104,9 @@ def rows_for(mode: str, steps: int, folder: Path) -> list[dict]:
                 grpo_row(f"trl GRPO, {cfg.num_generations} per article", cfg, rows, steps, folder / "grpo")]
     notebook = dataclasses.replace(cfg, bf16=False, static_cache=False)
     ours = ppo_row("our PPO, default path", cfg, rows, steps)
+    print(f"measured: {ours}", flush=True)  # rows as they finish: a run cut short keeps what it measured
     theirs = ppo_row("our PPO, the notebook's configuration", notebook, rows, steps)
+    print(f"measured: {theirs}", flush=True)
     ratio = theirs["s/step (median)"] / ours["s/step (median)"]
     ours["vs notebook"], theirs["vs notebook"] = f"{ratio:.2f}x faster", "1x"
     grpo = grpo_row(f"trl GRPO, {cfg.num_generations} per article", cfg, rows, steps, folder / "grpo")

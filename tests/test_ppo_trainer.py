@@ -145,11 +145,25 @@ def test_an_added_pad_token_grows_the_embeddings_with_their_mean(tiny_lm_dir, mo
     assert torch.allclose(grown[-1], old.mean(0)) and model.config.pad_token_id == tokenizer.pad_token_id
 
 
-@pytest.mark.gpu
-def test_cuda_default_path_bf16_and_static_cache_trains_from_zero_kl(tiny_lm_dir, tmp_path):
-    recorder = RunRecorder(tmp_path / "run")
-    trainer = PpoTrainer(tiny_config(tiny_lm_dir, steps=3), news_rows(), target_reward, recorder)
-    assert trainer.static_cache and trainer.accelerator.mixed_precision == "bf16"
-    assert trainer.train()["steps_done"] == 3
-    metrics = read_lines(recorder.run_dir / "metrics.jsonl")
-    assert metrics[0]["kl"] == 0.0 and all(m["response_length"] > 0 for m in metrics)
+@pytest.mark.parametrize("config, bf16, fits, why", [
+    ("gpt2", True, True, "no rotary embedding: keys and values both bf16 under autocast"),
+    ("llama", True, False, "rotary: fp32 keys beside bf16 values, which one static cache cannot hold"),
+    ("llama", False, True, "fp32 throughout: one dtype"),
+])
+def test_the_static_cache_is_used_only_where_it_holds_the_keys_and_values(config, bf16, fits, why):
+    from transformers import GPT2Config, LlamaConfig
+
+    from core.rl.ppo_trainer import static_cache_fits
+
+    assert static_cache_fits({"gpt2": GPT2Config(), "llama": LlamaConfig()}[config], bf16) is fits, why
+
+
+def test_a_rotary_model_under_bf16_autocast_breaks_a_static_cache_and_generates_with_the_default_one(tiny_lm_dir):
+    """Why static_cache_fits exists, reproduced on a CPU (autocast works there too)."""
+    tokenizer = load_tokenizer(str(tiny_lm_dir))
+    model = load_lm(str(tiny_lm_dir), tokenizer)
+    query, mask = encode_prompts(tokenizer, ["hello there", "a"], "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(RuntimeError, match="same dtype"):
+            sample(model, tokenizer, query, mask, 4, temperature=0.0, static_cache=True)
+        assert sample(model, tokenizer, query, mask, 4, temperature=0.0).response.shape[0] == 2

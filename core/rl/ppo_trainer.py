@@ -53,9 +53,9 @@ class PpoTrainer:
         # TrainingArguments we reset it, so a bf16 run and an fp32 run (the bench) can follow each other.
         AcceleratorState._reset_state(reset_partial_state=True)
         self.accelerator = Accelerator(mixed_precision="bf16" if cuda and cfg.bf16 else "no", cpu=not cuda)
-        self.static_cache = cuda and cfg.static_cache
         set_seed(cfg.seed)
         self.policy = build_policy(cfg.policy, cfg.lora, cfg.lora_r, cfg.lora_alpha, checkpoint)
+        self.static_cache = cuda and cfg.static_cache and static_cache_fits(self.policy.module.lm.config, cfg.bf16)
         self.rows = with_prompts(self.policy.tokenizer, rows, cfg.max_prompt_tokens)
         params = [p for p in self.policy.module.parameters() if p.requires_grad]
         self.module, self.optimizer = self.accelerator.prepare(
@@ -213,3 +213,12 @@ class PpoTrainer:
         done = self.steps_done - started
         return {"status": status, "reason": reason, "steps_done": self.steps_done,
                 "seconds_per_step": (time.perf_counter() - began) / done if done else None}
+
+
+def static_cache_fits(config, bf16: bool) -> bool:
+    """Whether a static KV cache can hold this model's keys and values under bf16 autocast. It holds one dtype,
+    and rotary models (Llama, SmolLM2) give fp32 keys (fp32 cos/sin) beside bf16 values there, which fails in
+    index_copy_; GPT-2 (the notebook's summarizer, no rotary embedding) gives bf16 for both."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    rotary = getattr(text, "rope_parameters", None) or getattr(text, "rope_theta", None)
+    return not (bf16 and rotary)
