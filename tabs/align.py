@@ -10,12 +10,13 @@ import gradio as gr
 import pandas as pd
 
 from core import align, curves, jobs
-from tabs import align_after, training
+from core import feedback as feedback_core
+from tabs import align_after, feedback, training
 from tabs.common import GPU_EVENT, model_line, user_errors
 from tabs.training import started_line
 
-API_NAMES = ["filter_preferences", "align_start", "align_preset", "align_poll", "align_stop", "align_cancel",
-             "align_resume", "align_download", *align_after.API_NAMES]
+API_NAMES = ["filter_preferences", "align_datasets", "align_start", "align_preset", "align_poll", "align_stop",
+             "align_cancel", "align_resume", "align_download", *align_after.API_NAMES, *feedback.API_NAMES]
 RULE_LABELS = {"source": "dropped source", "similarity": "too similar", "word_limit": "too long"}
 PREVIEW_COLUMNS = ["prompt", "chosen", "rejected"]
 METHOD_CHOICES = [("DPO", "dpo"), ("ORPO", "orpo"),
@@ -38,12 +39,26 @@ def _summary(result: align.PreferenceDataResult, cfg: align.PreferenceDataConfig
     return "\n\n".join(lines)
 
 
+def data_choices(profile) -> list[tuple[str, str]]:
+    """The profile's preference data, then every set the class voted into existence (newest first)."""
+    votes = [(f"class votes · {f.parent.name}", str(f)) for f in feedback_core.list_exports()]
+    return [(f"{profile.preferences} (the profile's preference data)", profile.preferences), *votes]
+
+
+def _dataset(profile, picked: str | None) -> str:
+    allowed = {value for _label, value in data_choices(profile)}
+    if picked and picked not in allowed:
+        raise ValueError("that preference set is not in the list: press ↻ to refresh it")
+    return picked or profile.preferences
+
+
 def filter_handler(profile):
     @user_errors
-    def on_filter_click(threshold, limit, drop, rows, progress=gr.Progress(track_tqdm=True)):
-        """Reads the four filter inputs; writes the summary line, the removed-rows bars and the preview table."""
+    def on_filter_click(dataset, threshold, limit, drop, rows, progress=gr.Progress(track_tqdm=True)):
+        """Reads the data picker and the four filter inputs; writes the summary line, the removed-rows bars and
+        the preview table."""
         cfg = align.PreferenceDataConfig(
-            dataset=profile.preferences, similarity_threshold=float(threshold), word_limit=int(limit or 0),
+            dataset=_dataset(profile, dataset), similarity_threshold=float(threshold), word_limit=int(limit or 0),
             drop_sources=(align.TOXIC_SOURCE,) if drop else (), n_rows=int(rows or 0), tokenizer_id=profile.generator)
         result = align.prepare(cfg)
         return _summary(result, cfg), _removed_frame(result), pd.DataFrame(result.preview, columns=PREVIEW_COLUMNS)
@@ -58,17 +73,18 @@ def _configs(profile, method, preset, values: dict) -> list[align.AlignConfig]:
                      micro_batch=int(whole["micro_batch"]), precision=whole["precision"],
                      max_steps=int(whole["max_steps"]), save_steps=int(whole["save_steps"]),
                      free_prompt=whole["free_prompt"] or "", similarity=float(values["similarity"]),
-                     word_limit=int(values["word_limit"]), drop_toxic=bool(values["drop_toxic"]))
+                     word_limit=int(values["word_limit"]), drop_toxic=bool(values["drop_toxic"]),
+                     dataset=_dataset(profile, values["dataset"]))
     methods = ["dpo", "orpo"] if method == "both" else [method]
     return [align.preset_config(preset, profile, method=m, **overrides) for m in methods]
 
 
 def start_handler(profile):
     @user_errors
-    def on_start_click(method, preset, similarity, word_limit, drop_toxic, *advanced):
-        """Start button: reads the method, preset, data filters and Advanced settings; starts the training job(s)
-        and selects the new run (its curves appear below)."""
-        cfgs = _configs(profile, method, preset, dict(similarity=similarity, word_limit=word_limit,
+    def on_start_click(method, preset, dataset, similarity, word_limit, drop_toxic, *advanced):
+        """Start button: reads the method, preset, data picker and filters, and the Advanced settings; starts the
+        training job(s) and selects the new run (its curves appear below)."""
+        cfgs = _configs(profile, method, preset, dict(dataset=dataset, similarity=similarity, word_limit=word_limit,
                                                       drop_toxic=drop_toxic, advanced=advanced))
         align.prepare(align.data_config(cfgs[0]))  # zero pairs left after filtering: say so before a job starts
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -93,9 +109,14 @@ def _data_panel(profile) -> SimpleNamespace:
     gr.Markdown("### 1. Preference data\nThe course notebook's filters: drop pairs whose two answers are nearly "
                 "identical (Levenshtein ratio), pairs with an over-long answer, and the toxic-dpo source; then a "
                 "seeded subset, formatted as prompt (chat template + assistant header) / chosen / rejected "
-                "(answer + eos).")
+                "(answer + eos). The class's own votes (panel 4) appear in the picker once exported.")
     with gr.Row():
-        ui = SimpleNamespace(
+        dataset = gr.Dropdown(data_choices(profile), value=profile.preferences, label="preference data", scale=5)
+        refresh = gr.Button("↻", scale=0, size="sm")
+    refresh.click(lambda: gr.update(choices=data_choices(profile)), None, dataset, api_name="align_datasets",
+                  queue=False)
+    with gr.Row():
+        ui = SimpleNamespace(dataset=dataset,
             similarity=gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Similarity threshold",
                                  info="drop pairs whose answers have Levenshtein ratio >= this"),
             word_limit=gr.Number(value=1000, precision=0, minimum=1, label="Word limit",
@@ -108,7 +129,8 @@ def _data_panel(profile) -> SimpleNamespace:
                               y_lim=[0, None], sort=list(RULE_LABELS.values()))
     preview = gr.Dataframe(headers=PREVIEW_COLUMNS, label="Formatted preview (first rows)", wrap=True,
                            column_widths=["40%", "30%", "30%"])
-    filter_button.click(filter_handler(profile), inputs=[ui.similarity, ui.word_limit, ui.drop_toxic, ui.rows],
+    filter_button.click(filter_handler(profile), inputs=[ui.dataset, ui.similarity, ui.word_limit, ui.drop_toxic,
+                                                         ui.rows],
                         outputs=[summary, removed_plot, preview], api_name="filter_preferences")
     return ui
 
@@ -144,6 +166,7 @@ def build(profile) -> None:
     panel = training.run_panel("align", curves.ALIGN_CHARTS)
     align_after.build(profile, panel.selected)
     start_button.click(start_handler(profile),
-                       [method, preset, data.similarity, data.word_limit, data.drop_toxic, *advanced],
+                       [method, preset, data.dataset, data.similarity, data.word_limit, data.drop_toxic, *advanced],
                        [panel.selected, panel.started], api_name="align_start", **GPU_EVENT)
     preset.change(preset_handler(profile), preset, advanced, api_name="align_preset", queue=False)
+    feedback.build(profile)

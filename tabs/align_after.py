@@ -96,7 +96,7 @@ def build(profile, selected: gr.State) -> None:
         score_button = gr.Button("Score answers with the reward model", variant="primary")
         compare_button = gr.Button("Compare DPO and ORPO")
     table = gr.Dataframe(pd.DataFrame(columns=compare.COMPARISON_COLUMNS), label="DPO vs ORPO", interactive=False)
-    bars = gr.BarPlot(pd.DataFrame(columns=["method", "answers", "mean reward"]), x="method", y="mean reward",
+    bars = gr.BarPlot(None, x="method", y="mean reward",
                       color="answers", title="Mean reward of the answers: base model vs trained adapter", height=260)
     gr.Markdown("<small>What to look for: ORPO needs no reference model, so it often uses less time per step; the "
                 "margin over base says which alignment the reward model prefers (with two prompts, a hint, not a "

@@ -156,8 +156,10 @@ def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
         with gr.Row():
             for chart in pair:
                 with gr.Column():
-                    plots.append(gr.LinePlot(pd.DataFrame(columns=["step", "value", "series"]), x="step", y="value",
-                                             color="series", title=chart.title, height=260))
+                    # starts empty (None): a plot with a colour column that starts from an empty frame never
+                    # draws its later updates in gradio 6.31
+                    plots.append(gr.LinePlot(None, x="step", y="value", color="series", title=chart.title,
+                                             height=260))
                     gr.Markdown(f"<small>What to look for: {chart.look_for}</small>")
     with gr.Accordion("Runs (every run in the runs folder, as it ended)", open=True):
         table = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), interactive=False, label="runs")

@@ -30,7 +30,7 @@ def served(tiny_lm_dir, tmp_path_factory):
 def start(client, method="dpo", **changes) -> str:
     """Presses Start; returns the run id the page announces."""
     values = {**ADVANCED, **changes}
-    line = client.predict(method, "quick", 0.6, 1000, True, *values.values(), api_name="/align_start")
+    line = client.predict(method, "quick", None, 0.6, 1000, True, *values.values(), api_name="/align_start")
     assert "closing or reloading this page does not stop it" in line
     return line.split("**")[1]
 
@@ -91,7 +91,7 @@ def test_zero_pairs_after_filtering_is_refused_before_a_job_starts(served):
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError, match="filtered out"):
-        served.predict("dpo", "quick", 0.0, 1000, True, *ADVANCED.values(), api_name="/align_start")
+        served.predict("dpo", "quick", None, 0.0, 1000, True, *ADVANCED.values(), api_name="/align_start")
     assert jobs.JOBS.active() is None
 
 
