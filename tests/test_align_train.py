@@ -20,7 +20,7 @@ from core.align import cli as align_cli
 from core.align.plan import GIB, ModelShape, choose_micro_batch, cpu_threads, lora_parameters, training_bytes
 from core.generation import GenerationConfig, generate
 from core.jobs import RunRecorder
-from core.runs import REPO_ROOT, new_run_dir
+from core.runs import REPO_ROOT, new_run_dir, runs_dir
 from core.training import TorchChunkedLogProb
 
 TRAIN = importlib.import_module("core.align.train")  # the module (core.align.train is the function)
@@ -187,6 +187,26 @@ def test_a_killed_job_is_interrupted_at_its_checkpoint_and_resume_finishes_it(ti
     resumed = [r["step"] for r in jobs.read_lines(run_dir / "metrics.jsonl")[logged_before:] if "loss" in r]
     assert resumed == list(range(info.checkpoint_step + 1, 7))
     assert jobs.read_run(run_dir).status == "finished"
+
+
+def test_cli_both_trains_dpo_then_orpo_in_two_run_folders_and_compares_them(tiny_lm_dir, pairs_file, capsys):
+    cfg = tiny_config(tiny_lm_dir, pairs_file, max_steps=1, eval_prompts=0)
+    core_main.main(["align", "--method", "both", *jobs.config_argv(cfg)])
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith(("| dpo |", "| orpo |"))]
+    assert [r.split(" | ")[1] for r in rows] == ["finished", "finished"], table
+    folders = [jobs.read_run(r.split(" | ")[-1].rstrip(" |")) for r in rows]
+    assert [f.config["method"] for f in folders] == ["dpo", "orpo"] and folders[0].folder != folders[1].folder
+    result = json.loads((folders[1].folder / "result.json").read_text())
+    assert [run["method"] for run in result["runs"]] == ["dpo", "orpo"]
+
+
+def test_cli_data_only_summarises_the_pairs_without_training(tiny_lm_dir, pairs_file, capsys):
+    core_main.main(["align", "--data-only", "--model-id", str(tiny_lm_dir), "--dataset", str(pairs_file),
+                    "--pairs", "5"])
+    out = capsys.readouterr().out
+    assert "12 pairs in" in out and "12 kept; 5 selected" in out, out
+    assert not list(runs_dir().glob("align/*/config.json")), "no training job ran"
 
 
 LLAMA_3B = ModelShape(layers=28, hidden=3072, intermediate=8192, kv_hidden=1024, vocab=128256)
