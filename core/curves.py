@@ -27,8 +27,10 @@ ALIGN_CHARTS = (
     Chart("ORPO terms", ("nll_loss", "log_odds_ratio", "log_odds_chosen"),
           "nll_loss is the plain fine-tuning part on chosen answers; log_odds_chosen above 0 means chosen answers "
           "have become likelier than rejected ones (ORPO runs only)."),
-    Chart("Learning rate and gradient norm", ("learning_rate", "grad_norm"),
-          "The learning rate warms up, then decays; spikes in the gradient norm mark unstable steps."),
+    Chart("Learning rate", ("learning_rate",), "It warms up, then decays to zero by the last step (the schedule "
+          "of one epoch)."),
+    Chart("Gradient norm", ("grad_norm",), "Spikes mark unstable steps; a norm that keeps growing means the "
+          "learning rate is too high for the adapter."),
 )
 
 RL_CHARTS = (

@@ -109,8 +109,9 @@ class Preset:
     lite: dict  # overrides on a CPU laptop (profile "lite", SmolLM2-135M)
 
 
-# A few steps move a LoRA adapter little at 5e-6: the quick demo takes a 10x larger step so that its answers differ.
-_QUICK = dict(learning_rate=5e-5, warmup_ratio=0.0, max_new_tokens=128)
+# A few steps at 5e-6 leave the curves flat: the quick demo takes LoRA's usual SFT step, 2e-4, without warmup. Measured
+# on SmolLM2 (lite, 3 steps): reward margin after step 3 0.011 at 5e-5, 0.042 at 2e-4 (one of two answers changed).
+_QUICK = dict(learning_rate=2e-4, warmup_ratio=0.0, max_new_tokens=128)
 PRESETS = {
     "quick": Preset("Quick demo", full=dict(_QUICK, pairs=48, save_steps=2),  # 6 steps: about a minute on a GPU
                     lite=dict(_QUICK, pairs=24, lora_r=16, lora_alpha=16, max_length=512, max_new_tokens=64,

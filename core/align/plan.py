@@ -9,7 +9,9 @@ from typing import Callable
 
 GIB = 2 ** 30
 CANDIDATES = (8, 4, 2, 1)  # shared/gpu/README.md: at 8 pairs per step, micro-batch 8 x 1 is 3.5x faster than 2 x 4
-CPU_MICRO_BATCH = 2  # on 2 CPU cores larger forwards gain nothing and pad more (FACTS.md: ~20 s per 2 x 4 step)
+# On a CPU speed hardly depends on it and memory grows with it: SmolLM2, quick preset, 8 pairs per step, measured
+# here (1 torch thread) with 1, 2, 4, 8 pairs per forward: 30, 32, 32, 38 s per step and 2.7, 3.4, 5.3, 7.9 GB peak RSS.
+CPU_MICRO_BATCH = 2
 ORPO_HEAD_BYTES = 10  # per token and vocabulary entry: ORPO materialises bf16 logits, an fp32 copy, log-softmax, grad
 SAFETY = 1.25  # the estimate's margin over what it counts (allocator fragmentation, kernels' scratch)
 WORKSPACE = GIB  # fixed: CUDA/cuBLAS workspaces, the DPO kernel's tiles, the reference pass's transient buffers
@@ -84,8 +86,8 @@ def choose_micro_batch(effective_batch: int, free_bytes: int, estimate: Callable
 
 def cpu_plan(effective_batch: int) -> BatchPlan:
     m = max(b for b in CANDIDATES if b <= CPU_MICRO_BATCH and effective_batch % b == 0)
-    return BatchPlan(m, effective_batch // m, f"CPU: micro-batch {m} keeps each forward pass short and pads "
-                                              "little; memory is not the limit there")
+    return BatchPlan(m, effective_batch // m, f"CPU: micro-batch {m}; larger ones are no faster on a CPU and "
+                                              "take more RAM")
 
 
 def cpu_threads(cores: int, load: float) -> int:
