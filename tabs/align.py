@@ -164,7 +164,7 @@ def build(profile) -> None:
     advanced = _advanced(profile)
     start_button = gr.Button("Start training", variant="primary")
     panel = training.run_panel("align", curves.ALIGN_CHARTS)
-    align_after.build(profile, panel.selected)
+    align_after.build(profile, panel.picker)
     start_button.click(start_handler(profile),
                        [method, preset, data.dataset, data.similarity, data.word_limit, data.drop_toxic, *advanced],
                        [panel.selected, panel.started], api_name="align_start", **GPU_EVENT)

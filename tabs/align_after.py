@@ -84,7 +84,7 @@ def on_push_click(selected, repo_id):
     return f"Pushed to {address}"
 
 
-def build(profile, selected: gr.State) -> None:
+def build(profile, selected: gr.Dropdown) -> None:
     gr.Markdown("### 3. After training\nThe job answers a few seeded prompts of the data (and yours) with the base "
                 "model and with the trained adapter. Scoring loads the reward model into the slot once the job has "
                 "ended.")

@@ -95,7 +95,7 @@ def build(profile) -> None:
     advanced = _advanced(profile)
     start_button = gr.Button("Start training", variant="primary")
     panel = training.run_panel("rl", curves.RL_CHARTS)
-    rl_views.build(profile, panel.selected)
+    rl_views.build(profile, panel.picker)
     start_button.click(start_handler(profile), [algo, preset, *advanced], [panel.selected, panel.started],
                        api_name="rl_start", **GPU_EVENT)
     preset.change(preset_handler(profile), preset, [shows, *advanced], api_name="rl_preset", queue=False)

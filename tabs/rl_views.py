@@ -43,7 +43,7 @@ def on_selection(selected):
     return samples_frame(runs[0]), before_after_frame(runs[0])
 
 
-def build(profile, selected: gr.State) -> None:
+def build(profile, selected: gr.Dropdown) -> None:
     samples = gr.Dataframe(pd.DataFrame(columns=SAMPLE_COLUMNS), label="summaries sampled in the last steps",
                            wrap=True, interactive=False)
     gr.Markdown("<small>What to look for: rewards rising while the text stays a summary is learning; rising rewards "

@@ -25,8 +25,9 @@ def progress_html(info: jobs.RunInfo | None) -> str:
     parts = [f"<b>{html.escape(info.run_id)}</b> · {html.escape(info.label())}"]
     if last.get("elapsed_s") is not None:
         parts.append(f"elapsed {jobs.clock(last['elapsed_s'])}")
-    if info.status == "running":
-        parts.append(f"ETA {jobs.clock(info.eta_s)}")
+    if info.status in ("running", "starting"):
+        parts.append(f"ETA {jobs.clock(info.eta_s)}" if metrics else "preparing: the data and the model load "
+                     "first (a minute or so), then the first step is timed")
     if last.get("tokens_per_second"):
         parts.append(f"{last['tokens_per_second']:.0f} tok/s")
     peak = last.get("peak_allocated_gb", info.summary.get("peak_allocated_gb", info.summary.get("peak_rss_gb")))
@@ -35,7 +36,8 @@ def progress_html(info: jobs.RunInfo | None) -> str:
     if info.summary.get("reason") and info.status != "finished":
         parts.append(html.escape(str(info.summary["reason"])))
     done = info.step if info.max_steps else 0
-    return (f"<progress value='{done}' max='{info.max_steps or 1}' style='width:100%'></progress>"
+    bar = f"value='{done}' max='{info.max_steps}'" if info.max_steps else ""  # no value: an indeterminate bar
+    return (f"<progress {bar} style='width:100%'></progress>"
             f"<p>{' · '.join(parts)}</p>")
 
 
@@ -146,7 +148,7 @@ def control_handlers(kind: str):
 
 def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
     """Lays out the panel; returns the selection state, which a tab's start handler writes."""
-    ui = SimpleNamespace(selected=gr.State([]), started=gr.Markdown())
+    ui = SimpleNamespace(selected=gr.State([]), started=gr.Markdown())  # + picker: the runs shown, as a person sees
     with gr.Row():
         stop_button = gr.Button("Stop and save", variant="secondary")
         cancel_button = gr.Button("Cancel", variant="stop")
@@ -164,10 +166,13 @@ def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
     with gr.Accordion("Runs (every run in the runs folder, as it ended)", open=True):
         table = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), interactive=False, label="runs")
         with gr.Row():
-            picker = gr.Dropdown([], multiselect=True, label="show runs (several overlay on the charts)", scale=4)
+            # custom values allowed: the choices arrive with the poll; handlers check every name (core.jobs.find_run)
+            picker = gr.Dropdown([], multiselect=True, allow_custom_value=True, scale=4,
+                                 label="show runs (several overlay on the charts)")
             resume_button = gr.Button("Resume", scale=1)
             download_button = gr.Button("Download adapter", scale=1)
         download = gr.File(label="adapter.zip")
+    ui.picker = picker
     on_stop, on_cancel, on_resume, on_download = control_handlers(kind)
     seen = gr.State(None)
     gr.Timer(1.0).tick(poll_handler(kind, charts), [ui.selected, seen],
@@ -175,6 +180,6 @@ def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
     picker.input(lambda names: names, picker, ui.selected, api_name=f"{kind}_pick", **POLL_EVENT)
     stop_button.click(on_stop, ui.selected, None, api_name=f"{kind}_stop", **POLL_EVENT)
     cancel_button.click(on_cancel, ui.selected, None, api_name=f"{kind}_cancel", **POLL_EVENT)
-    resume_button.click(on_resume, ui.selected, [ui.selected, ui.started], api_name=f"{kind}_resume", **GPU_EVENT)
-    download_button.click(on_download, ui.selected, download, api_name=f"{kind}_download", **POLL_EVENT)
+    resume_button.click(on_resume, picker, [ui.selected, ui.started], api_name=f"{kind}_resume", **GPU_EVENT)
+    download_button.click(on_download, picker, download, api_name=f"{kind}_download", **POLL_EVENT)
     return ui

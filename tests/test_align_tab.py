@@ -59,7 +59,7 @@ def test_a_run_from_the_page_trains_draws_curves_and_is_scored(served):
     assert icl_error is None or "holds the accelerator" in icl_error or "training align/" in icl_error
     polled = client.predict(api_name="/align_poll")  # a fresh page: the newest run is picked
     print([type(x) for x in polled])
-    progress, loss, rewards, accuracy, orpo, optimizer, table, picker = polled[:8]
+    progress, loss, rewards, accuracy, orpo, rate, grad_norm, table, picker = polled[:9]
     assert "finished" in progress and f"<b>{run_id}</b>" in progress
     assert {row[2] for row in loss["data"]} == {"loss"} and len(loss["data"]) == 3, "one loss point per step"
     assert {row[2] for row in rewards["data"]} == {"rewards/chosen", "rewards/rejected", "rewards/margins"}
