@@ -8,36 +8,11 @@ import pytest
 
 from core import profiles
 from core.rag import index as rag_index
+from testing.tiny import save_tiny_bert
 
 RECIPES = "assets/recipes"
 QUERIES = ["How do I make pork chop noodle soup?", "banana bread", "something with shrimp and garlic",
            "¿Cómo preparo una sopa de fideos?"]
-
-
-def save_tiny_bert(path):
-    """A random 2-layer BERT (hidden 32) with a WordPiece tokenizer trained here on the recipe texts."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    corpus = [rag_index.recipe_text(r) for r in rag_index.load_recipes(RECIPES, "train")]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(
-        vocab_size=400, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                             sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
-    torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-                                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
-    model.save_pretrained(path)
-    fast.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="session")
