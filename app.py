@@ -19,7 +19,7 @@ CSS = ".status-line {font-size: 0.9em; opacity: 0.85}"
 
 def build_app(profile: profiles.Profile | None = None) -> gr.Blocks:
     profile = profile or profiles.resolve()
-    with gr.Blocks(title="Alignment Lab") as demo:
+    with common.Blocks(title="Alignment Lab") as demo:
         lite_note = " (offline models that ship inside PyPI packages, sample data)" if profile.name == "lite" else ""
         gr.Markdown(f"# Alignment Lab\nPrompting, reward models and alignment, hands on. "
                     f"Profile: **{profile.name}**{lite_note}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 
 import gradio as gr
 
@@ -14,6 +15,46 @@ from core.runs import Stopped
 # their place in the queue). Polling events never wait behind it.
 GPU_EVENT = {"concurrency_id": "gpu", "concurrency_limit": 1}
 POLL_EVENT = {"concurrency_limit": None, "show_progress": "hidden"}
+
+
+class Blocks(gr.Blocks):
+    """gr.Blocks whose malformed API payloads (text or NaN for a number, null for a checkbox group, a bare string for
+    a file) reach the caller as a gr.Error naming the widget. Gradio 6.31's own preprocessing raises plain TypeErrors
+    and ValueErrors there, which it answers with a bare "the app raised an exception"."""
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
+        try:
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            raise gr.Error(malformed_input_message(block_fn, inputs, exc)) from exc
+
+
+def malformed_input_message(block_fn, inputs: list, exc: Exception) -> str:
+    """Which widget got what, and why it cannot hold it: "'seed' (number) cannot take 'abc': ..."."""
+    found = re.search(r"component at index (\d+)", str(exc))
+    index = int(found[1]) if found else next((i for i, block in enumerate(block_fn.inputs)
+                                              if i < len(inputs) and not _fits_data_model(block, inputs[i])), None)
+    if index is None:
+        return f"malformed request: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    block, value = block_fn.inputs[index], inputs[index] if index < len(inputs) else None
+    reason = (exc.__cause__ or exc) if found else exc
+    why = reason.errors()[0]["msg"] if hasattr(reason, "errors") else str(reason).splitlines()[0][:160]
+    text = repr(value)
+    return (f"{getattr(block, 'label', None) or f'input {index + 1}'!r} ({block.get_block_name()}) cannot take "
+            f"{text[:60] + ('…' if len(text) > 60 else '')}: {why}")
+
+
+def _fits_data_model(block, value) -> bool:
+    model = getattr(block, "data_model", None)
+    if model is None or value is None:
+        return True
+    try:
+        model.model_validate(value, context={"validate_meta": True})
+        return True
+    except Exception:
+        return False
 
 
 def status_markdown() -> str:

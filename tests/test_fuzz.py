@@ -1,0 +1,74 @@
+"""Bad input through gradio_client on the app served with tiny models: each row below once ended as gradio's bare
+"the app raised an exception" or no answer at all; each must be a clear gr.Error (no traceback, no library paths)."""
+import json
+
+import pytest
+
+from testing.classroom import TINY_DPO, classroom_profile
+from tests.served import served_app
+
+GENERIC = "has not enabled verbose error reporting"  # gradio's reply to an exception that is not a gr.Error
+LEAKS = ("Traceback", "site-packages", 'File "')
+NAN, INF = float("nan"), float("inf")
+ICL = ["baseline"], 1, 0, True, 4, 1, 2, 1, 0.7, 1.0, 0  # strategies, n, seed, first, tokens, batch, shots, k, ...
+ALIGN = ["dpo", "quick", None, 0.6, 1000, True, *TINY_DPO.values()]  # method, preset, data, filters, Advanced
+
+
+def changed(args, **at) -> list:
+    """`args` with the values at some positions replaced: changed(ALIGN, _6=None)."""
+    values = list(args)
+    for key, value in at.items():
+        values[int(key[1:])] = value
+    return values
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    with served_app(classroom_profile(tmp_path_factory.mktemp("classroom"))) as client:
+        yield client
+
+
+@pytest.fixture
+def nan_allowed(monkeypatch):
+    """A hostile client sends NaN and Infinity (Python's json does by default); httpx refuses to encode them."""
+    import httpx._content
+
+    monkeypatch.setattr(httpx._content, "json_dumps", lambda obj, **kw: json.dumps(obj, **{**kw, "allow_nan": True}))
+
+
+def clear_error(client, endpoint: str, args: list, timeout: float = 60) -> str:
+    """The gr.Error message the call ends with; fails on an answer, a bare exception, a traceback or a hang."""
+    from gradio_client.exceptions import AppError
+
+    job = client.submit(*args, api_name=endpoint)
+    with pytest.raises(AppError) as caught:
+        job.result(timeout=timeout)
+    message = str(caught.value)
+    assert GENERIC not in message and not any(s in message for s in LEAKS), message
+    return message
+
+
+ROWS = [  # endpoint, arguments, what the message says, why the row is here
+    ("/icl_sample", ["12abc", 0, True], r"'questions \(n\)' \(number\) cannot take '12abc'",
+     "text in a number widget: gradio's preprocessing raised a TypeError"),
+    ("/icl_ask", ["2 + 2?", None, None, *ICL[1:]], r"'strategies' \(checkboxgroup\) cannot take None",
+     "null for a checkbox group: 'NoneType' object is not iterable"),
+    ("/filter_preferences", [None, 0.6, 1000, True, NAN], r"'Rows' \(number\) cannot take nan",
+     "NaN in an integer widget: cannot convert float NaN to integer"),
+    ("/align_start", changed(ALIGN, _14=INF), r"'checkpoint every \(steps\)' \(number\) cannot take inf",
+     "infinity in an integer widget: OverflowError"),
+    ("/align_start", changed(ALIGN, _3=None), r"'Similarity threshold' \(slider\) cannot take None",
+     "null for a slider: its bounds check compared None with a float"),
+    ("/reward_pairs", ["../../etc/passwd", 2, 2, 256], r"\(file\) cannot take '../../etc/passwd'",
+     "a bare path for a file: pydantic's FileData validation failed before any handler"),
+    ("/rag_chat", ["Soup?", "not a list", 1, "compact", 512, 16, 0.0, 0, 1.0, 0], r"\(chatbot\) cannot take",
+     "a string for the chat history"),
+]
+
+
+@pytest.mark.parametrize("endpoint, args, match, why", ROWS, ids=[f"{r[0]}: {r[3][:40]}" for r in ROWS])
+def test_a_known_bad_input_is_a_clear_error(served, nan_allowed, endpoint, args, match, why):
+    import re
+
+    message = clear_error(served, endpoint, args)
+    assert re.search(match, message), f"{why}: {message}"
