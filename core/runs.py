@@ -61,6 +61,8 @@ def cache_dir(kind: str) -> Path:
 
 def check_run_name(name: str) -> str:
     """A run id as a single safe folder name (letters, digits, . _ -): never a path that leaves the runs folder."""
+    if name is not None and not isinstance(name, str):  # a number or a list sent through the API
+        raise ValueError(f"run name {name!r:.80} is not allowed: it must be text")
     name = (name or "").strip()
     if not RUN_NAME.match(name) or ".." in name:
         raise ValueError(f"run name {name[:80]!r} is not allowed: use letters, digits, '.', '_' and '-' "

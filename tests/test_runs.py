@@ -32,6 +32,8 @@ def test_without_alab_runs_a_space_with_storage_keeps_runs_in_data(tmp_path, mon
     (".hidden", "starts with a dot"),
     ("x" * 81, "too long"),
     ("naïve", "not plain ASCII"),
+    (3, "a number, sent through the API as a run picker's value (it was an AttributeError)"),
+    (["a"], "a list"),
 ])
 def test_unsafe_run_names_are_refused(name, why):
     with pytest.raises(ValueError, match="is not allowed"):
