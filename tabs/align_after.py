@@ -39,6 +39,7 @@ def answers_frame(run: jobs.RunInfo) -> pd.DataFrame:
     return pd.DataFrame(scored, columns=ANSWER_COLUMNS).round(3)
 
 
+@user_errors
 def on_selection(selected):
     """Run selection -> the first picked run's answers (empty until the job has answered)."""
     runs = [jobs.find_run("align", r) for r in selected or []][:1]

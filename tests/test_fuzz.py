@@ -63,6 +63,8 @@ ROWS = [  # endpoint, arguments, what the message says, why the row is here
      "a bare path for a file: pydantic's FileData validation failed before any handler"),
     ("/rag_chat", ["Soup?", "not a list", 1, "compact", 512, 16, 0.0, 0, 1.0, 0], r"\(chatbot\) cannot take",
      "a string for the chat history"),
+    ("/align_answers", [["../../etc/passwd"]], r"run name '../../etc/passwd' is not allowed",
+     "the answers table's handler let check_run_name's ValueError escape as a bare exception"),
     ("/align_download", [["ok", 3]], r"pick a run that has saved its adapter",
      "a number among the picked run names: check_run_name called .strip() on it"),
 ]
