@@ -98,6 +98,7 @@ def start_handler(profile):
 
 
 def preset_handler(profile):
+    @user_errors
     def on_preset_change(preset):
         """Preset radio -> every Advanced setting filled with the preset's values."""
         cfg = align.preset_config(preset, profile)

@@ -65,6 +65,8 @@ ROWS = [  # endpoint, arguments, what the message says, why the row is here
      "a string for the chat history"),
     ("/align_answers", [["../../etc/passwd"]], r"run name '../../etc/passwd' is not allowed",
      "the answers table's handler let check_run_name's ValueError escape as a bare exception"),
+    ("/align_preset", [None], r"unknown preset None: choose one of quick, notebook",
+     "the preset radio's handler let core's ValueError escape as a bare exception"),
     ("/align_download", [["ok", 3]], r"pick a run that has saved its adapter",
      "a number among the picked run names: check_run_name called .strip() on it"),
 ]
