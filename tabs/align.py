@@ -12,7 +12,7 @@ import pandas as pd
 from core import align, curves, jobs
 from core import feedback as feedback_core
 from tabs import align_after, feedback, training
-from tabs.common import GPU_EVENT, model_line, user_errors
+from tabs.common import GPU_EVENT, model_line, real, user_errors, whole
 from tabs.training import started_line
 
 API_NAMES = ["filter_preferences", "align_datasets", "align_start", "align_preset", "align_poll", "align_stop",
@@ -58,8 +58,9 @@ def filter_handler(profile):
         """Reads the data picker and the four filter inputs; writes the summary line, the removed-rows bars and
         the preview table."""
         cfg = align.PreferenceDataConfig(
-            dataset=_dataset(profile, dataset), similarity_threshold=float(threshold), word_limit=int(limit or 0),
-            drop_sources=(align.TOXIC_SOURCE,) if drop else (), n_rows=int(rows or 0), tokenizer_id=profile.generator)
+            dataset=_dataset(profile, dataset), similarity_threshold=real(threshold, "similarity threshold"),
+            word_limit=whole(limit or 0, "word limit"), drop_sources=(align.TOXIC_SOURCE,) if drop else (),
+            n_rows=whole(rows or 0, "rows"), tokenizer_id=profile.generator)
         result = align.prepare(cfg)
         return _summary(result, cfg), _removed_frame(result), pd.DataFrame(result.preview, columns=PREVIEW_COLUMNS)
     return on_filter_click
@@ -67,13 +68,12 @@ def filter_handler(profile):
 
 def _configs(profile, method, preset, values: dict) -> list[align.AlignConfig]:
     """One config per method of the run (two for the whole comparison), validated before anything starts."""
-    whole = dict(zip(ADVANCED, values["advanced"]))
-    overrides = dict(pairs=int(whole["pairs"]), beta=float(whole["beta"]), learning_rate=float(whole["learning_rate"]),
-                     lora_r=int(whole["lora_r"]), lora_alpha=int(whole["lora_r"]), max_length=int(whole["max_length"]),
-                     micro_batch=int(whole["micro_batch"]), precision=whole["precision"],
-                     max_steps=int(whole["max_steps"]), save_steps=int(whole["save_steps"]),
-                     free_prompt=whole["free_prompt"] or "", similarity=float(values["similarity"]),
-                     word_limit=int(values["word_limit"]), drop_toxic=bool(values["drop_toxic"]),
+    given = dict(zip(ADVANCED, values["advanced"]))
+    numbers = {name: (real if name in ("beta", "learning_rate") else whole)(given[name], name.replace("_", " "))
+               for name in ADVANCED if name not in ("precision", "free_prompt")}
+    overrides = dict(numbers, lora_alpha=numbers["lora_r"], precision=given["precision"],
+                     free_prompt=given["free_prompt"] or "", similarity=real(values["similarity"], "similarity"),
+                     word_limit=whole(values["word_limit"], "word limit"), drop_toxic=bool(values["drop_toxic"]),
                      dataset=_dataset(profile, values["dataset"]))
     methods = ["dpo", "orpo"] if method == "both" else [method]
     return [align.preset_config(preset, profile, method=m, **overrides) for m in methods]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import re
 
 import gradio as gr
@@ -74,6 +75,28 @@ def status_markdown() -> str:
     else:
         model = "no model resident"
     return f"{model} · {memory}" + (" · busy" if s["busy"] else "")
+
+
+def real(value, name: str) -> float:
+    """A number widget's value as a float. The page sends numbers; the API may send None (an empty box), text, NaN,
+    infinity or an integer beyond a float: each is a ValueError naming the widget, before any config sees it."""
+    if value is None:
+        raise ValueError(f"{name} is empty: enter a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large: {str(value)[:20]}…") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r:.40}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return number
+
+
+def whole(value, name: str) -> int:
+    """A number widget's value as an int (see `real`)."""
+    number = real(value, name)
+    return value if isinstance(value, int) else int(number)
 
 
 def model_line(role: str, model_id: str) -> str:

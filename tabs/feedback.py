@@ -7,7 +7,7 @@ import gradio as gr
 
 from core import feedback
 from tabs import feedback_tally
-from tabs.common import GPU_EVENT, model_line, user_errors
+from tabs.common import GPU_EVENT, model_line, user_errors, whole
 from tabs.feedback_tally import FILE_EVENT, pair_choices
 
 API_NAMES = ["feedback_create", "feedback_join", "feedback_edit", "feedback_rename", "feedback_clear",
@@ -37,7 +37,8 @@ def _session_view(session: feedback.Session, request: gr.Request) -> tuple:
 def _session_config(profile, name, prompts, length, request: gr.Request) -> feedback.SessionConfig:
     return feedback.SessionConfig(name=name or "", prompts=tuple((prompts or "").splitlines()),
                                   requester=request.session_hash, generator=profile.generator,
-                                  max_new_tokens=int(length or 0), no_repeat_ngram_size=profile.no_repeat_ngram_size)
+                                  max_new_tokens=whole(length or 0, "answer length"),
+                                  no_repeat_ngram_size=profile.no_repeat_ngram_size)
 
 
 def session_handlers(profile):

@@ -10,7 +10,7 @@ import pandas as pd
 from core import icl
 from core.runs import RunControl
 from tabs import icl_models
-from tabs.common import GPU_EVENT, model_line, stopped_warning, user_errors
+from tabs.common import GPU_EVENT, model_line, real, stopped_warning, user_errors, whole
 
 API_NAMES = ["icl_run", "icl_stop", "icl_ask", "icl_detail", "icl_sample", "icl_models", "icl_compare"]
 _CONTROLS: dict[str, RunControl] = {}  # browser session -> its current run, so Stop reaches the right one
@@ -18,21 +18,16 @@ ROW_HEADERS = ["#", "strategy", "gold", "strict", "flexible", "strict ✓", "fle
 SUMMARY_HEADERS = ["strategy", "n", "strict", "strict [95% CI]", "flexible", "flexible [95% CI]", "cached"]
 
 
-def _whole(value, name: str) -> int:
-    if value is None:
-        raise ValueError(f"{name} is empty: enter a number")
-    return int(value)
-
-
 def _config(profile, model, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty,
             ngram) -> icl.IclConfig:
     return icl.IclConfig(
         model_id=model or profile.generator, dataset=profile.gsm8k, strategies=tuple(strategies or ()),
-        n=_whole(n, "n"),
-        seed=_whole(seed, "seed"), first=bool(first), max_new_tokens=_whole(max_tokens, "max new tokens"),
-        batch_size=_whole(batch, "batch size"), shots=_whole(shots, "shots"), samples=_whole(samples, "k"),
-        temperature=float(temperature if temperature is not None else 0),
-        repetition_penalty=float(penalty if penalty is not None else 1.0), no_repeat_ngram_size=_whole(ngram, "n-gram"))
+        n=whole(n, "n"),
+        seed=whole(seed, "seed"), first=bool(first), max_new_tokens=whole(max_tokens, "max new tokens"),
+        batch_size=whole(batch, "batch size"), shots=whole(shots, "shots"), samples=whole(samples, "k"),
+        temperature=real(temperature if temperature is not None else 0, "temperature"),
+        repetition_penalty=real(penalty if penalty is not None else 1.0, "repetition penalty"),
+        no_repeat_ngram_size=whole(ngram, "n-gram"))
 
 
 def _summary_frame(summary: list[dict]) -> pd.DataFrame:
@@ -107,7 +102,7 @@ def sample_handler(profile):
     @user_errors
     def on_sample_click(n, seed, first):
         """Sample button: reads n, seed and 'first n'; writes one question of the subset with its worked answer."""
-        cfg = icl.IclConfig(dataset=profile.gsm8k, n=_whole(n, "n"), seed=_whole(seed, "seed"), first=bool(first))
+        cfg = icl.IclConfig(dataset=profile.gsm8k, n=whole(n, "n"), seed=whole(seed, "seed"), first=bool(first))
         p = icl.select_problems(cfg)[0]
         return icl.sample_markdown({"index": p.index, "question": p.question, "answer": p.answer, "gold": p.gold})
     return on_sample_click

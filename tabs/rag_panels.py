@@ -9,7 +9,7 @@ import pandas as pd
 
 from core import rag
 from core.runs import RunControl
-from tabs.common import GPU_EVENT, user_errors
+from tabs.common import GPU_EVENT, real, user_errors, whole
 
 QUALITY_COLUMNS = ["embedding", "recipes", "dishes", "hit@1", "hit@3", "query_ms_median"]
 # session -> the stop flag of the dish comparison it runs. Cancelling a streaming event only stops the page listening;
@@ -29,9 +29,12 @@ def sources_html(sources) -> str:
 
 def config(profile, top_k, mode, window, new_tokens, temperature, seed, penalty, ngram,
             question=rag.EXAMPLE_QUESTION):
-    return rag.RagConfig.from_profile(profile, top_k=int(top_k), response_mode=mode, context_window=int(window),
-                                      max_new_tokens=int(new_tokens), temperature=float(temperature), seed=int(seed),
-                                      repetition_penalty=float(penalty), no_repeat_ngram_size=int(ngram),
+    return rag.RagConfig.from_profile(profile, top_k=whole(top_k, "top-k"), response_mode=mode,
+                                      context_window=whole(window, "context window"),
+                                      max_new_tokens=whole(new_tokens, "max new tokens"),
+                                      temperature=real(temperature, "temperature"), seed=whole(seed, "seed"),
+                                      repetition_penalty=real(penalty, "repetition penalty"),
+                                      no_repeat_ngram_size=whole(ngram, "no-repeat n-gram"),
                                       question=question or "")
 
 
@@ -70,7 +73,8 @@ def compare_handler(profile):
         cfg = config(profile, top_k, mode, window, new_tokens, temperature, seed, penalty, ngram)
         control = _LOOPS[request.session_hash] = RunControl()
         try:
-            for rows, path in rag.compare_dishes(cfg, int(n), int(loop_seed), control):
+            for rows, path in rag.compare_dishes(cfg, whole(n, "dishes"), whole(loop_seed, "sampling seed"),
+                                                 control):
                 yield pd.DataFrame(rows, columns=rag.COMPARE_COLUMNS), str(path)
         finally:
             _LOOPS.pop(request.session_hash, None)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from core import reward
 from tabs import reward_pairs
-from tabs.common import GPU_EVENT, model_line, user_errors
+from tabs.common import GPU_EVENT, model_line, user_errors, whole
 
 API_NAMES = ["reward_example", "reward_score", "reward_distribution", *reward_pairs.API_NAMES]
 JUDGE_NOTE = ("**Lite substitute, not a reward model.** No QRM here (it needs a GPU and the hub): `{judge}` is asked "
@@ -44,7 +44,7 @@ def score_handler(model_id: str):
         """prompt_box, chosen_box, rejected_box, per_attribute_box, max_tokens_slider -> summary, attribute_plot,
         distribution_plot, score_table, result_state."""
         cfg = reward.RewardConfig(prompt=prompt or "", responses=(chosen or "", rejected or ""),
-                                  model_id=model_id, max_tokens=int(max_tokens))
+                                  model_id=model_id, max_tokens=whole(max_tokens, "max tokens"))
         result = reward.run(cfg)
         for warning in result.warnings:
             gr.Warning(warning)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from core import reward
 from core.runs import RunControl
-from tabs.common import GPU_EVENT, model_line, stopped_warning, user_errors
+from tabs.common import GPU_EVENT, model_line, stopped_warning, user_errors, whole
 
 API_NAMES = ["reward_pairs", "reward_pairs_stop", "reward_pairs_select", "reward_pairs_open"]
 _CONTROLS: dict[str, RunControl] = {}  # browser session -> its current scoring, so Stop reaches the right one
@@ -27,12 +27,6 @@ LOOK_FOR = {
     "worst": "Look for: what the pairs it gets most wrong share (a longer rejected answer? a label you disagree "
              "with?). Select a row to open the pair in the single-pair view above.",
 }
-
-
-def _whole(value, name: str) -> int:
-    if value is None:
-        raise ValueError(f"{name} is empty: enter a number")
-    return int(value)
 
 
 def summary_markdown(result: reward.PairsResult) -> str:
@@ -63,9 +57,9 @@ def pairs_handler(profile):
     def on_pairs_click(upload, n, batch_size, max_tokens, request: gr.Request, progress=gr.Progress()):
         """upload_file, pairs_number, batch_number, pairs_tokens_number -> pairs_summary, margin_plot, length_plot,
         attribute_plot, worst_table, worst_pick, worst_state."""
-        cfg = reward.PairsConfig(dataset=upload or profile.preferences, n=_whole(n, "pairs"),
-                                 batch_size=_whole(batch_size, "batch size"), model_id=profile.reward_model,
-                                 max_tokens=_whole(max_tokens, "max tokens"))
+        cfg = reward.PairsConfig(dataset=upload or profile.preferences, n=whole(n, "pairs"),
+                                 batch_size=whole(batch_size, "batch size"), model_id=profile.reward_model,
+                                 max_tokens=whole(max_tokens, "max tokens"))
         control = _CONTROLS[request.session_hash] = RunControl(on_progress=lambda f, m: progress(f, desc=m))
         try:
             result = reward.score_pairs(cfg, control)

@@ -9,7 +9,7 @@ import gradio as gr
 
 from core import curves, jobs, rl
 from tabs import rl_views, training
-from tabs.common import GPU_EVENT, model_line, user_errors
+from tabs.common import GPU_EVENT, model_line, real, user_errors, whole
 from tabs.training import started_line
 
 API_NAMES = ["rl_start", "rl_preset", "rl_poll", "rl_stop", "rl_cancel", "rl_resume", "rl_download",
@@ -30,7 +30,9 @@ def base_config(profile, preset: str = "") -> rl.RlConfig:
 
 def _configs(profile, algo, preset, advanced) -> list[rl.RlConfig]:
     base = base_config(profile, preset)
-    values = {name: type(getattr(base, name))(value) for name, value in zip(ADVANCED, advanced)}
+    values = {name: value if isinstance(getattr(base, name), str) else
+              (whole if isinstance(getattr(base, name), int) else real)(value, name.replace("_", " "))
+              for name, value in zip(ADVANCED, advanced)}
     algos = ["ppo", "grpo"] if algo == "both" else [algo]
     return [rl.RlConfig(**{**base.__dict__, **values, "algo": a}) for a in algos]
 

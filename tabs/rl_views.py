@@ -6,7 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from core import jobs, rl
-from tabs.common import POLL_EVENT, user_errors
+from tabs.common import POLL_EVENT, user_errors, whole
 
 API_NAMES = ["rl_samples", "load_article", "score_summary"]
 SAMPLE_COLUMNS = ["step", "article", "reward", "summary"]
@@ -86,7 +86,7 @@ def rouge_panel(profile) -> None:
     @user_errors
     def on_load_click(number):
         """Reads the article number; writes the article, the reference highlights and the lead-3 summary."""
-        row = rl.news_article(profile.news, int(number or 0), rl.SPLIT)
+        row = rl.news_article(profile.news, whole(number or 0, "article number"), rl.SPLIT)
         return row["article"], row["highlights"], rl.lead_baseline(row["article"])
 
     @user_errors

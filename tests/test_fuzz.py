@@ -67,6 +67,16 @@ ROWS = [  # endpoint, arguments, what the message says, why the row is here
      "the answers table's handler let check_run_name's ValueError escape as a bare exception"),
     ("/align_preset", [None], r"unknown preset None: choose one of quick, notebook",
      "the preset radio's handler let core's ValueError escape as a bare exception"),
+    ("/align_start", changed(ALIGN, _6=None), r"pairs is empty: enter a number",
+     "an empty number box: int(None) raised a TypeError"),
+    ("/align_start", changed(ALIGN, _8=10 ** 400), r"learning rate is too large",
+     "an integer beyond a float: float() raised an OverflowError"),
+    ("/icl_run", [None, *changed(ICL, _8=NAN)], r"temperature must be a finite number, got nan",
+     "NaN passed every `<= 0` check of the config"),
+    ("/rag_ask", ["Soup?", 1, "compact", None, 16, 0.0, 0, 1.0, 0], r"context window is empty",
+     "an empty number box: int(None) raised a TypeError"),
+    ("/rl_start", ["ppo", "", None, 1e-4, 2, 2, 1, 0.1, "adaptive", 0.2, 6.0, 8, 2, 0.04, 1], r"steps is empty",
+     "an empty number box: int(None) raised a TypeError"),
     ("/align_download", [["ok", 3]], r"pick a run that has saved its adapter",
      "a number among the picked run names: check_run_name called .strip() on it"),
 ]
@@ -78,3 +88,23 @@ def test_a_known_bad_input_is_a_clear_error(served, nan_allowed, endpoint, args,
 
     message = clear_error(served, endpoint, args)
     assert re.search(match, message), f"{why}: {message}"
+
+
+NUMBERS = [  # a number widget's value through the API, what the error says, why
+    (None, "is empty", "an empty box"),
+    ("12abc", "must be a number", "text"),
+    (NAN, "must be a finite number", "NaN compares false with every bound"),
+    (-INF, "must be a finite number", "infinity"),
+    (10 ** 400, "is too large", "an integer no float holds"),
+    ([3], "must be a number", "a list"),
+]
+
+
+@pytest.mark.parametrize("value, message, why", NUMBERS, ids=[r[2] for r in NUMBERS])
+def test_a_number_widget_value_that_is_not_a_number_is_refused(value, message, why):
+    from tabs.common import real, whole
+
+    for read in (real, whole):
+        with pytest.raises(ValueError, match=f"seed {message}"):
+            read(value, "seed")
+    assert whole(10 ** 30, "seed") == 10 ** 30 and real(True, "x") == 1.0, why
