@@ -68,6 +68,8 @@ BAD_CONFIGS = [  # (overrides, message fragment, why)
     ({"max_steps": 0}, "max steps must be -1", "zero steps"),
     ({"warmup_ratio": 1.0}, "warmup ratio", "all warmup"),
     ({"pairs": 0}, "rows must be >= 1", "no pairs asked for"),
+    ({"free_prompt": "x" * 200_000}, "at most 2000 characters", "longer than a command-line argument can be"),
+    ({"free_prompt": "a\0b"}, "without NUL bytes", "a NUL ends a command-line argument"),
 ]
 
 

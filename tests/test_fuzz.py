@@ -77,6 +77,8 @@ ROWS = [  # endpoint, arguments, what the message says, why the row is here
      "an empty number box: int(None) raised a TypeError"),
     ("/rl_start", ["ppo", "", None, 1e-4, 2, 2, 1, 0.1, "adaptive", 0.2, 6.0, 8, 2, 0.04, 1], r"steps is empty",
      "an empty number box: int(None) raised a TypeError"),
+    ("/align_start", changed(ALIGN, _15="x" * 2 ** 20), r"your own prompt must be at most 2000 characters",
+     "1 MB of free prompt: the job's command line was too long for the kernel (OSError E2BIG)"),
     ("/align_download", [["ok", 3]], r"pick a run that has saved its adapter",
      "a number among the picked run names: check_run_name called .strip() on it"),
 ]

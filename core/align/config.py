@@ -12,6 +12,7 @@ METHODS = ("dpo", "orpo")
 PRECISIONS = ("4bit", "16bit")  # the base weights on CUDA; a CPU always trains in fp32
 OPTIMIZERS = ("auto", "adamw_8bit", "paged_adamw_8bit", "adamw_torch")  # auto: adamw_8bit on CUDA, adamw_torch on CPU
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+MAX_FREE_PROMPT = 2000  # characters of the user's own prompt
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class AlignConfig:
             raise ValueError("model id is empty: give a hub id or a local model folder")
         if not self.target_modules:
             raise ValueError(f"LoRA needs at least one target module, e.g. {', '.join(TARGET_MODULES)}")
+        if len(self.free_prompt) > MAX_FREE_PROMPT or "\0" in self.free_prompt:
+            # the job gets its config on its command line, where one argument holds at most 128 KiB and no NUL
+            raise ValueError(f"your own prompt must be at most {MAX_FREE_PROMPT} characters without NUL bytes, got "
+                             f"{len(self.free_prompt)} characters")
 
     def _check_numbers(self) -> None:
         positive = {"learning rate": self.learning_rate, "beta": self.beta, "LoRA r": self.lora_r,
