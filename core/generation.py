@@ -15,6 +15,7 @@ AUTO = 0  # batch_size 0: the largest batch that fits the free accelerator memor
 CPU_BATCH = 16
 MAX_BATCH = 512
 MEMORY_SHARE = 0.8  # of the free accelerator memory a generation pass may plan to use
+MAX_NEW_TOKENS = 2048  # per answer: a request holds the one accelerator (and everyone's queue) while it generates
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class GenerationConfig:
     def __post_init__(self):
         if self.max_new_tokens <= 0:
             raise ValueError(f"max new tokens must be > 0, got {self.max_new_tokens}")
+        if self.max_new_tokens > MAX_NEW_TOKENS:
+            raise ValueError(f"max new tokens must be at most {MAX_NEW_TOKENS}, got {self.max_new_tokens}")
         if self.batch_size < 0:
             raise ValueError(f"batch size must be > 0 (or 0 for automatic), got {self.batch_size}")
         if self.temperature < 0:

@@ -79,6 +79,8 @@ ROWS = [  # endpoint, arguments, what the message says, why the row is here
      "an empty number box: int(None) raised a TypeError"),
     ("/align_start", changed(ALIGN, _15="x" * 2 ** 20), r"your own prompt must be at most 2000 characters",
      "1 MB of free prompt: the job's command line was too long for the kernel (OSError E2BIG)"),
+    ("/icl_ask", ["2 + 2?", None, *changed(ICL, _4=10 ** 18)], r"max new tokens must be at most 2048",
+     "an enormous token limit: the tiny model generated for ever and held the accelerator queue"),
     ("/align_download", [["ok", 3]], r"pick a run that has saved its adapter",
      "a number among the picked run names: check_run_name called .strip() on it"),
 ]

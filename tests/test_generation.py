@@ -39,6 +39,7 @@ def test_progress_and_stop(lm):
 
 @pytest.mark.parametrize("field, value, message", [
     ("max_new_tokens", 0, "max new tokens must be > 0"),
+    ("max_new_tokens", 10 ** 9, "max new tokens must be at most 2048"),
     ("batch_size", -1, "batch size must be > 0"),
     ("temperature", -0.5, "temperature must be >= 0"),
 ])

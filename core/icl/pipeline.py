@@ -51,6 +51,7 @@ class IclConfig:
             raise ValueError(f"batch size must be > 0 (or 0 for automatic), got {self.batch_size}")
         if self.temperature <= 0:
             raise ValueError(f"temperature for self-consistency must be > 0, got {self.temperature}")
+        self.generation(sampled=True)  # the generation settings' own checks (the token limit among them)
 
     def generation(self, sampled: bool) -> GenerationConfig:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=self.seed,
