@@ -81,6 +81,8 @@ ROWS = [  # endpoint, arguments, what the message says, why the row is here
      "1 MB of free prompt: the job's command line was too long for the kernel (OSError E2BIG)"),
     ("/icl_ask", ["2 + 2?", None, *changed(ICL, _4=10 ** 18)], r"max new tokens must be at most 2048",
      "an enormous token limit: the tiny model generated for ever and held the accelerator queue"),
+    ("/icl_ask", ["2 + 2?", None, ["self_consistency"], *changed(ICL, _7=10 ** 18)[1:]],
+     r"self-consistency k must be at most 32", "an enormous k: 10^18 copies of each prompt for one generate call"),
     ("/align_download", [["ok", 3]], r"pick a run that has saved its adapter",
      "a number among the picked run names: check_run_name called .strip() on it"),
 ]

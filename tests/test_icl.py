@@ -103,6 +103,8 @@ def test_rows_scores_and_chart_from_known_outputs():
     ({"n": 0}, "n must be > 0"),
     ({"batch_size": -2}, "batch size must be > 0"),
     ({"samples": 0}, "samples must be > 0"),
+    ({"samples": 10 ** 18}, "self-consistency k must be at most 32"),
+    ({"max_new_tokens": 10 ** 18}, "max new tokens must be at most 2048"),
     ({"temperature": 0.0}, "temperature for self-consistency must be > 0"),
     ({"strategies": ()}, "no strategy selected"),
 ])

@@ -23,6 +23,7 @@ from core.models import MODELS
 from core.runs import RunControl, Stopped, cache_dir, new_run_dir, write_text
 
 log = logging.getLogger(__name__)
+MAX_SAMPLES = 32  # self-consistency paths per question: each one is a full answer generated on the one accelerator
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class IclConfig:
                 raise ValueError(f"{name.replace('_', ' ')} must be > 0, got {getattr(self, name)}")
         if self.batch_size < 0:
             raise ValueError(f"batch size must be > 0 (or 0 for automatic), got {self.batch_size}")
+        if self.samples > MAX_SAMPLES:
+            raise ValueError(f"self-consistency k must be at most {MAX_SAMPLES}, got {self.samples}")
         if self.temperature <= 0:
             raise ValueError(f"temperature for self-consistency must be > 0, got {self.temperature}")
         self.generation(sampled=True)  # the generation settings' own checks (the token limit among them)
