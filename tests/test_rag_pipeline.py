@@ -158,6 +158,7 @@ CONFIGS = [  # (settings, message fragment, why)
     ({"response_mode": "magic"}, "unknown response mode", "not a llama-index mode"),
     ({"max_new_tokens": 0}, "max new tokens", "no answer"),
     ({"context_window": 500, "max_new_tokens": 128}, "at least 512", "no room for the recipes"),
+    ({"repetition_penalty": -1.0}, "repetition penalty must be > 0", "fails only in the generate thread: a hang"),
 ]
 
 

@@ -51,6 +51,11 @@ class RagConfig:
         if self.max_new_tokens <= 0 or self.temperature < 0:
             raise ValueError(f"max new tokens must be > 0 and temperature >= 0, got {self.max_new_tokens} and "
                              f"{self.temperature}")
+        if self.repetition_penalty <= 0 or self.no_repeat_ngram_size < 0:
+            # checked here: HuggingFaceLLM generates in a thread of its own, and an error there never reaches the
+            # stream, which then waits for ever (holding the model slot)
+            raise ValueError(f"repetition penalty must be > 0 and the no-repeat n-gram size >= 0, got "
+                             f"{self.repetition_penalty} and {self.no_repeat_ngram_size}")
         if self.context_window < 2 * self.max_new_tokens + 256:
             # the window holds the answer, the answer carried into a refine step, and the question with recipes
             raise ValueError(f"a context window of {self.context_window} is too small for {self.max_new_tokens} new "
