@@ -35,6 +35,7 @@ def before_after_frame(run: jobs.RunInfo) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=BEFORE_AFTER_COLUMNS).round(3)
 
 
+@user_errors
 def on_selection(selected):
     """Timer (3 s) -> the first picked run's latest sampled summaries and its before/after table."""
     runs = [jobs.find_run("rl", name) for name in (selected or [])[:1]]

@@ -85,6 +85,8 @@ ROWS = [  # endpoint, arguments, what the message says, why the row is here
      r"self-consistency k must be at most 32", "an enormous k: 10^18 copies of each prompt for one generate call"),
     ("/rag_ask", ["Soup?", 1, "compact", 512, 16, 0.0, 0, -1, 0], r"repetition penalty must be > 0",
      "a negative penalty failed in llama-index's generate thread, and the stream waited for it for ever"),
+    ("/rl_samples", [["../../etc/passwd"]], r"run name '../../etc/passwd' is not allowed",
+     "the sampled-summaries handler let check_run_name's ValueError escape as a bare exception"),
     ("/align_download", [["ok", 3]], r"pick a run that has saved its adapter",
      "a number among the picked run names: check_run_name called .strip() on it"),
 ]
