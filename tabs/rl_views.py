@@ -95,6 +95,7 @@ def rouge_panel(profile) -> None:
         """Reads article, highlights and summary; writes the reward line and the bars (yours vs lead-3)."""
         if not highlights_text:
             raise ValueError("load an article first: there are no reference highlights to score against")
+        article_text, summary_text = article_text or "", summary_text or ""  # an API call may send null
         frame = _score_frame(article_text, highlights_text, summary_text)
         yours, lead = rl.rouge_reward([summary_text, rl.lead_baseline(article_text)], [highlights_text] * 2)
         return f"**Reward (rouge1 F1): {yours:.3f}** · lead-3 baseline: {lead:.3f}", frame
