@@ -1,9 +1,18 @@
-"""Bad input through gradio_client on the app served with tiny models: each row below once ended as gradio's bare
-"the app raised an exception" or no answer at all; each must be a clear gr.Error (no traceback, no library paths)."""
+"""Bad input at scale through gradio_client, on the app served with tiny models: hostile values (empty, 1 MB of text,
+wrong types, NaN, negative and enormous numbers, odd unicode, paths that climb out of the runs folder, a pickle renamed
+.jsonl) to every endpoint that takes inputs, training ones included, one parameter at a time. Each ends as a normal
+answer or a clear gr.Error (no traceback, no library paths), none hangs, and the app answers normally afterwards.
+ROWS are the inputs that once did not (each came with its fix)."""
+import collections
 import json
+import pickle
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from core import jobs
+from core.models import MODELS
 from testing.classroom import TINY_DPO, classroom_profile
 from tests.served import served_app
 
@@ -123,3 +132,165 @@ def test_a_number_widget_value_that_is_not_a_number_is_refused(value, message, w
         with pytest.raises(ValueError, match=f"seed {message}"):
             read(value, "seed")
     assert whole(10 ** 30, "seed") == 10 ** 30 and real(True, "x") == 1.0, why
+
+
+# ---- the sweep ------------------------------------------------------------------------------------------------------
+
+CALL_TIMEOUT_S = 60  # one call; the slowest accepted one (a tiny ICL comparison) takes a few seconds
+BIG = "x" * 2 ** 20
+ODD = "\u202eevil\u200b\u200d 🤖\x00"  # a right-to-left override, zero-width joiners, an emoji and a NUL
+CLIMB = "../../etc/passwd"
+HOSTILE = {  # per kind of parameter: (value, why); each parameter takes the next PER_PARAM of its kind's, in turn
+    "number": [(None, "empty"), (NAN, "NaN"), (-1, "negative"), (10 ** 18, "enormous"), (INF, "infinite"),
+               ("12abc", "text"), (-10 ** 18, "enormously negative"), (1e308, "huge float"),
+               (10 ** 400, "beyond a float"), (0.5, "a fraction"), ([3], "a list")],
+    "text": [("", "empty"), (BIG, "1 MB"), (None, "null"), (12345, "a number"), (["a"], "a list"), (CLIMB, "a path"),
+             (ODD, "odd unicode"), ({"a": 1}, "an object")],
+    "choice": [("", "empty"), (CLIMB, "a path"), (None, "null"), (7, "a number"), (ODD, "odd unicode"),
+               (BIG, "1 MB")],
+    "list": [([], "empty"), (None, "null"), (CLIMB, "a bare path"), ([CLIMB], "a path"), ([None, 3], "wrong items"),
+             (["x"] * 10000, "ten thousand items"), ([ODD], "odd unicode")],
+    "flag": [(None, "null"), ("yes", "text"), (2, "a number"), ([], "a list")],
+    "chat": [("not a list", "text"), ([{"role": "x"}], "a message without content"), ([1, 2], "numbers"),
+             (None, "null"), ([{"role": "user", "content": BIG}], "a 1 MB message")],
+}
+PER_PARAM = {"number": 1, "text": 3, "choice": 2, "list": 2, "flag": 2, "chat": 5, "file": 99}
+SWEEP_ICL = (["baseline", "self_consistency"], *ICL[1:])  # so k (self-consistency paths) is used too
+RAG = 1, "compact", 512, 16, 0.0, 0, 1.0, 0  # top-k, mode, window, new tokens, temperature, seed, penalty, n-gram
+BASE = {  # tiny settings where the page's defaults would run for long; None (and any endpoint not here): the default
+    "/icl_run": [None, *SWEEP_ICL], "/icl_ask": ["What is 2 + 2?", None, *SWEEP_ICL],
+    "/icl_compare": [None, *SWEEP_ICL],
+    "/reward_score": ["Is it?", "Yes.", "No.", False, 256], "/reward_pairs": [None, 2, 2, 256],
+    "/rag_ask": ["How do I make soup?", *RAG], "/rag_ask_submit": ["How do I make soup?", *RAG],
+    "/rag_chat": ["Soup?", [], *RAG], "/rag_compare": [1, 0, *RAG],
+    "/feedback_create": ["fuzz", "Say hi.", 8], "/feedback_edit": ["fuzz", "Say hi.", 8], "/align_start": ALIGN,
+    "/rl_start": ["ppo", "", 1, 1e-4, 2, 2, 1, 0.1, "adaptive", 0.2, 6.0, 8, 2, 0.04, 1],
+    "/score_summary": ["An article. It has three sentences. This is one.", "A highlight.", "A summary."],
+}
+TRAINING = {"/align_start", "/rl_start", "/align_resume", "/rl_resume"}  # run one at a time, any job cancelled after
+WORKERS = 3  # browser sessions sending the other endpoints' cases at once
+
+
+def hostile_files(folder) -> list:
+    from gradio_client import handle_file
+
+    files = {"pairs.jsonl": pickle.dumps([{"prompt": "p", "chosen": "a", "rejected": "b"}]), "empty.jsonl": b"",
+             "junk.jsonl": b"{" * 2 ** 20, "nul.csv": b"prompt,chosen\x00\x00,rejected\n" * 10,
+             "odd.csv": f"prompt,chosen,rejected\n{ODD},{ODD},{ODD}\n".encode()}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    meta = {"_type": "gradio.FileData"}
+    uploads = [("pairs.jsonl", "a pickle renamed .jsonl"), ("empty.jsonl", "an empty file"),
+               ("junk.jsonl", "1 MB of '{'"), ("nul.csv", "NUL bytes"), ("odd.csv", "odd unicode rows")]
+    return [(handle_file(str(folder / name)), why) for name, why in uploads] + [
+        (CLIMB, "a bare path"), ({"path": "/etc/passwd", "meta": meta}, "a server path"),
+        ({"path": CLIMB, "orig_name": "x.jsonl", "meta": meta}, "a path that climbs")]
+
+
+def kind_of(param: dict) -> str:
+    python_type = param["python_type"]["type"]
+    if param["component"] == "Chatbot":
+        return "chat"
+    if python_type == "filepath":
+        return "file"
+    if python_type.startswith("Literal"):
+        return "choice"
+    if python_type.startswith("list"):
+        return "list"
+    return {"str": "text", "int": "number", "float": "number", "bool": "flag"}[python_type]
+
+
+def cases(api: dict, files: list) -> list[tuple[str, list, int, str]]:
+    """(endpoint, arguments, index of the hostile one, why) for every parameter of every endpoint with inputs."""
+    made, turn = [], collections.Counter()
+    values = {**HOSTILE, "file": files}
+    for endpoint, info in sorted(api["named_endpoints"].items()):
+        params = info["parameters"]
+        base = [p["parameter_default"] if b is None else b
+                for p, b in zip(params, BASE.get(endpoint, [None] * len(params)))]
+        for index, param in enumerate(params):
+            kind = kind_of(param)
+            pool = values[kind]
+            for _ in range(min(PER_PARAM[kind], len(pool))):
+                value, why = pool[turn[kind] % len(pool)]
+                turn[kind] += 1
+                made.append((endpoint, [*base[:index], value, *base[index + 1:]], index, f"{param['label']}: {why}"))
+    return made
+
+
+def outcome(client, endpoint: str, args: list) -> tuple[str, str]:
+    """ok, clear error or other (an exception that was not a gr.Error, a message with a traceback, no answer)."""
+    from gradio_client.exceptions import AppError
+
+    try:
+        client.submit(*args, api_name=endpoint).result(timeout=CALL_TIMEOUT_S)
+        return "ok", ""
+    except AppError as exc:
+        message = str(exc)
+        leak = GENERIC in message or any(s in message for s in LEAKS)
+        return ("other" if leak else "clear error"), message[:200]
+    except TimeoutError:
+        return "other", f"no answer within {CALL_TIMEOUT_S} s"
+    except Exception as exc:  # the client could not even send it, or the reply was broken
+        return "other", f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def end_any_job() -> None:
+    """A hostile value the trainer accepted started a job: cancel it so the next case starts from a free slot."""
+    active = jobs.JOBS.active()
+    if active is not None:
+        jobs.JOBS.cancel(active.kind, active.run_id)
+    deadline = time.monotonic() + 30
+    while (jobs.JOBS.active() is not None or MODELS.status()["held_by"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def run_cases(client, some: list, training: bool) -> list[tuple[str, str, str]]:
+    """(endpoint, outcome, detail) per case, in order; stops at the first call that hangs (it holds the queue)."""
+    results = []
+    for endpoint, args, index, why in some:
+        result, detail = outcome(client, endpoint, args)
+        results.append((endpoint, result, f"[{index}] {why}: {detail}"))
+        if training:
+            end_any_job()
+        if detail.startswith("no answer within"):
+            break
+    return results
+
+
+def table(counts: dict) -> str:
+    lines = [f"{'endpoint':<22} {'tried':>5} {'ok':>5} {'clear error':>12} {'other':>6}"]
+    total = collections.Counter()
+    for endpoint, c in sorted(counts.items()):
+        lines.append(f"{endpoint:<22} {sum(c.values()):>5} {c['ok']:>5} {c['clear error']:>12} {c['other']:>6}")
+        total.update(c)
+    lines.append(f"{'all':<22} {sum(total.values()):>5} {total['ok']:>5} {total['clear error']:>12} "
+                 f"{total['other']:>6}")
+    return "\n".join(lines)
+
+
+def test_hostile_input_to_every_endpoint_ends_as_an_answer_or_a_clear_error(served, nan_allowed, tmp_path):
+    from gradio_client import Client
+
+    api = served.view_api(return_format="dict", print_info=False)
+    tried = cases(api, hostile_files(tmp_path))
+    others = [c for c in tried if c[0] not in TRAINING]
+    start = time.monotonic()
+    with ThreadPoolExecutor(WORKERS) as pool:  # each worker its own session, its share of the endpoints
+        endpoints = sorted({c[0] for c in others})
+        shares = [[c for c in others if endpoints.index(c[0]) % WORKERS == w] for w in range(WORKERS)]
+        futures = [pool.submit(run_cases, Client(served.src, verbose=False), share, False) for share in shares]
+        results = [r for f in futures for r in f.result(timeout=900)]
+    results += run_cases(served, [c for c in tried if c[0] in TRAINING], True)
+    counts = collections.defaultdict(collections.Counter)
+    for endpoint, result, _detail in results:
+        counts[endpoint][result] += 1
+    print(f"\n{len(results)} hostile inputs to {len(counts)} endpoints in {time.monotonic() - start:.0f} s\n"
+          + table(counts))
+    assert len(results) == len(tried) >= 200, "every case ran (none stopped behind a hung call)"
+    assert len(counts) == sum(1 for e in api["named_endpoints"].values() if e["parameters"])
+    bad = [f"{endpoint} {detail}" for endpoint, result, detail in results if result == "other"]
+    assert not bad, "\n".join(bad)
+    assert served.predict(api_name="/status").startswith(("no model", "resident"))
+    status, *_ = served.predict(None, *ICL, api_name="/icl_run")
+    assert status.startswith("1 rows"), "a normal run still works after the sweep"
