@@ -15,6 +15,7 @@ TABS = [("ICL lab", icl), ("Reward explorer", reward), ("DPO / ORPO trainer", al
         ("RAG recipe chat", rag), ("RL summarizer", rl)]
 THEME = gr.themes.Soft(primary_hue="indigo")
 CSS = ".status-line {font-size: 0.9em; opacity: 0.85}"
+QUEUE = {"default_concurrency_limit": 8}  # events without a limit of their own; model events share one of width 1
 
 
 def build_app(profile: profiles.Profile | None = None) -> gr.Blocks:
@@ -41,4 +42,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Start the Alignment Lab web app.")
     profiles.add_arguments(parser)
     demo = build_app(profiles.from_args(parser.parse_args()))
-    demo.queue(default_concurrency_limit=8).launch(theme=THEME, css=CSS)
+    demo.queue(**QUEUE).launch(theme=THEME, css=CSS)

@@ -1,4 +1,5 @@
-"""The real app served on a free local port for a test module, driven through gradio_client."""
+"""The real app served on a free local port for a test module, with the queue settings app.py launches with, driven
+through gradio_client."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ def served_app(profile):
     import app
 
     demo = app.build_app(profile)
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    demo.queue(**app.QUEUE).launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
     try:
         yield Client(demo.local_url, verbose=False)
     finally:

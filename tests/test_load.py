@@ -1,0 +1,71 @@
+"""A classroom on one Space (testing/load.py): 30 students' sessions at once over the five tabs, cheap and model
+requests, one tiny DPO job started from the page among them. Asserts the invariants, not timings: every request is
+answered or clearly refused, a queued request can read its place at once, the model slot serves one model at a time
+and never reloads the same one for nothing, and memory comes back near where it started."""
+import collections
+
+import pytest
+
+from core import jobs
+from testing import load
+from testing.classroom import classroom_profile
+from tests.served import served_app
+
+STUDENTS = 30
+BOUND_S = 300  # per request, and three times that for the whole class
+MEMORY_SLACK_GB = 0.25  # process RSS after the class vs before, both with the slot emptied
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    with served_app(classroom_profile(tmp_path_factory.mktemp("classroom"))) as client:
+        made = load.run_classroom(client.src, STUDENTS, BOUND_S)
+    for row in made.by_kind():
+        print(row)
+    print(f"max queue {made.max_queue} · loads {len(made.loads)} · {made.seconds:.0f} s · memory "
+          f"{made.memory_before} -> {made.memory_after} · run {made.run and made.run.label()}")
+    for r in made.requests:
+        if r.outcome not in ("completed",):
+            print(r.student, r.endpoint, r.outcome, r.message[:200])
+    print(sorted(round(r.position_s or -1, 2) for r in made.requests if r.kind != "cheap"))
+    return made
+
+
+def test_every_request_is_answered_or_clearly_refused(report):
+    assert not report.unfinished, f"students still waiting after the bound: {report.unfinished}"
+    sent = collections.Counter(r.student for r in report.requests if r.student != 0)
+    assert sent == {i: 5 for i in range(1, STUDENTS)}, "four requests of a tab, then one more after the job"
+    lost = [(r.endpoint, r.message) for r in report.requests if r.outcome in ("lost", "failed")]
+    assert not lost, lost
+    refused = [r for r in report.requests if r.outcome == "refused"]
+    assert all(r.kind != "cheap" for r in refused), "only model work waits for the training job"
+    assert all("training align/" in r.message or "holds the accelerator" in r.message for r in refused)
+    assert sum(r.outcome == "completed" and r.kind == "model" for r in report.requests) >= STUDENTS, \
+        "after the job every student's last model request runs"
+
+
+def test_the_training_job_ran_among_them_and_gave_the_slot_back(report):
+    started = [r for r in report.requests if r.kind == "training"]
+    assert [r.outcome for r in started] == ["completed"]
+    assert report.run is not None and report.run.status == "finished", report.run and report.run.summary
+    assert len(report.holds) == 1 and jobs.JOBS.active() is None
+
+
+def test_a_queued_request_reads_its_place_within_2_s(report):
+    queued = [r for r in report.requests if r.kind != "cheap"]
+    assert report.max_queue >= 5, "the class really queued for the accelerator"
+    late = [(r.endpoint, r.position_s) for r in queued if r.position_s is None or r.position_s > 2.0]
+    assert not late, late
+    assert max(r.slowest_status_s for r in report.requests) < 2.0
+
+
+def test_the_slot_holds_one_model_at_a_time_and_never_reloads_for_nothing(report):
+    assert report.loads, "the class loaded models"
+    assert report.overlapping_loads == 0, "a load began while another model was resident or loading"
+    assert not report.consecutive_reloads(), report.consecutive_reloads()
+
+
+def test_memory_comes_back_near_its_baseline(report):
+    before, after = report.memory_before, report.memory_after
+    key = "rss_gb" if before["device"] == "cpu" else "allocated_gb"
+    assert after[key] - before[key] < MEMORY_SLACK_GB, (before, after)
