@@ -262,6 +262,7 @@ class JobManager:
         self._models = models if models is not None else MODELS
         self._lock = threading.Lock()
         self._active: Path | None = None
+        self._generation = 0  # counts starts: a watcher frees the slot only for the job it watches
         self._adopted = False
         self._plan: dict | None = None  # jobs queued to follow the active one (a comparison), and what runs after
         self._last_plan: dict | None = None
@@ -285,8 +286,9 @@ class JobManager:
         for run in list_runs():
             if run.status == "running":
                 self._active = run.folder
+                self._generation += 1
                 self._models.hold(self.describe)
-                self._watch(None, run.folder)
+                self._watch(None, run.folder, self._generation)
                 return
 
     def describe(self) -> str:
@@ -317,7 +319,8 @@ class JobManager:
                 self._models.release()
                 raise
             self._active = folder
-            self._watch(process, folder)
+            self._generation += 1
+            self._watch(process, folder, self._generation)
         return read_run(folder)
 
     def start_sequence(self, kind: str, jobs: list[tuple[list[str], str | None]],
@@ -367,6 +370,8 @@ class JobManager:
     def _spawn(self, folder: Path, argv: list[str], resume: bool) -> subprocess.Popen:
         if not resume:
             write_json(folder / "launch.json", {"argv": argv, "created": time.time()})
+        for leftover in (STOP, CANCEL, "summary.json"):  # the last end's marks: a resumed run is running again
+            (folder / leftover).unlink(missing_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "ALAB_RUNS": str(runs_dir())}
         with open(folder / "log.txt", "ab") as out:
             # A session of its own: a Ctrl-C meant for the app does not reach the job, and the job outlives it.
@@ -375,8 +380,9 @@ class JobManager:
         (folder / "pid").write_text(str(process.pid))
         return process
 
-    def _watch(self, process: subprocess.Popen | None, folder: Path) -> None:
-        """A thread that waits for the job to end, records an exit without a summary, and frees the slot."""
+    def _watch(self, process: subprocess.Popen | None, folder: Path, generation: int) -> None:
+        """A thread that waits for the job to end, records an exit without a summary, and frees the slot (unless a
+        newer job holds it: a resumed run reuses its folder, and its watcher is another one)."""
         def wait():
             if process is not None:
                 code = process.wait()
@@ -388,7 +394,7 @@ class JobManager:
                 while process_alive(folder):
                     time.sleep(1.0)
             with self._lock:
-                if self._active == folder:
+                if self._generation == generation:
                     self._active = None
                     self._models.release()
             self._continue_plan(folder)
