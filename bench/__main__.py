@@ -7,6 +7,8 @@ BENCHES = {
     "icl": "bench.icl",
     "reward": "bench.reward",
     "rag": "bench.rag",
+    "align": "bench.align",  # DPO/ORPO: the project's trainer vs plain transformers+bnb+peft+trl (GPU); --smoke, --lite
+    "rl": "bench.rl",  # our PPO (default path vs the notebook's) and trl GRPO: s/step
 }
 
 

@@ -13,13 +13,19 @@ The pipeline contract, the same in every package:
 - `cli.py`: `add_arguments(parser)` and `main(args, profile) -> (table text, result dict)`.
 
 On CUDA, unsloth is imported before anything imports transformers/trl/peft: it patches them at import time,
-and imported later it warns and leaves its fast paths off. On a CPU it is never imported (it refuses to).
+and imported later it warns and leaves its fast paths off. On a CPU it is never imported (it refuses to). The RL
+job (`python -m core rl`) never imports it: unsloth swaps trl's GRPOTrainer for its own, which only takes models
+unsloth loaded (GPT-2, the summarizer, is not one), and patches Llama's forward in ways our PPO does not expect.
 """
 import importlib.util as _util
 import os as _os
+import sys as _sys
 
 _os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 _os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+# While `python -m core <job>` locates core/__main__, sys.argv is ["-m", "<job>", ...].
+if _sys.argv[:2] == ["-m", "rl"]:
+    _os.environ["ALAB_NO_UNSLOTH"] = "1"
 
 if _util.find_spec("unsloth") is not None and _os.environ.get("ALAB_NO_UNSLOTH") != "1":
     import torch as _torch

@@ -22,6 +22,10 @@ class ModelLoadError(RuntimeError):
     """A model could not be loaded; the slot is empty and usable again."""
 
 
+class AcceleratorBusy(RuntimeError):
+    """A training job (a process of its own) holds the accelerator: nothing loads here until it ends."""
+
+
 def memory_stats() -> dict:
     """Accelerator memory in GiB (allocated, reserved, peak) on CUDA; the process's RSS on a CPU."""
     import torch
@@ -62,6 +66,7 @@ class ModelManager:
         self._resident: Resident | None = None
         self._loading: str | None = None
         self._owner: int | None = None
+        self._held: Callable[[], str] | None = None  # set while a training job holds the accelerator
         self.last_eviction: dict | None = None
 
     @contextmanager
@@ -69,6 +74,9 @@ class ModelManager:
         """Yields the object `load(model_id)` returns, loaded once and kept resident until another
         (kind, model_id) is asked for. Blocks while another thread uses the slot."""
         with self._lock:
+            if self._held is not None:
+                raise AcceleratorBusy(f"{self._held()}. The accelerator belongs to that training job until it "
+                                      "ends, so no model loads here: wait, or stop the run on its tab.")
             outer = self._owner == threading.get_ident() and self._resident is not None
             key = (loader_name(load), model_id)
             if outer and (self._resident.kind, self._resident.model_id) != key:
@@ -129,11 +137,22 @@ class ModelManager:
             self.last_eviction = check
             return check
 
+    def hold(self, describe: Callable[[], str]) -> None:
+        """Evicts the resident and gives the accelerator to a job outside this process; `describe()` says which
+        (and how far along) whenever someone asks for a model meanwhile."""
+        with self._lock:
+            self.unload()
+            self._held = describe
+
+    def release(self) -> None:
+        self._held = None
+
     def status(self) -> dict:
         """What is resident, how long it took to load, and the memory figures; never blocks."""
         resident = self._resident
+        held = self._held
         info = {"role": None, "model_id": None, "load_seconds": None, "loading": self._loading,
-                "busy": self._owner is not None}
+                "busy": self._owner is not None, "held_by": held() if held is not None else None}
         if resident is not None:
             info.update(role=resident.role, model_id=resident.model_id, load_seconds=resident.load_seconds)
         info.update(memory_stats())

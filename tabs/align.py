@@ -1,16 +1,28 @@
-"""DPO / ORPO trainer tab, step one: the preference data, filtered as in the course notebook and formatted with the
-generator's chat template (its tokenizer only: no model enters the slot). Training arrives in the next step."""
+"""DPO / ORPO trainer tab: the preference data filtered and formatted as in the course notebook, LoRA training as a
+job apart from the page (live curves, Stop and save / Cancel, resume), then answers, reward scores and DPO vs ORPO.
+Layout and wiring only: the work is core.align and core.jobs."""
 from __future__ import annotations
+
+import time
+from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
 
-from core import align
-from tabs.common import model_line, user_errors
+from core import align, curves, jobs
+from core import feedback as feedback_core
+from tabs import align_after, feedback, training
+from tabs.common import GPU_EVENT, model_line, user_errors
+from tabs.training import started_line
 
-API_NAMES = ["filter_preferences"]
+API_NAMES = ["filter_preferences", "align_datasets", "align_start", "align_preset", "align_poll", "align_stop",
+             "align_cancel", "align_resume", "align_download", *align_after.API_NAMES, *feedback.API_NAMES]
 RULE_LABELS = {"source": "dropped source", "similarity": "too similar", "word_limit": "too long"}
 PREVIEW_COLUMNS = ["prompt", "chosen", "rejected"]
+METHOD_CHOICES = [("DPO", "dpo"), ("ORPO", "orpo"),
+                  ("Both: DPO, then ORPO, then scores (the whole comparison)", "both")]
+ADVANCED = ("pairs", "beta", "learning_rate", "lora_r", "max_length", "micro_batch", "precision", "max_steps",
+            "save_steps", "free_prompt")
 
 
 def _removed_frame(result: align.PreferenceDataResult) -> pd.DataFrame:
@@ -27,36 +39,134 @@ def _summary(result: align.PreferenceDataResult, cfg: align.PreferenceDataConfig
     return "\n\n".join(lines)
 
 
-def build(profile) -> None:
-    gr.Markdown("### Preference data\nThe course notebook's filters: drop pairs whose two answers are nearly identical "
-                "(Levenshtein ratio), pairs with an over-long answer, and the toxic-dpo source; then a seeded "
-                "subset, formatted as prompt (chat template + assistant header) / chosen / rejected (answer + eos).\n\n"
-                "*LoRA DPO and ORPO training on this data arrives in the next step.*")
-    gr.Markdown(model_line("chat template from the generator's tokenizer", profile.generator) + " · "
-                + model_line("preferences", profile.preferences))
+def data_choices(profile) -> list[tuple[str, str]]:
+    """The profile's preference data, then every set the class voted into existence (newest first)."""
+    votes = [(f"class votes · {f.parent.name}", str(f)) for f in feedback_core.list_exports()]
+    return [(f"{profile.preferences} (the profile's preference data)", profile.preferences), *votes]
+
+
+def _dataset(profile, picked: str | None) -> str:
+    allowed = {value for _label, value in data_choices(profile)}
+    if picked and picked not in allowed:
+        raise ValueError("that preference set is not in the list: press ↻ to refresh it")
+    return picked or profile.preferences
+
+
+def filter_handler(profile):
+    @user_errors
+    def on_filter_click(dataset, threshold, limit, drop, rows, progress=gr.Progress(track_tqdm=True)):
+        """Reads the data picker and the four filter inputs; writes the summary line, the removed-rows bars and
+        the preview table."""
+        cfg = align.PreferenceDataConfig(
+            dataset=_dataset(profile, dataset), similarity_threshold=float(threshold), word_limit=int(limit or 0),
+            drop_sources=(align.TOXIC_SOURCE,) if drop else (), n_rows=int(rows or 0), tokenizer_id=profile.generator)
+        result = align.prepare(cfg)
+        return _summary(result, cfg), _removed_frame(result), pd.DataFrame(result.preview, columns=PREVIEW_COLUMNS)
+    return on_filter_click
+
+
+def _configs(profile, method, preset, values: dict) -> list[align.AlignConfig]:
+    """One config per method of the run (two for the whole comparison), validated before anything starts."""
+    whole = dict(zip(ADVANCED, values["advanced"]))
+    overrides = dict(pairs=int(whole["pairs"]), beta=float(whole["beta"]), learning_rate=float(whole["learning_rate"]),
+                     lora_r=int(whole["lora_r"]), lora_alpha=int(whole["lora_r"]), max_length=int(whole["max_length"]),
+                     micro_batch=int(whole["micro_batch"]), precision=whole["precision"],
+                     max_steps=int(whole["max_steps"]), save_steps=int(whole["save_steps"]),
+                     free_prompt=whole["free_prompt"] or "", similarity=float(values["similarity"]),
+                     word_limit=int(values["word_limit"]), drop_toxic=bool(values["drop_toxic"]),
+                     dataset=_dataset(profile, values["dataset"]))
+    methods = ["dpo", "orpo"] if method == "both" else [method]
+    return [align.preset_config(preset, profile, method=m, **overrides) for m in methods]
+
+
+def start_handler(profile):
+    @user_errors
+    def on_start_click(method, preset, dataset, similarity, word_limit, drop_toxic, *advanced):
+        """Start button: reads the method, preset, data picker and filters, and the Advanced settings; starts the
+        training job(s) and selects the new run (its curves appear below)."""
+        cfgs = _configs(profile, method, preset, dict(dataset=dataset, similarity=similarity, word_limit=word_limit,
+                                                      drop_toxic=drop_toxic, advanced=advanced))
+        align.prepare(align.data_config(cfgs[0]))  # zero pairs left after filtering: say so before a job starts
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        runs = [(["--profile", profile.name, *jobs.config_argv(c)], f"{c.method}-{stamp}") for c in cfgs]
+        if len(runs) == 1:
+            first = jobs.JOBS.start("align", *runs[0])
+        else:
+            first = jobs.JOBS.start_sequence("align", runs, on_done=align_after.score_all(profile))
+        return [first.run_id], started_line(first.run_id)
+    return on_start_click
+
+
+def preset_handler(profile):
+    def on_preset_change(preset):
+        """Preset radio -> every Advanced setting filled with the preset's values."""
+        cfg = align.preset_config(preset, profile)
+        return [getattr(cfg, name) for name in ADVANCED]
+    return on_preset_change
+
+
+def _data_panel(profile) -> SimpleNamespace:
+    gr.Markdown("### 1. Preference data\nThe course notebook's filters: drop pairs whose two answers are nearly "
+                "identical (Levenshtein ratio), pairs with an over-long answer, and the toxic-dpo source; then a "
+                "seeded subset, formatted as prompt (chat template + assistant header) / chosen / rejected "
+                "(answer + eos). The class's own votes (panel 4) appear in the picker once exported.")
     with gr.Row():
-        similarity = gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Similarity threshold",
-                               info="drop pairs whose answers have Levenshtein ratio >= this")
-        word_limit = gr.Number(value=1000, precision=0, minimum=1, label="Word limit",
-                               info="drop pairs where an answer has this many words or more")
-        drop_toxic = gr.Checkbox(value=True, label=f"Drop {align.TOXIC_SOURCE}")
-        n_rows = gr.Number(value=1600, precision=0, minimum=1, label="Rows", info="seeded subset size")
-    filter_button = gr.Button("Filter & format", variant="primary")
+        dataset = gr.Dropdown(data_choices(profile), value=profile.preferences, label="preference data", scale=5)
+        refresh = gr.Button("↻", scale=0, size="sm")
+    refresh.click(lambda: gr.update(choices=data_choices(profile)), None, dataset, api_name="align_datasets",
+                  queue=False)
+    with gr.Row():
+        ui = SimpleNamespace(dataset=dataset,
+            similarity=gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Similarity threshold",
+                                 info="drop pairs whose answers have Levenshtein ratio >= this"),
+            word_limit=gr.Number(value=1000, precision=0, minimum=1, label="Word limit",
+                                 info="drop pairs where an answer has this many words or more"),
+            drop_toxic=gr.Checkbox(value=True, label=f"Drop {align.TOXIC_SOURCE}"),
+            rows=gr.Number(value=1600, precision=0, minimum=1, label="Rows", info="seeded subset size"))
+    filter_button = gr.Button("Filter & format")
     summary = gr.Markdown()
     removed_plot = gr.BarPlot(x="rule", y="rows removed", title="Rows removed by each rule", height=240,
                               y_lim=[0, None], sort=list(RULE_LABELS.values()))
     preview = gr.Dataframe(headers=PREVIEW_COLUMNS, label="Formatted preview (first rows)", wrap=True,
                            column_widths=["40%", "30%", "30%"])
-
-    @user_errors
-    def on_filter_click(threshold, limit, drop, rows, progress=gr.Progress(track_tqdm=True)):
-        """Reads the four filter inputs; writes the summary line, the removed-rows bars and the preview table."""
-        cfg = align.PreferenceDataConfig(
-            dataset=profile.preferences, similarity_threshold=float(threshold), word_limit=int(limit or 0),
-            drop_sources=(align.TOXIC_SOURCE,) if drop else (), n_rows=int(rows or 0), tokenizer_id=profile.generator)
-        result = align.prepare(cfg)
-        table = pd.DataFrame(result.preview, columns=PREVIEW_COLUMNS)
-        return _summary(result, cfg), _removed_frame(result), table
-
-    filter_button.click(on_filter_click, inputs=[similarity, word_limit, drop_toxic, n_rows],
+    filter_button.click(filter_handler(profile), inputs=[ui.dataset, ui.similarity, ui.word_limit, ui.drop_toxic,
+                                                         ui.rows],
                         outputs=[summary, removed_plot, preview], api_name="filter_preferences")
+    return ui
+
+
+def _advanced(profile) -> list:
+    cfg = align.preset_config("quick", profile)
+    with gr.Accordion("Advanced (every hyperparameter; the preset fills them)", open=False):
+        with gr.Row():
+            fields = [gr.Number(cfg.pairs, precision=0, label="pairs"), gr.Number(cfg.beta, label="beta"),
+                      gr.Number(cfg.learning_rate, label="learning rate"),
+                      gr.Number(cfg.lora_r, precision=0, label="LoRA r (alpha = r)"),
+                      gr.Number(cfg.max_length, precision=0, label="max length (prompt + answer tokens)")]
+        with gr.Row():
+            fields += [gr.Number(cfg.micro_batch, precision=0, label="micro-batch (0 = auto from free memory)"),
+                       gr.Radio(["4bit", "16bit"], value=cfg.precision, label="precision (GPU; a CPU trains fp32)"),
+                       gr.Number(cfg.max_steps, precision=0, label="max steps (-1 = one epoch)"),
+                       gr.Number(cfg.save_steps, precision=0, label="checkpoint every (steps)")]
+        fields.append(gr.Textbox(cfg.free_prompt, label="your own prompt, answered after training (optional)"))
+    return fields
+
+
+def build(profile) -> None:
+    data = _data_panel(profile)
+    gr.Markdown("### 2. Train a LoRA adapter\n" + model_line("policy", profile.generator) + " · "
+                + model_line("scored by", profile.reward_model) + "\n\nThe effective batch is 8 pairs per optimizer "
+                "step, as in the notebook; the micro-batch is picked from the free accelerator memory and written "
+                "to the run's config.json.")
+    with gr.Row():
+        method = gr.Radio(METHOD_CHOICES, value="dpo", label="method")
+        preset = gr.Radio([(p.label, name) for name, p in align.PRESETS.items()], value="quick", label="preset")
+    advanced = _advanced(profile)
+    start_button = gr.Button("Start training", variant="primary")
+    panel = training.run_panel("align", curves.ALIGN_CHARTS)
+    align_after.build(profile, panel.picker)
+    start_button.click(start_handler(profile),
+                       [method, preset, data.dataset, data.similarity, data.word_limit, data.drop_toxic, *advanced],
+                       [panel.selected, panel.started], api_name="align_start", **GPU_EVENT)
+    preset.change(preset_handler(profile), preset, advanced, api_name="align_preset", queue=False)
+    feedback.build(profile)

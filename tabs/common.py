@@ -6,21 +6,27 @@ import inspect
 
 import gradio as gr
 
-from core.models import MODELS, ModelLoadError
+from core.jobs import JOBS, JobBusy
+from core.models import MODELS, AcceleratorBusy, ModelLoadError
 from core.runs import Stopped
 
-# Every model-using event joins one queue of width 1: users wait their turn for the accelerator.
+# Every model-using event joins one queue of width 1: users wait their turn for the accelerator (the page shows
+# their place in the queue). Polling events never wait behind it.
 GPU_EVENT = {"concurrency_id": "gpu", "concurrency_limit": 1}
+POLL_EVENT = {"concurrency_limit": None, "show_progress": "hidden"}
 
 
 def status_markdown() -> str:
     """The status line: resident model, its load time, and memory figures."""
+    JOBS.active()  # adopts a job that outlived an app restart, and frees the slot once a job has ended
     s = MODELS.status()
     if s["device"] == "cuda":
         memory = f"GPU {s['allocated_gb']:.2f} GB allocated · {s['reserved_gb']:.2f} reserved · {s['peak_gb']:.2f} peak"
     else:
         memory = f"CPU · process {s['rss_gb']:.2f} GB"
-    if s["loading"]:
+    if s["held_by"]:
+        model = f"**{s['held_by']}** (the accelerator is the job's until it ends)"
+    elif s["loading"]:
         model = f"loading **{s['loading']}** …"
     elif s["model_id"]:
         model = f"resident: **{s['role']}** `{s['model_id']}` (loaded in {s['load_seconds']:.1f} s)"
@@ -34,7 +40,7 @@ def model_line(role: str, model_id: str) -> str:
 
 
 STOPPED = "Stopped: {kept}"
-USER_ERRORS = (ValueError, ModelLoadError, FileNotFoundError)
+USER_ERRORS = (ValueError, ModelLoadError, FileNotFoundError, AcceleratorBusy, JobBusy)
 
 
 def stopped_warning(kept: str) -> None:

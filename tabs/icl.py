@@ -9,9 +9,10 @@ import pandas as pd
 
 from core import icl
 from core.runs import RunControl
+from tabs import icl_models
 from tabs.common import GPU_EVENT, model_line, stopped_warning, user_errors
 
-API_NAMES = ["icl_run", "icl_stop", "icl_ask", "icl_detail", "icl_sample"]
+API_NAMES = ["icl_run", "icl_stop", "icl_ask", "icl_detail", "icl_sample", "icl_models", "icl_compare"]
 _CONTROLS: dict[str, RunControl] = {}  # browser session -> its current run, so Stop reaches the right one
 ROW_HEADERS = ["#", "strategy", "gold", "strict", "flexible", "strict ✓", "flexible ✓", "cached", "question"]
 SUMMARY_HEADERS = ["strategy", "n", "strict", "strict [95% CI]", "flexible", "flexible [95% CI]", "cached"]
@@ -23,10 +24,11 @@ def _whole(value, name: str) -> int:
     return int(value)
 
 
-def _config(profile, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty,
+def _config(profile, model, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty,
             ngram) -> icl.IclConfig:
     return icl.IclConfig(
-        model_id=profile.generator, dataset=profile.gsm8k, strategies=tuple(strategies or ()), n=_whole(n, "n"),
+        model_id=model or profile.generator, dataset=profile.gsm8k, strategies=tuple(strategies or ()),
+        n=_whole(n, "n"),
         seed=_whole(seed, "seed"), first=bool(first), max_new_tokens=_whole(max_tokens, "max new tokens"),
         batch_size=_whole(batch, "batch size"), shots=_whole(shots, "shots"), samples=_whole(samples, "k"),
         temperature=float(temperature if temperature is not None else 0),
@@ -60,12 +62,12 @@ def _controlled(request: gr.Request, work):
 
 def run_handler(profile):
     @user_errors
-    def on_run_click(strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty, ngram,
-                     request: gr.Request, progress=gr.Progress(track_tqdm=True)):
-        """Run button: reads the strategy and setting widgets; writes status, sample, accuracy table, chart, rows
-        table, the stage picker, the CSV/JSON files and the rows state."""
-        cfg = _config(profile, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty,
-                      ngram)
+    def on_run_click(model, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty,
+                     ngram, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+        """Run button: reads the model picker, the strategy and setting widgets; writes status, sample, accuracy
+        table, chart, rows table, the stage picker, the CSV/JSON files and the rows state."""
+        cfg = _config(profile, model, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature,
+                      penalty, ngram)
         result = _controlled(request, lambda control: icl.run(cfg, control))
         if result.stopped:
             stopped_warning(f"{len(result.rows)} finished rows are shown and saved in {result.run_dir}")
@@ -89,11 +91,12 @@ def on_stop_click(request: gr.Request):
 
 def ask_handler(profile):
     @user_errors
-    def on_ask_click(question, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty,
-                     ngram, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
-        """Ask button: reads the question box and the settings; writes every strategy's answer and stages."""
-        cfg = _config(profile, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty,
-                      ngram)
+    def on_ask_click(question, model, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature,
+                     penalty, ngram, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+        """Ask button: reads the question box, the model picker and the settings; writes every strategy's answer
+        and stages."""
+        cfg = _config(profile, model, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature,
+                      penalty, ngram)
         rows = _controlled(request, lambda control: icl.ask(question, cfg, control))
         return "\n\n---\n\n".join(f"### {icl.STRATEGIES[r['strategy']].label}\n" + icl.stages_markdown(r)
                                   for r in rows)
@@ -168,6 +171,7 @@ def build(profile) -> None:
                 "extraction (only an explicit final answer counts) and **flexible** extraction (else the last "
                 "number), with 95% Wilson intervals: at n=50 one question is 2 points.")
     gr.Markdown(model_line("generator", profile.generator) + " · " + model_line("data", profile.gsm8k))
+    picker = icl_models.model_picker(profile)
     settings = _settings_panel(profile)
     with gr.Row():
         run_button = gr.Button("Run evaluation", variant="primary")
@@ -179,12 +183,14 @@ def build(profile) -> None:
                                   placeholder="A baker sells 12 rolls a tray and bakes 7 trays. How many rolls?")
         ask_button = gr.Button("Ask")
         ask_md = gr.Markdown()
+    icl_models.compare_panel(profile, _config, settings.inputs)
 
-    run_button.click(run_handler(profile), settings.inputs,
+    run_button.click(run_handler(profile), [picker, *settings.inputs],
                      [ui.status, ui.sample, ui.summary, ui.chart, ui.rows, ui.detail_pick, ui.csv, ui.json,
                       ui.rows_state], api_name="icl_run", **GPU_EVENT)
     stop_button.click(on_stop_click, None, ui.status, api_name="icl_stop", queue=False)
-    ask_button.click(ask_handler(profile), [question_box, *settings.inputs], ask_md, api_name="icl_ask", **GPU_EVENT)
+    ask_button.click(ask_handler(profile), [question_box, picker, *settings.inputs], ask_md, api_name="icl_ask",
+                     **GPU_EVENT)
     sample_button.click(sample_handler(profile), [settings.n, settings.seed, settings.first], ui.sample,
                         api_name="icl_sample")
     ui.detail_pick.change(on_detail_pick, [ui.detail_pick, ui.rows_state], ui.detail, api_name="icl_detail")

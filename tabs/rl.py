@@ -1,61 +1,103 @@
-"""RL summarizer tab, step one: a news article, its reference highlights, and the ROUGE reward that PPO/GRPO will
-optimise, for any summary you type (prefilled with the lead-3 baseline). No model is loaded here yet."""
+"""RL summarizer tab: a news summarizer trained with our PPO (value head, KL to the reference) or trl's GRPO on a ROUGE
+reward, as a job apart from the page: live curves that overlay runs, sampled summaries per step, before/after; and
+ROUGE for a summary you write. Layout and wiring only: the work is core.rl and core.jobs."""
 from __future__ import annotations
 
+import time
+
 import gradio as gr
-import pandas as pd
 
-from core import rl
-from tabs.common import model_line, user_errors
+from core import curves, jobs, rl
+from tabs import rl_views, training
+from tabs.common import GPU_EVENT, model_line, user_errors
+from tabs.training import started_line
 
-API_NAMES = ["load_article", "score_summary"]
-BAR_ORDER = [f"{metric} · {who}" for metric in rl.ROUGE_TYPES for who in ("yours", "lead-3")]
+API_NAMES = ["rl_start", "rl_preset", "rl_poll", "rl_stop", "rl_cancel", "rl_resume", "rl_download",
+             *rl_views.API_NAMES]
+ALGO_CHOICES = [("PPO (ours: value head, KL to the reference)", "ppo"), ("GRPO (trl)", "grpo"),
+                ("Both on the same articles (curves overlaid)", "both")]
+PRESET_CHOICES = [("Healthy run", ""), ("KL too strong", "kl-too-strong"), ("No KL", "no-kl"),
+                  ("High vf_coef", "high-vf-coef")]
+ADVANCED = ("steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "vf_coef", "kl", "init_kl_coef",
+            "target_kl", "max_new_tokens", "num_generations", "grpo_beta", "save_steps")
+FROM_PROFILE = ("algo", "policy", "news")
 
 
-def _score_frame(article: str, highlights: str, summary: str) -> pd.DataFrame:
-    yours = rl.rouge_scores(highlights, summary)
-    lead = rl.rouge_scores(highlights, rl.lead_baseline(article))
-    rows = [(f"{m} · {who}", who, scores[m]) for m in rl.ROUGE_TYPES
-            for who, scores in (("yours", yours), ("lead-3", lead))]
-    return pd.DataFrame(rows, columns=["metric", "summary", "F1"])
+def base_config(profile, preset: str = "") -> rl.RlConfig:
+    names = (["lite"] if profile.name == "lite" else []) + ([preset] if preset else [])
+    return rl.preset_config(names, policy=profile.summarizer, news=profile.news)
+
+
+def _configs(profile, algo, preset, advanced) -> list[rl.RlConfig]:
+    base = base_config(profile, preset)
+    values = {name: type(getattr(base, name))(value) for name, value in zip(ADVANCED, advanced)}
+    algos = ["ppo", "grpo"] if algo == "both" else [algo]
+    return [rl.RlConfig(**{**base.__dict__, **values, "algo": a}) for a in algos]
+
+
+def start_handler(profile):
+    @user_errors
+    def on_start_click(algo, preset, *advanced):
+        """Start button: reads the algorithm, the preset and the Advanced settings; starts the job(s) and selects
+        the new run."""
+        cfgs = _configs(profile, algo, preset, advanced)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        name = f"{stamp}-{preset or 'healthy'}"
+        runs = [(["--profile", profile.name, "--algo", c.algo, *jobs.config_argv(c, skip=FROM_PROFILE)],
+                 f"{name}-{c.algo}") for c in cfgs]
+        first = jobs.JOBS.start("rl", *runs[0]) if len(runs) == 1 else jobs.JOBS.start_sequence("rl", runs)
+        return [first.run_id], started_line(first.run_id)
+    return on_start_click
+
+
+def preset_handler(profile):
+    def on_preset_change(preset):
+        """Preset radio -> every Advanced setting filled with the preset's values, and what the preset shows."""
+        cfg = base_config(profile, preset)
+        shows = rl.PRESETS[preset].shows if preset else "the course notebook's settings"
+        return [f"<small>This preset shows: {shows}.</small>", *[getattr(cfg, name) for name in ADVANCED]]
+    return on_preset_change
+
+
+def _advanced(profile) -> list:
+    cfg = base_config(profile)
+    with gr.Accordion("Advanced (the notebook's PPOConfig knobs; the preset fills them)", open=False):
+        with gr.Row():
+            fields = [gr.Number(cfg.steps, precision=0, label="steps"),
+                      gr.Number(cfg.learning_rate, label="learning rate"),
+                      gr.Number(cfg.batch_size, precision=0, label="batch size (articles per step)"),
+                      gr.Number(cfg.mini_batch_size, precision=0, label="mini-batch size"),
+                      gr.Number(cfg.ppo_epochs, precision=0, label="PPO epochs")]
+        with gr.Row():
+            fields += [gr.Number(cfg.vf_coef, label="vf_coef"),
+                       gr.Radio(["adaptive", "fixed"], value=cfg.kl, label="KL controller"),
+                       gr.Number(cfg.init_kl_coef, label="initial KL coefficient β"),
+                       gr.Number(cfg.target_kl, label="KL target (adaptive)")]
+        with gr.Row():
+            fields += [gr.Number(cfg.max_new_tokens, precision=0, label="max new tokens"),
+                       gr.Number(cfg.num_generations, precision=0, label="GRPO: summaries per article"),
+                       gr.Number(cfg.grpo_beta, label="GRPO: KL coefficient"),
+                       gr.Number(cfg.save_steps, precision=0, label="checkpoint every (steps)")]
+    return fields
 
 
 def build(profile) -> None:
-    gr.Markdown("### ROUGE as a reward\nPick a news article, write a summary and score it against the reference "
-                "highlights. rouge1 F1 is the reward that PPO/GRPO fine-tuning of the summarizer will maximise in "
-                "the next step; the lead-3 baseline (the article's first three sentences) is the bar to beat.")
-    gr.Markdown(model_line("news", f"{profile.news} ({rl.SPLIT})") + " · "
-                + model_line("summarizer (next step)", profile.summarizer))
+    lite = " The lite profile's settings are sized for a 2-core laptop (short articles and summaries, LoRA, " \
+           "2 PPO epochs): a step takes seconds, not minutes." if profile.name == "lite" else ""
+    gr.Markdown("### Reinforcement learning on a ROUGE reward\nThe policy samples summaries (pure sampling, as in "
+                "the notebook), ROUGE-1 F1 against the reference highlights is the reward, and PPO (with a value "
+                "head and a KL penalty to the starting model) or GRPO (trl) updates the policy." + lite)
+    gr.Markdown(model_line("policy", profile.summarizer) + " · " + model_line("news", f"{profile.news} ({rl.SPLIT})"))
     with gr.Row():
-        index = gr.Number(value=0, precision=0, minimum=0, label="Article number", scale=1)
-        load_button = gr.Button("Load article", scale=0)
-    with gr.Row():
-        article = gr.Textbox(label="Article", lines=12, interactive=False,
-                             placeholder="Press Load article (or Enter in the number box)")
-        with gr.Column():
-            highlights = gr.Textbox(label="Reference highlights", lines=4, interactive=False)
-            summary = gr.Textbox(label="Your summary (prefilled with lead-3)", lines=5)
-            score_button = gr.Button("Score with ROUGE", variant="primary")
-    reward_line = gr.Markdown()
-    scores_plot = gr.BarPlot(x="metric", y="F1", color="summary", y_lim=[0, 1], sort=BAR_ORDER, height=280,
-                             title="ROUGE F1 against the reference highlights")
-
-    @user_errors
-    def on_load_click(number):
-        """Reads the article number; writes the article, the reference highlights and the lead-3 summary."""
-        row = rl.news_article(profile.news, int(number or 0), rl.SPLIT)
-        return row["article"], row["highlights"], rl.lead_baseline(row["article"])
-
-    @user_errors
-    def on_score_click(article_text, highlights_text, summary_text):
-        """Reads article, highlights and summary; writes the reward line and the bars (yours vs lead-3)."""
-        if not highlights_text:
-            raise ValueError("load an article first: there are no reference highlights to score against")
-        frame = _score_frame(article_text, highlights_text, summary_text)
-        yours, lead = rl.rouge_reward([summary_text, rl.lead_baseline(article_text)], [highlights_text] * 2)
-        return f"**Reward (rouge1 F1): {yours:.3f}** · lead-3 baseline: {lead:.3f}", frame
-
-    gr.on([load_button.click, index.submit], on_load_click, inputs=index, outputs=[article, highlights, summary],
-          api_name="load_article")
-    score_button.click(on_score_click, inputs=[article, highlights, summary], outputs=[reward_line, scores_plot],
-                       api_name="score_summary")
+        algo = gr.Radio(ALGO_CHOICES, value="ppo", label="algorithm")
+        preset = gr.Radio(PRESET_CHOICES, value="", label="preset (made for discussion)")
+    shows = gr.Markdown("<small>This preset shows: the course notebook's settings.</small>")
+    advanced = _advanced(profile)
+    start_button = gr.Button("Start training", variant="primary")
+    panel = training.run_panel("rl", curves.RL_CHARTS)
+    rl_views.build(profile, panel.picker)
+    start_button.click(start_handler(profile), [algo, preset, *advanced], [panel.selected, panel.started],
+                       api_name="rl_start", **GPU_EVENT)
+    preset.change(preset_handler(profile), preset, [shows, *advanced], api_name="rl_preset", queue=False)
+    with gr.Accordion("ROUGE as a reward: score a summary of your own", open=False):
+        rl_views.rouge_panel(profile)

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium")]
 # a widget each tab shows first, as a person reads it
 TAB_LANDMARKS = {"ICL lab": "Run evaluation", "Reward explorer": "Score", "DPO / ORPO trainer": "Filter & format",
-                 "RAG recipe chat": "Ask", "RL summarizer": "Load article"}
+                 "RAG recipe chat": "Ask", "RL summarizer": "Start training"}
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,10 @@ def test_trainer_preview_shows_chat_formatted_pairs(page):
 def test_rl_tab_scores_the_lead_3_summary(page):
     page.get_by_role("tab", name="RL summarizer").click()
     panel = visible_panel(page)
+    panel.get_by_text("ROUGE as a reward: score a summary of your own").click()
     panel.get_by_role("button", name="Load article").click()
+    playwright = pytest.importorskip("playwright.sync_api")
+    playwright.expect(panel.get_by_label("Reference highlights")).not_to_have_value("", timeout=30000)
     panel.get_by_role("button", name="Score with ROUGE").click()
     panel.get_by_text("Reward (rouge1 F1)").first.wait_for(timeout=30000)
     assert "lead-3 baseline" in panel.inner_text()

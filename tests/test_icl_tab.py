@@ -13,9 +13,9 @@ SETTINGS = dict(strategies=["baseline", "zero_shot_cot"], n=3, seed=42, first=Fa
                 samples=2, temperature=0.7, penalty=1.0, ngram=0)
 
 
-def settings(**changes) -> list:
-    """The settings widgets' values in their order on the page."""
-    return list({**SETTINGS, **changes}.values())
+def settings(model=None, **changes) -> list:
+    """The model picker's and the settings widgets' values in their order on the page."""
+    return [model, *{**SETTINGS, **changes}.values()]
 
 
 @pytest.fixture(scope="module")

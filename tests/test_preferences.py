@@ -134,7 +134,7 @@ def client(tiny_lm_dir):
 
 def test_filter_endpoint_returns_counts_bars_and_formatted_preview(client):
     expected = preferences.prepare(PreferenceDataConfig(dataset=profiles.LITE.preferences, n_rows=10))
-    summary, bars, table = client.predict(0.6, 1000, True, 10, api_name="/filter_preferences")
+    summary, bars, table = client.predict(None, 0.6, 1000, True, 10, api_name="/filter_preferences")
     assert f"**{expected.kept}** kept" in summary and "**10** selected" in summary
     plotted = dict(bars["data"])
     assert [plotted["dropped source"], plotted["too similar"], plotted["too long"]] == list(expected.removed.values())
@@ -148,7 +148,7 @@ def test_filter_endpoint_shows_the_zero_rows_error(client):
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError, match="raise the similarity threshold"):
-        client.predict(0.0, 1000, True, 1600, api_name="/filter_preferences")
+        client.predict(None, 0.0, 1000, True, 1600, api_name="/filter_preferences")
 
 
 def test_filtering_loads_no_model_weights_and_nothing_enters_the_slot(tiny_lm_dir, monkeypatch):

@@ -55,9 +55,10 @@ class PreferenceDataResult:
     formatted_with: str | None  # the tokenizer whose chat template built the prompts; None: raw texts
     preview: list[dict]  # the first subset rows as {prompt, chosen, rejected}
     dataset: Any = field(default=None, repr=False)  # the whole subset, as DPOTrainer/ORPOTrainer take it
+    subset: Any = field(default=None, repr=False)  # the same rows before formatting (their conversations)
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "dataset"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("dataset", "subset")}
 
 
 def answer_text(messages) -> str:
@@ -150,4 +151,5 @@ def prepare(cfg: PreferenceDataConfig, control: RunControl | None = None) -> Pre
     return PreferenceDataResult(
         dataset_id=cfg.dataset, total=len(rows), removed=removed, kept=len(kept), selected=len(subset), note=note,
         formatted_with=cfg.tokenizer_id,
-        preview=formatted.select(range(min(cfg.preview_rows, len(formatted)))).to_list(), dataset=formatted)
+        preview=formatted.select(range(min(cfg.preview_rows, len(formatted)))).to_list(), dataset=formatted,
+        subset=subset)

@@ -27,12 +27,17 @@ def rouge_scores(reference: str, prediction: str) -> dict[str, float]:
     return {name: scores[name].fmeasure for name in ROUGE_TYPES}
 
 
-def rouge_reward(completions, highlights, **kwargs) -> list[float]:
-    """Reward function for trl's GRPOTrainer/RLOOTrainer: rouge1 F1 of each completion against its reference
-    highlights (the dataset column arrives as a keyword), as the course notebook's PPO reward_fn computed it."""
+def rouge_reward(completions, highlights, log_metric=None, **kwargs) -> list[float]:
+    """Reward function for trl's GRPOTrainer/RLOOTrainer and our PPO: rouge1 F1 of each completion against its
+    reference highlights (the dataset column arrives as a keyword), as the course notebook's PPO reward_fn computed
+    it. When the trainer passes `log_metric` (both do), the batch means of rouge2 and rougeL are logged beside it."""
     if len(completions) != len(highlights):
         raise ValueError(f"got {len(completions)} completions but {len(highlights)} reference highlights")
-    return [rouge_scores(reference, message_text(c))["rouge1"] for c, reference in zip(completions, highlights)]
+    scores = [rouge_scores(reference, message_text(c)) for c, reference in zip(completions, highlights)]
+    if log_metric is not None and scores:
+        for name in ROUGE_TYPES[1:]:
+            log_metric(name, sum(s[name] for s in scores) / len(scores))
+    return [s["rouge1"] for s in scores]
 
 
 @dataclass(frozen=True)

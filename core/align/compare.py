@@ -1,0 +1,99 @@
+"""After training: a run's answers (base model vs trained adapter, written by the job) scored by the reward model in
+the app's model slot once the job has ended, DPO and ORPO side by side (the notebook's Question 9, by measurement),
+and the adapter pushed to the Hub."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from core import reward
+from core.jobs import RunInfo, list_runs
+from core.runs import RunControl, write_json
+
+NO_ANSWER = "(no answer)"  # an empty generation still gets a score: the reward model's view of saying nothing
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+COMPARISON_COLUMNS = ["method", "run", "status", "wall s", "s/step", "peak GB", "final loss", "base reward",
+                      "trained reward", "margin over base"]
+
+
+def read_answers(run: RunInfo) -> list[dict]:
+    """[{prompt, base, trained}] the job wrote after training; a clear error when it wrote none."""
+    path = run.folder / "answers.json"
+    try:
+        answers = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"run {run.run_id} has no readable answers.json ({run.label()}): only finished or "
+                         "stopped runs answer the prompts") from None
+    if not isinstance(answers, list) or not all(isinstance(a, dict) and "prompt" in a for a in answers):
+        raise ValueError(f"run {run.run_id}: answers.json is not a list of {{prompt, base, trained}}")
+    return answers
+
+
+def score_run(run: RunInfo, reward_model: str, control: RunControl | None = None) -> list[dict]:
+    """Each prompt's base and trained answers scored together (one batched pass per prompt); scores.json written."""
+    rows = []
+    for a in read_answers(run):
+        cfg = reward.RewardConfig(prompt=a["prompt"], responses=(a.get("base") or NO_ANSWER,
+                                                                 a.get("trained") or NO_ANSWER),
+                                  labels=("base", "trained"), model_id=reward_model)
+        base, trained = reward.run(cfg, control).scores
+        rows.append({**a, "base_score": base.score, "trained_score": trained.score})
+    write_json(run.folder / "scores.json", {"reward_model": reward_model, "rows": rows})
+    return rows
+
+
+def read_scores(run: RunInfo) -> list[dict]:
+    try:
+        return json.loads((run.folder / "scores.json").read_text())["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def comparison_row(run: RunInfo) -> dict:
+    s, scores = run.summary, read_scores(run)
+    base = _mean([r["base_score"] for r in scores])
+    trained = _mean([r["trained_score"] for r in scores])
+    return {"method": str(run.config.get("method", "")).upper(), "run": run.run_id, "status": run.label(),
+            "wall s": s.get("wall_s"), "s/step": s.get("seconds_per_step"),
+            "peak GB": s.get("peak_allocated_gb", s.get("peak_rss_gb")), "final loss": s.get("final_loss"),
+            "base reward": base, "trained reward": trained,
+            "margin over base": None if base is None or trained is None else trained - base}
+
+
+def latest_per_method() -> list[RunInfo]:
+    """The newest finished run of each method (DPO, then ORPO): the default pair to compare."""
+    picked = {}
+    for run in list_runs("align"):
+        method = run.config.get("method")
+        if run.status == "finished" and method and method not in picked:
+            picked[method] = run
+    return [picked[m] for m in ("dpo", "orpo") if m in picked]
+
+
+def push_adapter(run: RunInfo, repo_id: str) -> str:
+    """Uploads the run's adapter folder to a private Hub model repo with the token in $HF_TOKEN (read here only,
+    never shown or logged). Returns the repo's address."""
+    adapter = run.folder / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise ValueError(f"run {run.run_id} has no saved adapter ({run.label()})")
+    repo_id = (repo_id or "").strip()
+    if not REPO_ID.match(repo_id):
+        raise ValueError(f"{repo_id[:100]!r} is not a Hub repo id: use 'user-or-org/name'")
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+        raise ValueError("the Hub cannot be reached here (offline mode): download the adapter as a zip instead")
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise ValueError("pushing needs a Hugging Face token: add HF_TOKEN as a Space secret (or environment "
+                         "variable) and restart the app")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="model", private=True, exist_ok=True)
+    api.upload_folder(folder_path=str(adapter), repo_id=repo_id, repo_type="model",
+                      commit_message=f"Alignment Lab: {run.config.get('method', 'LoRA')} adapter from run {run.run_id}")
+    return f"https://huggingface.co/{repo_id}"

@@ -1,0 +1,129 @@
+"""The DPO / ORPO run's settings: `AlignConfig` (defaults from the course notebook), its checks, and the presets the
+tab and the CLI offer. Holds no model code; core.align.train turns a config into a run."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from core import profiles
+from core.align.data import TOXIC_SOURCE, PreferenceDataConfig
+
+METHODS = ("dpo", "orpo")
+PRECISIONS = ("4bit", "16bit")  # the base weights on CUDA; a CPU always trains in fp32
+OPTIMIZERS = ("auto", "adamw_8bit", "paged_adamw_8bit", "adamw_torch")  # auto: adamw_8bit on CUDA, adamw_torch on CPU
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """One DPO or ORPO run: LoRA on the generator, the course notebook's data and settings by default."""
+    method: str = "dpo"
+    model_id: str = profiles.FULL.generator
+    # preference data (core.align.data): the notebook's filters and seeded subset
+    dataset: str = profiles.FULL.preferences
+    pairs: int = 1600
+    similarity: float = 0.6  # drop pairs whose answers have Levenshtein ratio >= this
+    word_limit: int = 1000  # drop pairs with an answer of this many words or more
+    drop_toxic: bool = True
+    # LoRA, as in the notebook
+    lora_r: int = 64
+    lora_alpha: int = 64
+    target_modules: tuple[str, ...] = TARGET_MODULES
+    # optimisation. 5e-6 is what unsloth's DPO recipe (the source of the notebook's LoRA r 64 / alpha 64 / 2 x 4 /
+    # adamw_8bit settings) uses with LoRA; its ORPO recipe uses 8e-6. trl's own DPO default, 1e-6, is for full
+    # fine-tuning: a LoRA adapter needs a larger step to move in one epoch.
+    beta: float = 0.1  # DPO: strength of the KL anchor to the reference; ORPO: weight of the odds-ratio term
+    learning_rate: float = 5e-6
+    epochs: int = 1
+    effective_batch: int = 8  # pairs per optimizer step = micro_batch x gradient accumulation
+    micro_batch: int = 0  # pairs per forward pass; 0: the largest of 8/4/2/1 that fits the free memory
+    max_length: int = 1024  # prompt + answer tokens; longer answers are cut, pairs whose prompt leaves no room dropped
+    precision: str = "4bit"
+    max_steps: int = -1  # -1: one pass over the data per epoch
+    save_steps: int = 50  # a resumable checkpoint every this many optimizer steps
+    warmup_ratio: float = 0.1
+    seed: int = 42  # data subset, LoRA init, batch order, the answered prompts
+    optim: str = "auto"
+    unsloth: bool = True  # on CUDA, train through unsloth when it is installed; off: plain transformers + peft
+    # the answers written after training: base model vs trained adapter, greedy
+    eval_prompts: int = 2  # seeded random prompts of the training data, as in the notebook
+    free_prompt: str = ""  # one more prompt of the user's own, when given
+    max_new_tokens: int = 256
+
+    def __post_init__(self):
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        self._check_choices()
+        self._check_numbers()
+        PreferenceDataConfig(**data_fields(self))  # the data settings' own checks
+
+    def _check_choices(self) -> None:
+        for name, valid in (("method", METHODS), ("precision", PRECISIONS), ("optim", OPTIMIZERS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}: choose one of {', '.join(valid)}")
+        if not self.model_id.strip():
+            raise ValueError("model id is empty: give a hub id or a local model folder")
+        if not self.target_modules:
+            raise ValueError(f"LoRA needs at least one target module, e.g. {', '.join(TARGET_MODULES)}")
+
+    def _check_numbers(self) -> None:
+        positive = {"learning rate": self.learning_rate, "beta": self.beta, "LoRA r": self.lora_r,
+                    "LoRA alpha": self.lora_alpha, "epochs": self.epochs, "effective batch": self.effective_batch,
+                    "save steps": self.save_steps, "max new tokens": self.max_new_tokens}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if self.micro_batch < 0 or (self.micro_batch and self.effective_batch % self.micro_batch):
+            raise ValueError(f"micro-batch must be 0 (auto) or divide the effective batch {self.effective_batch}, "
+                             f"got {self.micro_batch}")
+        if self.max_length < 32:
+            raise ValueError(f"max length must be >= 32 tokens (prompt + answer), got {self.max_length}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max steps must be -1 (one pass per epoch) or > 0, got {self.max_steps}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.eval_prompts < 0:
+            raise ValueError(f"eval prompts must be >= 0, got {self.eval_prompts}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "AlignConfig":
+        """The config a run folder's config.json was written from (its extra keys, such as backend facts, ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def data_fields(cfg: AlignConfig) -> dict:
+    """PreferenceDataConfig's arguments for this run (the chat template comes from the model being trained)."""
+    return dict(dataset=cfg.dataset, n_rows=cfg.pairs, similarity_threshold=cfg.similarity,
+                word_limit=cfg.word_limit, drop_sources=(TOXIC_SOURCE,) if cfg.drop_toxic else (), seed=cfg.seed,
+                tokenizer_id=cfg.model_id)
+
+
+def data_config(cfg: AlignConfig) -> PreferenceDataConfig:
+    return PreferenceDataConfig(**data_fields(cfg))
+
+
+@dataclass(frozen=True)
+class Preset:
+    label: str
+    full: dict  # overrides on a GPU (profile "full")
+    lite: dict  # overrides on a CPU laptop (profile "lite", SmolLM2-135M)
+
+
+# A few steps at 5e-6 leave the curves flat: the quick demo takes LoRA's usual SFT step, 2e-4, without warmup. Measured
+# on SmolLM2 (lite, 3 steps): reward margin after step 3 0.011 at 5e-5, 0.042 at 2e-4 (one of two answers changed).
+_QUICK = dict(learning_rate=2e-4, warmup_ratio=0.0, max_new_tokens=128)
+PRESETS = {
+    "quick": Preset("Quick demo", full=dict(_QUICK, pairs=48, save_steps=2),  # 6 steps: about a minute on a GPU
+                    lite=dict(_QUICK, pairs=24, lora_r=16, lora_alpha=16, max_length=512, max_new_tokens=64,
+                              save_steps=1)),  # 3 steps of 8 pairs: about 2 minutes on 2 cores
+    "notebook": Preset("Course notebook", full={}, lite={}),  # 1600 pairs (fewer when the data has fewer)
+}
+
+
+def preset_config(name: str, profile: profiles.Profile, **overrides) -> AlignConfig:
+    """The preset `name` for `profile` (its generator and preference data), then `overrides`."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    values = preset.lite if profile.name == "lite" else preset.full
+    return AlignConfig(**{"model_id": profile.generator, "dataset": profile.preferences, **values, **overrides})

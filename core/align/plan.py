@@ -1,0 +1,113 @@
+"""How many pairs go through one forward pass: an estimate of what training adds to accelerator memory (pure
+functions of the model's shape, so a test can cap the memory), and the choice of micro-batch x gradient accumulation
+that keeps the effective batch. Loads nothing."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+GIB = 2 ** 30
+CANDIDATES = (8, 4, 2, 1)  # shared/gpu/README.md: at 8 pairs per step, micro-batch 8 x 1 is 3.5x faster than 2 x 4
+# On a CPU speed hardly depends on it and memory grows with it: SmolLM2, quick preset, 8 pairs per step, measured
+# here (1 torch thread) with 1, 2, 4, 8 pairs per forward: 30, 32, 32, 38 s per step and 2.7, 3.4, 5.3, 7.9 GB peak RSS.
+CPU_MICRO_BATCH = 2
+ORPO_HEAD_BYTES = 10  # per token and vocabulary entry: ORPO materialises bf16 logits, an fp32 copy, log-softmax, grad
+SAFETY = 1.25  # the estimate's margin over what it counts (allocator fragmentation, kernels' scratch)
+WORKSPACE = GIB  # fixed: CUDA/cuBLAS workspaces, the DPO kernel's tiles, the reference pass's transient buffers
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes the memory estimate depends on (a Llama-style decoder)."""
+    layers: int
+    hidden: int
+    intermediate: int
+    kv_hidden: int  # key/value width: kv heads x head dim
+    vocab: int
+
+    @classmethod
+    def from_config(cls, config) -> "ModelShape":
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        return cls(layers=config.num_hidden_layers, hidden=config.hidden_size,
+                   intermediate=config.intermediate_size, kv_hidden=kv_heads * head_dim, vocab=config.vocab_size)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    micro_batch: int
+    grad_accum: int
+    reason: str  # why this micro-batch, in words (config.json's micro_batch_reason)
+
+
+def lora_parameters(shape: ModelShape, r: int, target_modules: tuple[str, ...]) -> int:
+    """Trainable LoRA parameters: r x (in + out) per adapted projection and layer."""
+    h, kv, inter = shape.hidden, shape.kv_hidden, shape.intermediate
+    sizes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+             "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}
+    per_layer = sum(r * sum(sizes[m]) for m in target_modules if m in sizes)
+    return per_layer * shape.layers
+
+
+def training_bytes(shape: ModelShape, micro_batch: int, seq_len: int, method: str, lora_params: int,
+                   eight_bit_optim: bool = True, offloaded_checkpoints: bool = False, act_bytes: int = 2) -> int:
+    """Bytes that training adds on top of the loaded model and its adapter, with gradient checkpointing:
+    - LoRA gradients and optimizer states (fp32 weight copy + grad: 8 bytes; Adam states 2 bytes 8-bit, 8 fp32);
+    - per token of the micro-batch (each pair runs chosen and rejected: 2 x seq_len tokens per pair):
+      the layer inputs checkpointing keeps (layers x hidden; none when unsloth offloads them to CPU RAM), the one
+      layer being recomputed, forward and backward (~12 hidden + 4 intermediate values, twice), and the LM head
+      (DPO's fused kernel keeps a few hidden-sized vectors; ORPO materialises the logits: vocab x ORPO_HEAD_BYTES);
+    plus SAFETY and WORKSPACE. A worst case: every sequence counted at seq_len."""
+    tokens = micro_batch * 2 * seq_len
+    kept = 0 if offloaded_checkpoints else shape.layers * shape.hidden * act_bytes
+    recomputed = 2 * (12 * shape.hidden + 4 * shape.intermediate) * act_bytes
+    head = shape.vocab * ORPO_HEAD_BYTES if method == "orpo" else 4 * shape.hidden * act_bytes
+    optimizer = lora_params * (8 + (2 if eight_bit_optim else 8))
+    return int(SAFETY * (tokens * (kept + recomputed + head) + optimizer)) + WORKSPACE
+
+
+def choose_micro_batch(effective_batch: int, free_bytes: int, estimate: Callable[[int], int]) -> BatchPlan:
+    """The largest of CANDIDATES dividing the effective batch whose estimate fits in `free_bytes`; gradient
+    accumulation makes up the rest. Raises ValueError when not even one pair fits."""
+    options = [m for m in CANDIDATES if m <= effective_batch and effective_batch % m == 0]
+    for m in options:
+        need = estimate(m)
+        if need <= free_bytes:
+            bigger = [b for b in options if b > m]
+            why = (f"micro-batch {bigger[-1]} would need ~{estimate(bigger[-1]) / GIB:.1f} GiB; " if bigger else "")
+            return BatchPlan(m, effective_batch // m, f"{why}micro-batch {m} needs ~{need / GIB:.1f} GiB of the "
+                                                      f"{free_bytes / GIB:.1f} GiB free on the accelerator")
+    raise ValueError(f"one pair per forward pass needs ~{estimate(1) / GIB:.1f} GiB but only {free_bytes / GIB:.1f} "
+                     "GiB of accelerator memory is free: lower max length, choose 4-bit, or free the accelerator")
+
+
+def cpu_plan(effective_batch: int) -> BatchPlan:
+    m = max(b for b in CANDIDATES if b <= CPU_MICRO_BATCH and effective_batch % b == 0)
+    return BatchPlan(m, effective_batch // m, f"CPU: micro-batch {m}; larger ones are no faster on a CPU and "
+                                              "take more RAM")
+
+
+def share_per_process(effective_batch: int, processes: int) -> int:
+    """Pairs each of `processes` data-parallel processes trains on per optimizer step, so that a step sees the same
+    effective batch however many processes share it."""
+    if effective_batch % processes:
+        raise ValueError(f"the effective batch {effective_batch} does not split evenly over {processes} processes: "
+                         f"choose a multiple of {processes}")
+    return effective_batch // processes
+
+
+def cpu_threads(cores: int, load: float) -> int:
+    """Torch threads for a CPU job: the cores that other processes leave free (load: the 1-minute load average),
+    at least one. An OpenMP thread that waits for a busy core stalls every barrier: on this shared 2-core machine
+    (load ~3) a SmolLM2 DPO step took 262 s with 2 threads and 48 s with 1."""
+    return max(1, min(cores, cores - int(load)))
+
+
+def steps_per_run(pairs: int, plan: BatchPlan, epochs: int, processes: int = 1) -> int:
+    """Optimizer steps of `epochs` passes, counted as transformers' Trainer counts them (a last partial batch and a
+    last partial accumulation each make a step; with several processes each takes every n-th micro-batch)."""
+    batches = math.ceil(math.ceil(pairs / plan.micro_batch) / processes)
+    return max(math.ceil(batches / plan.grad_accum), 1) * epochs

@@ -1,0 +1,193 @@
+"""DPO / ORPO training of a LoRA adapter, run as a job (core.jobs.run_job) that writes its run folder as it goes:
+config.json first, then metrics/events and checkpoints/ through the trainer, adapter/ and answers.json at the end.
+`train(cfg, recorder, resume=False)` reads as one line: data -> model -> batch plan -> trl trainer -> adapter ->
+answers. Resuming continues from the run's last checkpoint (optimizer, scheduler and data order included)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from pathlib import Path
+
+from core.align.answers import compare_answers, pick_prompts
+from core.align.config import AlignConfig, data_config
+from core.align.data import prepare
+from core.align.meter import TokenCounter, throughput_callback
+from core.align.model import (ADAPTER_DIR, Policy, check_base_model, last_checkpoint, load_policy,
+                              read_checkpoint)
+from core.align.plan import (BatchPlan, choose_micro_batch, cpu_plan, cpu_threads, lora_parameters,
+                             share_per_process, steps_per_run, training_bytes)
+from core.jobs import RunRecorder, world_size
+from core.runs import publish_folder, write_json
+from core.training import (free_accelerator_bytes, rank_record_callback, recorder_callback, smallest_across_processes,
+                           summed_over_processes, use_cpu_lm_head)
+
+MIN_ANSWER_TOKENS = 16  # a pair whose prompt leaves fewer than this many tokens of max_length teaches nothing
+SPECIAL_TOKENS = 2  # the bos/eos the trainers may add around a pair
+
+
+def train(cfg: AlignConfig, recorder: RunRecorder, resume: bool = False) -> dict:
+    """Trains, saves adapter/ and answers.json, and returns the run's figures (status finished or stopped)."""
+    checkpoint = last_checkpoint(recorder.run_dir) if resume else None
+    adapter_of_checkpoint = read_checkpoint(checkpoint) if checkpoint else None
+    data = prepare(data_config(cfg))
+    policy = load_policy(cfg)
+    if checkpoint:
+        check_base_model(adapter_of_checkpoint, checkpoint, policy.base_name)
+    dataset, subset, longest = fit_to_length(data.dataset, data.subset, policy.tokenizer, cfg.max_length)
+    plan = plan_batches(cfg, policy, longest, world_size())
+    max_steps = cfg.max_steps if cfg.max_steps > 0 else steps_per_run(len(dataset), plan, cfg.epochs, world_size())
+    optim, threads = resolve_optim(cfg, policy), set_cpu_threads(policy)
+    if not resume:  # a resumed run keeps the config.json it was started with
+        recorder.write_config({**run_config(cfg, policy, plan, max_steps, optim, data, len(dataset)), **threads})
+    counter = TokenCounter(None)
+    meter = throughput_callback(counter)
+    trainer = make_trainer(cfg, policy, dataset, trainer_args(cfg, recorder.run_dir, policy, plan, max_steps, optim),
+                           [meter, recorder_callback(recorder), rank_record_callback(recorder)])
+    counter.collate, trainer.data_collator = trainer.data_collator, counter
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    train_seconds = time.perf_counter() - started
+    tokens = summed_over_processes(counter.tokens, trainer.args.device)
+    if recorder.writes:  # under accelerate launch rank 0 saves and answers; the other processes are done
+        save_results(cfg, trainer.model, policy, subset, recorder.run_dir)
+    return figures(trainer, recorder, meter, max_steps, train_seconds, tokens)
+
+
+def save_results(cfg: AlignConfig, model, policy: Policy, subset, run_dir: Path) -> None:
+    """adapter/, then answers.json: the base model's and the trained adapter's answers to a few prompts."""
+    save_adapter(model, policy.tokenizer, run_dir / ADAPTER_DIR)
+    answers = compare_answers(model, policy.tokenizer, pick_prompts(cfg, subset), cfg, policy.device,
+                              unsloth=policy.backend == "unsloth")
+    write_json(run_dir / "answers.json", answers)
+
+
+def fit_to_length(dataset, subset, tokenizer, max_length: int):
+    """(pairs whose prompt leaves room for an answer, the same rows unformatted, the longest kept pair in tokens
+    capped at max_length). Longer answers are cut by the trainer; ValueError when no pair is left."""
+    def lengths(column):
+        return [len(ids) for ids in tokenizer(list(dataset[column]), add_special_tokens=False)["input_ids"]]
+
+    prompts, chosen, rejected = lengths("prompt"), lengths("chosen"), lengths("rejected")
+    keep = [i for i, n in enumerate(prompts) if n + MIN_ANSWER_TOKENS <= max_length - SPECIAL_TOKENS]
+    if not keep:
+        raise ValueError(f"every prompt is too long for max length {max_length} (shortest {min(prompts)} tokens, "
+                         f"and an answer needs {MIN_ANSWER_TOKENS}): raise max length")
+    longest = max(prompts[i] + max(chosen[i], rejected[i]) + SPECIAL_TOKENS for i in keep)
+    return dataset.select(keep), subset.select(keep), min(longest, max_length)
+
+
+def plan_batches(cfg: AlignConfig, policy: Policy, seq_len: int, processes: int = 1) -> BatchPlan:
+    """The config's micro-batch when set; on a CPU a fixed short one; on CUDA the largest that fits in the free
+    accelerator memory measured now (the model is loaded, so its weights are already taken). With several processes
+    each plans its share of the effective batch, and they agree on the smallest micro-batch any of them can take
+    (different ones would mean different numbers of gradient all-reduces: a hang)."""
+    share = share_per_process(cfg.effective_batch, processes)
+    if cfg.micro_batch:
+        if share % cfg.micro_batch:
+            raise ValueError(f"micro-batch {cfg.micro_batch} does not divide the {share} pairs each of {processes} "
+                             "processes takes per step: choose a divisor, or 0 (auto)")
+        return BatchPlan(cfg.micro_batch, share // cfg.micro_batch, "set in the config")
+    if policy.device == "cpu":
+        return cpu_plan(share)
+    lora = lora_parameters(policy.shape, cfg.lora_r, cfg.target_modules)
+    eight_bit = "8bit" in resolve_optim(cfg, policy)
+
+    def estimate(micro_batch: int) -> int:
+        return training_bytes(policy.shape, micro_batch, seq_len, cfg.method, lora, eight_bit_optim=eight_bit,
+                              offloaded_checkpoints=policy.backend == "unsloth")
+    plan = choose_micro_batch(share, free_accelerator_bytes(), estimate)
+    agreed = smallest_across_processes(plan.micro_batch)
+    if agreed == plan.micro_batch:
+        return plan
+    return BatchPlan(agreed, share // agreed, f"micro-batch {agreed}: what the process with the least free memory "
+                                              f"can take (this one: {plan.reason})")
+
+
+def set_cpu_threads(policy: Policy) -> dict:
+    """On a CPU, as many torch threads as there are idle cores (see core.align.plan.cpu_threads), unless
+    OMP_NUM_THREADS says otherwise; what was set goes to config.json."""
+    if policy.device != "cpu":
+        return {}
+    import torch
+
+    cores, load = torch.get_num_threads(), os.getloadavg()[0]
+    if os.environ.get("OMP_NUM_THREADS"):
+        return {"cpu_threads": cores, "cpu_threads_reason": "OMP_NUM_THREADS"}
+    torch.set_num_threads(cpu_threads(cores, load))
+    return {"cpu_threads": torch.get_num_threads(),
+            "cpu_threads_reason": f"load average {load:.1f} on {cores} cores when training began"}
+
+
+def resolve_optim(cfg: AlignConfig, policy: Policy) -> str:
+    if cfg.optim == "auto":
+        return "adamw_8bit" if policy.device == "cuda" else "adamw_torch"
+    if "8bit" in cfg.optim and policy.device != "cuda":
+        raise ValueError(f"optimizer {cfg.optim} needs CUDA (bitsandbytes): choose adamw_torch or auto on a CPU")
+    return cfg.optim
+
+
+def run_config(cfg: AlignConfig, policy: Policy, plan: BatchPlan, max_steps: int, optim: str, data,
+               pairs_used: int) -> dict:
+    """config.json: every config field (max_steps, micro_batch and optim as resolved), then what the job decided."""
+    counts = {k: v for k, v in data.to_dict().items() if k in ("total", "removed", "kept", "selected", "note")}
+    return {**dataclasses.asdict(cfg), "max_steps": max_steps, "micro_batch": plan.micro_batch,
+            "grad_accum": plan.grad_accum, "micro_batch_reason": plan.reason, "optim": optim,
+            "precision": cfg.precision, "weights": policy.weights, "backend": policy.backend,
+            "device": policy.device, "processes": world_size(), "pairs_used": pairs_used, "data": counts}
+
+
+def trainer_args(cfg: AlignConfig, run_dir: Path, policy: Policy, plan: BatchPlan, max_steps: int,
+                 optim: str) -> dict:
+    """DPOConfig/ORPOConfig arguments shared by both methods. Gradient checkpointing: unsloth has its own (set by
+    get_peft_model); plain transformers on CUDA uses the Trainer's; a CPU goes without (RAM is not short there and
+    recomputing each layer would cost a third more time)."""
+    import torch
+
+    cuda = policy.device == "cuda"
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    return dict(output_dir=str(run_dir / "checkpoints"), per_device_train_batch_size=plan.micro_batch,
+                gradient_accumulation_steps=plan.grad_accum, max_steps=max_steps, learning_rate=cfg.learning_rate,
+                lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio, weight_decay=0.0, optim=optim,
+                seed=cfg.seed, logging_steps=1, save_strategy="steps", save_steps=cfg.save_steps,
+                save_total_limit=2, report_to="none", bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda,
+                gradient_checkpointing=cuda and policy.backend != "unsloth", beta=cfg.beta,
+                max_length=cfg.max_length, remove_unused_columns=False)
+
+
+def make_trainer(cfg: AlignConfig, policy: Policy, dataset, args: dict, callbacks: list):
+    """trl's DPOTrainer (ref_model=None: the adapter-disabled model is the reference) or ORPOTrainer (no reference)."""
+    if cfg.method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        use_cpu_lm_head()  # trl's fused LM head has no CPU kernel; a no-op on CUDA
+        return DPOTrainer(model=policy.model, ref_model=None, args=DPOConfig(**args), train_dataset=dataset,
+                          processing_class=policy.tokenizer, peft_config=policy.peft_config, callbacks=callbacks)
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    return ORPOTrainer(model=policy.model, args=ORPOConfig(**args), train_dataset=dataset,
+                       processing_class=policy.tokenizer, peft_config=policy.peft_config, callbacks=callbacks)
+
+
+def save_adapter(model, tokenizer, target: Path) -> Path:
+    """adapter/: the trained LoRA (only the "default" adapter: trl may add a frozen "ref" copy) and the tokenizer,
+    written to a temporary folder and moved into place in one rename."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), selected_adapters=["default"])
+    tokenizer.save_pretrained(str(tmp))
+    return publish_folder(tmp, target, replace=True)
+
+
+def figures(trainer, recorder: RunRecorder, meter, max_steps: int, train_seconds: float, tokens: int) -> dict:
+    """The summary's figures: status (finished, or stopped by the user's Stop and save), steps, speed, final loss."""
+    steps = trainer.state.global_step
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    stopped = steps < max_steps and recorder.stop_requested()
+    reason = (f"stopped by the user after step {steps} of {max_steps}; adapter saved" if stopped
+              else f"finished {steps} optimizer steps")
+    return {"status": "stopped" if stopped else "finished", "reason": reason, "steps_done": steps,
+            "max_steps": max_steps, "seconds_per_step": meter.seconds_per_step(),
+            "final_loss": losses[-1] if losses else None, "tokens_per_second": tokens / max(train_seconds, 1e-9),
+            "train_seconds": train_seconds}

@@ -1,0 +1,111 @@
+"""The trainer tab after training: the picked run's answers (base vs trained), their reward-model scores, DPO vs ORPO
+side by side, and pushing the adapter to the Hub. Layout and wiring only: the work is core.align.compare."""
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+import pandas as pd
+
+from core import jobs
+from core.align import compare
+from tabs.common import GPU_EVENT, POLL_EVENT, user_errors
+
+log = logging.getLogger(__name__)
+API_NAMES = ["align_answers", "align_score", "align_compare", "align_push"]
+ANSWER_COLUMNS = ["prompt", "base", "trained", "base_score", "trained_score"]
+
+
+def _picked(selected) -> list[jobs.RunInfo]:
+    runs = [jobs.find_run("align", r) for r in selected or []]
+    if not runs:
+        raise ValueError("pick a run in the runs table first")
+    return runs
+
+
+def score_all(profile):
+    """What the whole comparison runs once both jobs have finished (in the job watcher's thread, not a handler)."""
+    def score(runs: list[jobs.RunInfo]) -> None:
+        for run in runs:
+            try:
+                compare.score_run(run, profile.reward_model)
+            except Exception:  # the comparison table then shows no reward for that run; the log says why
+                log.exception("scoring the answers of %s failed", run.run_id)
+    return score
+
+
+def answers_frame(run: jobs.RunInfo) -> pd.DataFrame:
+    scored = compare.read_scores(run) or compare.read_answers(run)
+    return pd.DataFrame(scored, columns=ANSWER_COLUMNS).round(3)
+
+
+def on_selection(selected):
+    """Run selection -> the first picked run's answers (empty until the job has answered)."""
+    runs = [jobs.find_run("align", r) for r in selected or []][:1]
+    try:
+        return answers_frame(runs[0]) if runs else gr.skip()
+    except ValueError:
+        return pd.DataFrame(columns=ANSWER_COLUMNS)
+
+
+def comparison_frames(runs: list[jobs.RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = [compare.comparison_row(r) for r in runs]
+    table = pd.DataFrame(rows, columns=compare.COMPARISON_COLUMNS).round(3)
+    bars = [{"method": r["method"], "answers": who, "mean reward": r[f"{who} reward"]}
+            for r in rows for who in ("base", "trained") if r[f"{who} reward"] is not None]
+    return table, pd.DataFrame(bars, columns=["method", "answers", "mean reward"])
+
+
+def score_handler(profile):
+    @user_errors
+    def on_score_click(selected, progress=gr.Progress(track_tqdm=True)):
+        """Score button -> the picked runs' answers scored by the reward model; answers table and comparison."""
+        runs = _picked(selected)
+        for run in runs:
+            compare.score_run(run, profile.reward_model)
+        return (answers_frame(runs[0]), *comparison_frames(runs))
+    return on_score_click
+
+
+@user_errors
+def on_compare_click(selected):
+    """Compare button -> DPO vs ORPO: the picked runs, or the newest finished run of each method."""
+    runs = [jobs.find_run("align", r) for r in selected or []]
+    runs = runs if len(runs) >= 2 else compare.latest_per_method()
+    if not runs:
+        raise ValueError("no finished DPO or ORPO run yet: train one first")
+    return comparison_frames(runs)
+
+
+@user_errors
+def on_push_click(selected, repo_id):
+    """Push button -> the first picked run's adapter uploaded to the Hub repo typed beside it."""
+    address = compare.push_adapter(_picked(selected)[0], repo_id)
+    return f"Pushed to {address}"
+
+
+def build(profile, selected: gr.Dropdown) -> None:
+    gr.Markdown("### 3. After training\nThe job answers a few seeded prompts of the data (and yours) with the base "
+                "model and with the trained adapter. Scoring loads the reward model into the slot once the job has "
+                "ended.")
+    answers = gr.Dataframe(pd.DataFrame(columns=ANSWER_COLUMNS), label="answers of the picked run", wrap=True,
+                           interactive=False)
+    gr.Markdown("<small>What to look for: whether the trained answer reads more like the chosen answers of the data "
+                "(helpful, on topic) than the base answer; the reward model's scores say the same in numbers.</small>")
+    with gr.Row():
+        score_button = gr.Button("Score answers with the reward model", variant="primary")
+        compare_button = gr.Button("Compare DPO and ORPO")
+    table = gr.Dataframe(pd.DataFrame(columns=compare.COMPARISON_COLUMNS), label="DPO vs ORPO", interactive=False)
+    bars = gr.BarPlot(None, x="method", y="mean reward",
+                      color="answers", title="Mean reward of the answers: base model vs trained adapter", height=260)
+    gr.Markdown("<small>What to look for: ORPO needs no reference model, so it often uses less time per step; the "
+                "margin over base says which alignment the reward model prefers (with two prompts, a hint, not a "
+                "verdict).</small>")
+    with gr.Row():
+        repo = gr.Textbox(label="Hub repo (user/name)", placeholder="my-name/llama-3.2-3b-dpo-lora", scale=4)
+        push_button = gr.Button("Push adapter to the Hub", scale=1)
+    pushed = gr.Markdown()
+    selected.change(on_selection, selected, answers, api_name="align_answers", **POLL_EVENT)
+    score_button.click(score_handler(profile), selected, [answers, table, bars], api_name="align_score", **GPU_EVENT)
+    compare_button.click(on_compare_click, selected, [table, bars], api_name="align_compare", **POLL_EVENT)
+    push_button.click(on_push_click, [selected, repo], pushed, api_name="align_push")

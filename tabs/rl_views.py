@@ -1,0 +1,104 @@
+"""The RL tab's readings of a run (the summaries it sampled per step with their rewards, and before/after training
+on fixed articles) and the ROUGE panel for a summary you write. Layout and wiring only."""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from core import jobs, rl
+from tabs.common import POLL_EVENT, user_errors
+
+API_NAMES = ["rl_samples", "load_article", "score_summary"]
+SAMPLE_COLUMNS = ["step", "article", "reward", "summary"]
+BEFORE_AFTER_COLUMNS = ["article", "reference", "before", "ROUGE-1 before", "after", "ROUGE-1 after"]
+BAR_ORDER = [f"{metric} · {who}" for metric in rl.ROUGE_TYPES for who in ("yours", "lead-3")]
+
+
+def samples_frame(run: jobs.RunInfo, last: int = 8) -> pd.DataFrame:
+    rows = jobs.read_lines(run.folder / "samples.jsonl")[-last:]
+    return pd.DataFrame([[r.get("step"), r.get("id"), round(r.get("reward", 0.0), 3), r.get("text", "")]
+                         for r in reversed(rows)], columns=SAMPLE_COLUMNS)
+
+
+def before_after_frame(run: jobs.RunInfo) -> pd.DataFrame:
+    import json
+
+    try:
+        articles = json.loads((run.folder / "before_after.json").read_text())["articles"]
+    except (OSError, ValueError, KeyError):
+        return pd.DataFrame(columns=BEFORE_AFTER_COLUMNS)
+    rows = []
+    for a in articles:
+        before, after = a.get("before") or {}, a.get("after") or {}
+        rows.append([a.get("id"), a.get("highlights"), before.get("text"), before.get("rouge1"), after.get("text"),
+                     after.get("rouge1")])
+    return pd.DataFrame(rows, columns=BEFORE_AFTER_COLUMNS).round(3)
+
+
+def on_selection(selected):
+    """Timer (3 s) -> the first picked run's latest sampled summaries and its before/after table."""
+    runs = [jobs.find_run("rl", name) for name in (selected or [])[:1]]
+    if not runs:
+        return pd.DataFrame(columns=SAMPLE_COLUMNS), pd.DataFrame(columns=BEFORE_AFTER_COLUMNS)
+    return samples_frame(runs[0]), before_after_frame(runs[0])
+
+
+def build(profile, selected: gr.Dropdown) -> None:
+    samples = gr.Dataframe(pd.DataFrame(columns=SAMPLE_COLUMNS), label="summaries sampled in the last steps",
+                           wrap=True, interactive=False)
+    gr.Markdown("<small>What to look for: rewards rising while the text stays a summary is learning; rising rewards "
+                "with repeated phrases or copied article openings is the policy hacking ROUGE.</small>")
+    before_after = gr.Dataframe(pd.DataFrame(columns=BEFORE_AFTER_COLUMNS), wrap=True, interactive=False,
+                                label="before and after training (greedy summaries of fixed articles)")
+    gr.Markdown("<small>What to look for: ROUGE-1 after vs before on the same articles; a few articles are noisy, "
+                "so read the texts too.</small>")
+    gr.Timer(3.0).tick(on_selection, selected, [samples, before_after], api_name="rl_samples", **POLL_EVENT)
+
+
+def _score_frame(article: str, highlights: str, summary: str) -> pd.DataFrame:
+    yours = rl.rouge_scores(highlights, summary)
+    lead = rl.rouge_scores(highlights, rl.lead_baseline(article))
+    rows = [(f"{m} · {who}", who, scores[m]) for m in rl.ROUGE_TYPES
+            for who, scores in (("yours", yours), ("lead-3", lead))]
+    return pd.DataFrame(rows, columns=["metric", "summary", "F1"])
+
+
+def rouge_panel(profile) -> None:
+    gr.Markdown("Pick a news article, write a summary and score it against the reference highlights. ROUGE-1 F1 is "
+                "the reward PPO and GRPO maximise; the lead-3 baseline (the article's first three sentences) is the "
+                "bar to beat.")
+    with gr.Row():
+        index = gr.Number(value=0, precision=0, minimum=0, label="Article number", scale=1)
+        load_button = gr.Button("Load article", scale=0)
+    with gr.Row():
+        article = gr.Textbox(label="Article", lines=12, interactive=False,
+                             placeholder="Press Load article (or Enter in the number box)")
+        with gr.Column():
+            highlights = gr.Textbox(label="Reference highlights", lines=4, interactive=False)
+            summary = gr.Textbox(label="Your summary (prefilled with lead-3)", lines=5)
+            score_button = gr.Button("Score with ROUGE", variant="primary")
+    reward_line = gr.Markdown()
+    scores_plot = gr.BarPlot(x="metric", y="F1", color="summary", y_lim=[0, 1], sort=BAR_ORDER, height=280,
+                             title="ROUGE F1 against the reference highlights")
+    gr.Markdown("<small>What to look for: lead-3 is hard to beat on news; a summary can score well by copying "
+                "words without saying anything, which is what a policy trained on ROUGE may learn.</small>")
+
+    @user_errors
+    def on_load_click(number):
+        """Reads the article number; writes the article, the reference highlights and the lead-3 summary."""
+        row = rl.news_article(profile.news, int(number or 0), rl.SPLIT)
+        return row["article"], row["highlights"], rl.lead_baseline(row["article"])
+
+    @user_errors
+    def on_score_click(article_text, highlights_text, summary_text):
+        """Reads article, highlights and summary; writes the reward line and the bars (yours vs lead-3)."""
+        if not highlights_text:
+            raise ValueError("load an article first: there are no reference highlights to score against")
+        frame = _score_frame(article_text, highlights_text, summary_text)
+        yours, lead = rl.rouge_reward([summary_text, rl.lead_baseline(article_text)], [highlights_text] * 2)
+        return f"**Reward (rouge1 F1): {yours:.3f}** · lead-3 baseline: {lead:.3f}", frame
+
+    gr.on([load_button.click, index.submit], on_load_click, inputs=index, outputs=[article, highlights, summary],
+          api_name="load_article")
+    score_button.click(on_score_click, inputs=[article, highlights, summary], outputs=[reward_line, scores_plot],
+                       api_name="score_summary")

@@ -1,0 +1,185 @@
+"""The training-run panel the trainer and RL tabs share: progress, live curves polled from the run folder, the runs
+table, Stop and save / Cancel / Resume. The job runs apart from the page (core.jobs): a reload re-attaches."""
+from __future__ import annotations
+
+import html
+import shutil
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from core import curves, jobs
+from core.runs import runs_dir
+from tabs.common import GPU_EVENT, POLL_EVENT, user_errors
+
+RUN_COLUMNS = ["run", "status", "method", "steps", "wall", "s/step", "peak GB", "final"]
+
+
+def progress_html(info: jobs.RunInfo | None) -> str:
+    """The progress bar and its line: step k/n, elapsed, ETA, tokens per second, peak memory."""
+    if info is None:
+        return "<p><i>No run selected. Start one above, or pick one in the runs table.</i></p>"
+    metrics = jobs.read_lines(info.folder / "metrics.jsonl")
+    last = metrics[-1] if metrics else {}
+    parts = [f"<b>{html.escape(info.run_id)}</b> · {html.escape(info.label())}"]
+    if last.get("elapsed_s") is not None:
+        parts.append(f"elapsed {jobs.clock(last['elapsed_s'])}")
+    if info.status in ("running", "starting"):
+        parts.append(f"ETA {jobs.clock(info.eta_s)}" if metrics else "preparing: the data and the model load "
+                     "first (a minute or so), then the first step is timed")
+    if last.get("tokens_per_second"):
+        parts.append(f"{last['tokens_per_second']:.0f} tok/s")
+    peak = last.get("peak_allocated_gb", info.summary.get("peak_allocated_gb", info.summary.get("peak_rss_gb")))
+    if peak is not None:
+        parts.append(f"peak {peak:.2f} GB")
+    if info.summary.get("reason") and info.status != "finished":
+        parts.append(html.escape(str(info.summary["reason"])))
+    done = info.step if info.max_steps else 0
+    bar = f"value='{done}' max='{info.max_steps}'" if info.max_steps else ""  # no value: an indeterminate bar
+    return (f"<progress {bar} style='width:100%'></progress>"
+            f"<p>{' · '.join(parts)}</p>")
+
+
+def started_line(run_id: str) -> str:
+    return (f"Started **{run_id}**. The curves below update every second; closing or reloading this page does not "
+            "stop it.")
+
+
+def runs_frame(kind: str) -> pd.DataFrame:
+    rows = []
+    for r in jobs.list_runs(kind):
+        s = r.summary
+        final = s.get("final_loss", s.get("final_reward"))
+        rows.append([r.run_id, r.label() + (f" ({r.problem})" if r.problem else ""),
+                     r.config.get("method", r.config.get("algo", "")), f"{r.step}/{r.max_steps or '?'}",
+                     jobs.clock(s["wall_s"]) if "wall_s" in s else "", _num(s.get("seconds_per_step")),
+                     _num(s.get("peak_allocated_gb", s.get("peak_rss_gb"))), _num(final)])
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def _num(value) -> str:
+    return "" if value is None else f"{value:.3g}"
+
+
+def _runs(kind: str, ids: list[str]) -> list[jobs.RunInfo]:
+    found = []
+    for run_id in ids or []:
+        try:
+            found.append(jobs.find_run(kind, run_id))
+        except ValueError:
+            continue
+    return found
+
+
+def default_selection(kind: str) -> list[str]:
+    """What a fresh page shows: the running job of this kind, else the newest run."""
+    active = jobs.JOBS.active()
+    if active is not None and active.kind == kind:
+        return [active.run_id]
+    newest = jobs.list_runs(kind)[:1]
+    return [r.run_id for r in newest]
+
+
+def _signature(kind: str, selected: list[str]) -> tuple:
+    """Changes whenever anything the panel shows changes: the selection, a run's status or a new metrics line."""
+    runs = jobs.list_runs(kind)
+    sizes = [(r.folder / "metrics.jsonl").stat().st_size if (r.folder / "metrics.jsonl").exists() else 0
+             for r in runs if r.run_id in selected]
+    return tuple(selected), tuple((r.run_id, r.status) for r in runs), tuple(sizes)
+
+
+def poll_handler(kind: str, charts: tuple[curves.Chart, ...]):
+    def on_tick(selected, seen):
+        """Timer (1 s) -> progress, every chart, the runs table, the run picker, the selection (a reloaded page
+        starts empty and re-attaches to the running job here) and what was last drawn (nothing is redrawn
+        while nothing changed)."""
+        selected = [r for r in (selected or []) if r] or default_selection(kind)
+        selected = list(dict.fromkeys(name for r in selected for name in jobs.JOBS.companions(r)))
+        signature = _signature(kind, selected)
+        if signature == seen:
+            return gr.skip()
+        picked = _runs(kind, selected)
+        frames = [pd.DataFrame(curves.chart_rows(picked, c), columns=["step", "value", "series"]) for c in charts]
+        names = [r.run_id for r in jobs.list_runs(kind)]
+        return (progress_html(picked[0] if picked else None), *frames, runs_frame(kind),
+                gr.update(choices=names, value=selected), selected, signature)
+    return on_tick
+
+
+def control_handlers(kind: str):
+    def active_run(selected):
+        active = jobs.JOBS.active()
+        if active is None or active.kind != kind:
+            raise ValueError("no training run of this tab is running")
+        return active
+
+    @user_errors
+    def on_stop(selected):
+        """Stop and save -> the running job ends after its current step and saves its adapter."""
+        run = jobs.JOBS.stop(kind, active_run(selected).run_id)
+        gr.Warning(f"Stopping {run.run_id} after the current step: its adapter will be saved.")
+
+    @user_errors
+    def on_cancel(selected):
+        """Cancel -> the running job ends now; nothing is saved."""
+        run = jobs.JOBS.cancel(kind, active_run(selected).run_id)
+        gr.Warning(f"Cancelled {run.run_id} at step {run.step}: no adapter saved.")
+
+    @user_errors
+    def on_resume(selected):
+        """Resume -> the first picked run continues from its last checkpoint."""
+        if not selected:
+            raise ValueError("pick a stopped or interrupted run to resume")
+        run = jobs.JOBS.resume(kind, selected[0])
+        return [run.run_id], f"Resumed **{run.run_id}** from step {run.checkpoint_step}."
+
+    @user_errors
+    def on_download(selected):
+        """Download -> a zip of the first picked run's adapter."""
+        runs = _runs(kind, selected)
+        if not runs or not (runs[0].folder / "adapter").is_dir():
+            raise ValueError("pick a run that has saved its adapter (finished or stopped)")
+        target = runs_dir() / kind / ".downloads" / runs[0].run_id
+        return shutil.make_archive(str(target), "zip", runs[0].folder / "adapter")
+
+    return on_stop, on_cancel, on_resume, on_download
+
+
+def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
+    """Lays out the panel; returns the selection state, which a tab's start handler writes."""
+    ui = SimpleNamespace(selected=gr.State([]), started=gr.Markdown())  # + picker: the runs shown, as a person sees
+    with gr.Row():
+        stop_button = gr.Button("Stop and save", variant="secondary")
+        cancel_button = gr.Button("Cancel", variant="stop")
+    ui.progress = gr.HTML(progress_html(None))
+    plots = []
+    for pair in (charts[i:i + 2] for i in range(0, len(charts), 2)):
+        with gr.Row():
+            for chart in pair:
+                with gr.Column():
+                    # starts empty (None): a plot with a colour column that starts from an empty frame never
+                    # draws its later updates in gradio 6.31
+                    plots.append(gr.LinePlot(None, x="step", y="value", color="series", title=chart.title,
+                                             height=260))
+                    gr.Markdown(f"<small>What to look for: {chart.look_for}</small>")
+    with gr.Accordion("Runs (every run in the runs folder, as it ended)", open=True):
+        table = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), interactive=False, label="runs")
+        with gr.Row():
+            # custom values allowed: the choices arrive with the poll; handlers check every name (core.jobs.find_run)
+            picker = gr.Dropdown([], multiselect=True, allow_custom_value=True, scale=4,
+                                 label="show runs (several overlay on the charts)")
+            resume_button = gr.Button("Resume", scale=1)
+            download_button = gr.Button("Download adapter", scale=1)
+        download = gr.File(label="adapter.zip")
+    ui.picker = picker
+    on_stop, on_cancel, on_resume, on_download = control_handlers(kind)
+    seen = gr.State(None)
+    gr.Timer(1.0).tick(poll_handler(kind, charts), [ui.selected, seen],
+                       [ui.progress, *plots, table, picker, ui.selected, seen], api_name=f"{kind}_poll", **POLL_EVENT)
+    picker.input(lambda names: names, picker, ui.selected, api_name=f"{kind}_pick", **POLL_EVENT)
+    stop_button.click(on_stop, ui.selected, None, api_name=f"{kind}_stop", **POLL_EVENT)
+    cancel_button.click(on_cancel, ui.selected, None, api_name=f"{kind}_cancel", **POLL_EVENT)
+    resume_button.click(on_resume, picker, [ui.selected, ui.started], api_name=f"{kind}_resume", **GPU_EVENT)
+    download_button.click(on_download, picker, download, api_name=f"{kind}_download", **POLL_EVENT)
+    return ui

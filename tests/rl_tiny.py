@@ -1,0 +1,48 @@
+"""Shared by the RL tests: a reward the tiny random model can learn in a few dozen steps, a few news rows, and the
+RlConfig sized for it."""
+import json
+from pathlib import Path
+
+import pytest
+
+from core.rl import RlConfig
+from testing.tiny import CORPUS, SPECIALS
+
+TARGETS = range(len(SPECIALS), len(SPECIALS) + 32)  # 32 of the ~320 ids (10%), none of them pad or EOS
+
+
+def target_reward(completion_ids, **kwargs) -> list[float]:
+    """The fraction of a completion's tokens (its EOS included) that are target tokens: learnable, and emitting
+    EOS at once (a one-token completion) earns 0, so stopping early is no shortcut."""
+    return [sum(token in TARGETS for token in ids) / max(len(ids), 1) for ids in completion_ids]
+
+
+def news_rows(n: int = 8) -> list[dict]:
+    return [{"article": CORPUS[i % 7] + f" Story {i}.", "highlights": CORPUS[(i + 1) % 7], "id": f"a{i}"}
+            for i in range(n)]
+
+
+def write_news(folder: Path, n: int = 8) -> Path:
+    path = Path(folder) / "news.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in news_rows(n)))
+    return path
+
+
+def tiny_config(model_dir, **overrides) -> RlConfig:
+    """8 prompts of <= 16 tokens, 8 new tokens, full fine-tuning at a learning rate a 16-wide model needs."""
+    settings = dict(policy=str(model_dir), news="unused", n_articles=8, max_prompt_tokens=16, max_new_tokens=8,
+                    batch_size=8, mini_batch_size=4, learning_rate=1e-2, kl="fixed", init_kl_coef=0.01, steps=30,
+                    save_steps=1000, eval_articles=2)
+    return RlConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two cores shared with other jobs: two torch threads spin against each other (a 16-wide matmul took 17 ms
+    instead of 0.1 ms here), so the RL tests train on one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,118 @@
+"""The pure parts of the DPO / ORPO trainer: config checks, presets and CLI flags, the micro-batch estimator under a
+memory cap and against measured peaks, the CPU thread count, and the CPU stand-in for trl's fused LM head."""
+import pytest
+import torch
+
+from core import align, profiles
+from core import __main__ as core_main
+from core.align import AlignConfig
+from core.align import cli as align_cli
+from core.align.plan import GIB, ModelShape, choose_micro_batch, cpu_threads, lora_parameters, training_bytes
+from core.training import TorchChunkedLogProb
+
+LLAMA_3B = ModelShape(layers=28, hidden=3072, intermediate=8192, kv_hidden=1024, vocab=128256)
+LORA_3B = lora_parameters(LLAMA_3B, 64, align.TARGET_MODULES)
+
+
+def _estimate(method, seq_len=1024, offloaded=True):
+    return lambda m: training_bytes(LLAMA_3B, m, seq_len, method, LORA_3B, offloaded_checkpoints=offloaded)
+
+
+@pytest.mark.parametrize("method", align.METHODS)
+@pytest.mark.parametrize("free_gib", [200, 40, 20, 12, 8, 6, 4])
+def test_the_chosen_micro_batch_never_exceeds_the_free_memory(method, free_gib):
+    estimate = _estimate(method)
+    free = free_gib * GIB
+    if estimate(1) > free:
+        with pytest.raises(ValueError, match="lower max length"):
+            choose_micro_batch(8, free, estimate)
+        return
+    plan = choose_micro_batch(8, free, estimate)
+    assert estimate(plan.micro_batch) <= free and plan.micro_batch * plan.grad_accum == 8
+    assert plan.micro_batch == 8 or estimate(plan.micro_batch * 2) > free, "a larger micro-batch would have fit"
+
+
+ESTIMATES = [  # (method, unsloth offloads checkpoints, micro-batch, measured peak GB on an H200, why)
+    ("dpo", True, 8, 4.38, "unsloth, micro-batch 8 (shared/gpu/README.md)"),
+    ("orpo", True, 8, 12.69, "unsloth ORPO materialises the logits"),
+    ("dpo", False, 2, 5.00, "plain transformers + bnb + peft, the notebook's 2 x 4"),
+    ("orpo", False, 2, 7.64, "plain ORPO, 2 x 4"),
+]
+
+
+@pytest.mark.parametrize("method, offloaded, micro_batch, measured_gb, why", ESTIMATES, ids=[e[4] for e in ESTIMATES])
+def test_the_estimate_covers_the_measured_peaks(method, offloaded, micro_batch, measured_gb, why):
+    weights_gib = 2.4  # 4-bit 3B (bf16 embeddings) + the r 64 adapter: what the estimate leaves to the measured load
+    estimated = training_bytes(LLAMA_3B, micro_batch, 500, method, LORA_3B, offloaded_checkpoints=offloaded) / GIB
+    assert estimated + weights_gib >= measured_gb, why
+    assert estimated + weights_gib <= 2 * measured_gb, f"{why}: so cautious it would waste the GPU"
+
+
+@pytest.mark.parametrize("cores, load, threads, why", [
+    (2, 0.3, 2, "an idle laptop: both cores"),
+    (2, 1.2, 1, "one core busy elsewhere"),
+    (2, 5.0, 1, "an oversubscribed machine still gets one thread"),
+    (16, 3.9, 13, "a big machine shares what is idle"),
+])
+def test_a_cpu_job_takes_the_idle_cores(cores, load, threads, why):
+    assert cpu_threads(cores, load) == threads, why
+
+
+BAD_CONFIGS = [  # (overrides, message fragment, why)
+    ({"learning_rate": 0.0}, "learning rate must be > 0", "no step at all"),
+    ({"learning_rate": -1e-5}, "learning rate must be > 0", "a negative step"),
+    ({"effective_batch": 0}, "effective batch must be > 0", "batch 0"),
+    ({"micro_batch": 3}, "divide the effective batch", "8 pairs cannot split into 3s"),
+    ({"method": "ppo"}, "unknown method 'ppo': choose one of dpo, orpo", "unknown method"),
+    ({"precision": "8bit"}, "unknown precision", "unknown precision"),
+    ({"max_steps": 0}, "max steps must be -1", "zero steps"),
+    ({"warmup_ratio": 1.0}, "warmup ratio", "all warmup"),
+    ({"pairs": 0}, "rows must be >= 1", "no pairs asked for"),
+]
+
+
+@pytest.mark.parametrize("overrides, message, why", BAD_CONFIGS, ids=[b[2] for b in BAD_CONFIGS])
+def test_bad_settings_are_refused_with_what_to_do(overrides, message, why):
+    with pytest.raises(ValueError, match=message):
+        AlignConfig(**overrides)
+
+
+def test_presets_size_the_quick_demo_for_a_laptop_and_flags_win():
+    quick = align.preset_config("quick", profiles.LITE)
+    assert (quick.model_id, quick.lora_r, quick.max_length, quick.pairs) == (profiles.SMOLLM2, 16, 512, 24)
+    assert align.preset_config("notebook", profiles.FULL) == AlignConfig()
+    with pytest.raises(ValueError, match="choose one of quick, notebook"):
+        align.preset_config("fast", profiles.LITE)
+    flags = ["align", "--preset", "quick", "--lora-r", "8", "--no-drop-toxic"]
+    args = core_main.build_parser("align").parse_args(flags)
+    cfg = align_cli.build_config(args, profiles.LITE, "orpo")
+    assert (cfg.method, cfg.lora_r, cfg.drop_toxic, cfg.max_length) == ("orpo", 8, False, 512)
+
+
+def _naive(hidden, weight, bias, targets, temperature, softcap, scale):
+    z = (hidden @ weight.t() + (0 if bias is None else bias)) * scale
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    log_probs = torch.log_softmax(z / temperature, dim=-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    return log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1), entropy
+
+
+@pytest.mark.parametrize("bias, temperature, softcap, scale", [
+    (False, 1.0, None, 1.0), (True, 0.7, None, 1.0), (False, 1.0, 30.0, 0.5)],
+    ids=["plain", "bias and temperature", "softcap and logit scale"])
+def test_the_cpu_lm_head_matches_log_softmax_and_entropy_with_gradients(bias, temperature, softcap, scale):
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(7, 16, generator=gen, dtype=torch.float32, requires_grad=True)
+    weight = torch.randn(50, 16, generator=gen, dtype=torch.float32, requires_grad=True)
+    b = torch.randn(50, generator=gen, dtype=torch.float32) if bias else None
+    targets = torch.randint(0, 50, (7,), generator=gen)
+    log_probs, entropy, *_ = TorchChunkedLogProb.apply(hidden, weight, b, targets, temperature, 4, softcap, scale,
+                                                       ("log_probs", "entropy"))
+    want_lp, want_entropy = _naive(hidden, weight, b, targets, temperature, softcap, scale)
+    torch.testing.assert_close(log_probs, want_lp)
+    torch.testing.assert_close(entropy, want_entropy)
+    got = torch.autograd.grad((log_probs.sum() + entropy.sum()), (hidden, weight))
+    want = torch.autograd.grad((want_lp.sum() + want_entropy.sum()), (hidden, weight))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)

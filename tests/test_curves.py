@@ -1,0 +1,42 @@
+"""Training curves from run folders: keys per chart, runs overlaid, a resumed run's repeated steps, smoothing."""
+import json
+
+import pytest
+
+from core import curves, jobs
+
+
+def run_with(tmp_path, name: str, lines: list[dict]) -> jobs.RunInfo:
+    folder = tmp_path / "align" / name
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return jobs.read_run(folder)
+
+
+def test_rows_per_key_and_runs_overlay_under_their_names(tmp_path):
+    a = run_with(tmp_path, "dpo-1", [{"step": 1, "loss": 0.7, "grad_norm": 2.0}, {"step": 2, "loss": 0.6}])
+    b = run_with(tmp_path, "orpo-1", [{"step": 1, "loss": 1.5}])
+    one = curves.chart_rows([a], curves.ALIGN_CHARTS[0])
+    assert one == [{"step": 1, "value": 0.7, "series": "loss"}, {"step": 2, "value": 0.6, "series": "loss"}]
+    both = curves.chart_rows([a, b], curves.ALIGN_CHARTS[0])
+    assert {r["series"] for r in both} == {"dpo-1 · loss", "orpo-1 · loss"} and len(both) == 3
+    assert curves.chart_rows([b], curves.ALIGN_CHARTS[3]) == [], "no ORPO terms logged: nothing drawn"
+
+
+def test_a_resumed_runs_repeated_steps_keep_the_last_value(tmp_path):
+    run = run_with(tmp_path, "dpo-2", [{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.8}, {"step": 3, "loss": 0.7},
+                                       {"step": 2, "loss": 0.5}, {"step": 3, "loss": 0.4}])  # resumed from step 1
+    assert [(r["step"], r["value"]) for r in curves.chart_rows([run], curves.ALIGN_CHARTS[0])] == \
+        [(1, 0.9), (2, 0.5), (3, 0.4)]
+
+
+def test_the_reward_chart_adds_its_moving_average(tmp_path):
+    run = run_with(tmp_path, "ppo-1", [{"step": s, "reward": r} for s, r in ((1, 0.0), (2, 1.0), (3, 1.0))])
+    rows = curves.chart_rows([run], curves.RL_CHARTS[0])
+    smoothed = [r["value"] for r in rows if r["series"] == "reward (smoothed)"]
+    assert smoothed == pytest.approx([0.0, 0.2, 0.36])  # s_t = 0.2 x_t + 0.8 s_(t-1)
+
+
+def test_every_chart_says_what_to_look_for():
+    for chart in curves.ALIGN_CHARTS + curves.RL_CHARTS:
+        assert chart.keys and len(chart.look_for) > 40, chart.title
