@@ -1,5 +1,6 @@
 """The RAG pipeline's two models as one bundle (embedding model + answering LLM), loaded together and kept in the one
-model slot; the llama-index LLM wrapper with the model's own chat format; token budgets for questions and chat."""
+model slot; the llama-index LLM wrapper with the model's own chat format; token budgets and recipe packing for
+questions, the chat and the batched dish comparison."""
 from __future__ import annotations
 
 import logging
@@ -126,19 +127,35 @@ def trim_history(tokenizer, history: list[dict], budget: int) -> list[dict]:
     return kept
 
 
+def pack_recipes(tokenizer, recipe_texts: list[str], room: int) -> str:
+    """Recipe texts by rank, a blank line apart, until `room` tokens are used; the last one is cut to fit."""
+    parts = []
+    for text in recipe_texts:
+        if room <= 16:  # too little left for a useful piece of a recipe
+            break
+        cut, _ = truncate_tokens(tokenizer, text, room)
+        parts.append(cut)
+        room -= count_tokens(tokenizer, cut) + 2  # + the blank line between recipes
+    return "\n\n".join(parts)
+
+
 def chat_prompt(tokenizer, history: list[dict], question: str, recipe_texts: list[str], budget: int) -> str:
     """The chat turn's prompt: recent history, then the question with the retrieved recipes above it. Recipes go
     in by rank until `budget` tokens (the window less the answer) are used; the last one is cut to fit."""
     history = trim_history(tokenizer, history, budget // 3)
     bare = CHAT_TEMPLATE.format(context="", question=question)
     fixed = chat_text(tokenizer, [*history, {"role": "user", "content": bare}])
-    room = budget - count_tokens(tokenizer, fixed)
-    parts = []
-    for text in recipe_texts:
-        if room <= 16:
-            break
-        cut, _ = truncate_tokens(tokenizer, text, room)
-        parts.append(cut)
-        room -= count_tokens(tokenizer, cut) + 2
-    content = CHAT_TEMPLATE.format(context="\n\n".join(parts), question=question)
+    context = pack_recipes(tokenizer, recipe_texts, budget - count_tokens(tokenizer, fixed))
+    content = CHAT_TEMPLATE.format(context=context, question=question)
     return chat_text(tokenizer, [*history, {"role": "user", "content": content}])
+
+
+def qa_prompt(tokenizer, question: str, recipe_texts: list[str], budget: int) -> str:
+    """What compact mode sends in one LLM call: llama-index's default text-QA prompt, recipes packed by rank so that
+    the prompt in the model's chat template fits `budget` tokens (the last recipe cut to fit). Returned as the user
+    message: core.generation.generate applies the chat template, as HuggingFaceLLM.complete does."""
+    from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT
+
+    bare = chat_text(tokenizer, DEFAULT_TEXT_QA_PROMPT.format(context_str="", query_str=question))
+    context = pack_recipes(tokenizer, recipe_texts, budget - count_tokens(tokenizer, bare))
+    return DEFAULT_TEXT_QA_PROMPT.format(context_str=context, query_str=question)
