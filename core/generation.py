@@ -130,7 +130,7 @@ def _free_bytes(lm) -> int | None:
     return torch.cuda.mem_get_info()[0]
 
 
-def _is_oom(exc: BaseException) -> bool:
+def is_oom(exc: BaseException) -> bool:
     return "OutOfMemory" in type(exc).__name__ or "out of memory" in str(exc).lower()
 
 
@@ -166,7 +166,7 @@ def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = Genera
             try:
                 outputs, cut = _generate_batch(lm, [texts[i] for i in batch], kwargs)
             except Exception as exc:
-                if not _is_oom(exc) or len(batch) == 1:
+                if not is_oom(exc) or len(batch) == 1:
                     raise
                 report.oom_retries += 1
                 half = len(batch) // 2

@@ -310,6 +310,41 @@ def test_stop_button_ends_a_running_comparison(client, monkeypatch):
     assert not MODELS.status()["busy"]
 
 
+@pytest.mark.parametrize("failure", ["oom", "bug"])
+def test_a_generation_that_fails_in_llama_index_thread_ends_the_answer_with_its_error(cfg, failure, monkeypatch):
+    """HuggingFaceLLM streams from a thread of its own whose errors never reached the reader: the stream waited for
+    ever, holding the model slot (first seen on CUDA). Fault injection: generate raises as the GPU would."""
+    import torch
+    from transformers import GenerationMixin
+
+    error = torch.OutOfMemoryError("CUDA out of memory") if failure == "oom" else RuntimeError("a model bug")
+
+    def failing_generate(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(GenerationMixin, "generate", failing_generate)
+    outcome = {}
+    reader = threading.Thread(target=lambda: outcome.update(error=_first_error(lambda: list(rag.run(cfg)))),
+                              daemon=True)
+    reader.start()
+    reader.join(60)
+    assert not reader.is_alive(), "the answer waited for ever"
+    if failure == "oom":
+        assert isinstance(outcome["error"], ValueError) and "ran out of memory" in str(outcome["error"])
+        assert outcome["error"].__cause__ is error
+    else:
+        assert outcome["error"] is error, "any other failure reaches the reader as it was"
+    assert not MODELS.status()["busy"], "the slot is free for the next request"
+
+
+def _first_error(fn):
+    try:
+        fn()
+    except Exception as exc:
+        return exc
+    return None
+
+
 @pytest.mark.gpu
 def test_on_cuda_the_llm_is_8bit_or_half_and_the_embedding_half(cfg):
     import torch

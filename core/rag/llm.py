@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any
 
 from core import loaders
-from core.generation import chat_text
+from core.generation import chat_text, is_oom
 from core.loaders import LanguageModel
 from core.rag import index as rag_index
 
@@ -81,10 +81,46 @@ class StopWhenSet:
         return scores
 
 
+class EndsStreamOnError:
+    """The answering model as HuggingFaceLLM sees it. Its stream_complete runs `model.generate` in a thread of its own
+    and reads a TextIteratorStreamer that has no timeout: when generate raised there (CUDA out of memory, a setting
+    the model refuses), the stream waited for ever and the request held everyone's model slot. This ends the stream
+    and keeps the error; `raise_if_failed` raises it where the answer is read. Everything else is the model's."""
+
+    def __init__(self, model):
+        self.model, self.error = model, None
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def generate(self, *args, **kwargs):
+        streamer = kwargs.get("streamer")
+        try:
+            return self.model.generate(*args, **kwargs)
+        except Exception as exc:
+            if streamer is None:  # llama-index's `complete` calls generate in the reader's own thread
+                raise
+            self.error = exc
+            streamer.end()
+
+
+def raise_if_failed(llm) -> None:
+    """Raises the error that ended the last streamed answer of `llm` (made by make_llm) early, if one did; running
+    out of accelerator memory is the user's to fix (a ValueError saying how)."""
+    guard = llm._model
+    if guard.error is not None:
+        error, guard.error = guard.error, None
+        if is_oom(error):
+            raise ValueError("the accelerator ran out of memory while answering: lower max new tokens or the "
+                             "context window") from error
+        raise error
+
+
 def make_llm(bundle: RagBundle, context_window: int, max_new_tokens: int, sampling: dict, stop_flag=None):
     """llama-index's HuggingFaceLLM around the loaded model, built per request (cheap) so every setting is the
     request's own. Prompts use the tokenizer's chat template; system_prompt stays empty (the template has its own).
-    Setting `stop_flag` (a threading.Event) ends a generation in progress."""
+    Setting `stop_flag` (a threading.Event) ends a generation in progress. After reading a stream, call
+    raise_if_failed: a generation that failed in llama-index's thread ends its stream early."""
     from llama_index.llms.huggingface import HuggingFaceLLM
     from transformers import LogitsProcessorList
 
@@ -93,7 +129,8 @@ def make_llm(bundle: RagBundle, context_window: int, max_new_tokens: int, sampli
     if stop_flag is not None:
         sampling["logits_processor"] = LogitsProcessorList([StopWhenSet(stop_flag, tokenizer.eos_token_id)])
     return HuggingFaceLLM(
-        model=bundle.lm.model, tokenizer=tokenizer, model_name=bundle.lm.model_id, tokenizer_name=bundle.lm.model_id,
+        model=EndsStreamOnError(bundle.lm.model), tokenizer=tokenizer, model_name=bundle.lm.model_id,
+        tokenizer_name=bundle.lm.model_id,
         context_window=context_window, max_new_tokens=max_new_tokens, system_prompt="",
         generate_kwargs={**sampling, "pad_token_id": tokenizer.pad_token_id},
         completion_to_prompt=partial(chat_text, tokenizer),

@@ -198,10 +198,12 @@ def run(cfg: RagConfig, control: RunControl | None = None) -> Iterator[RagAnswer
                 control.check()
                 answer.rag += token
                 emit(dataclasses.replace(answer))
+            rag_llm.raise_if_failed(llm)
             for chunk in llm.stream_complete(llm.completion_to_prompt(answer.question), formatted=True):
                 control.check()
                 answer.plain = chunk.text
                 emit(dataclasses.replace(answer))
+            rag_llm.raise_if_failed(llm)
 
     yield from _in_worker(work, control)
 
@@ -228,6 +230,7 @@ def chat(cfg: RagConfig, message: str, history: list[dict], control: RunControl 
                 control.check()
                 answer.rag = chunk.text
                 emit(dataclasses.replace(answer))
+            rag_llm.raise_if_failed(llm)
 
     yield from _in_worker(work, control)
 
