@@ -346,11 +346,17 @@ def _first_error(fn):
 
 
 @pytest.mark.gpu
-def test_on_cuda_the_llm_is_8bit_or_half_and_the_embedding_half(cfg):
+def test_on_cuda_the_llm_is_8bit_or_half_and_the_embedding_half(cfg, tiny_lm_dir):
     import torch
 
+    # as in the app after the ICL lab: the generator (a Llama) loaded through unsloth patches Llama's classes, and
+    # the RAG LLM (here a Llama too) loads through plain transformers afterwards (it failed in unsloth's fast decode)
+    with MODELS.use("generator", str(tiny_lm_dir), loaders.load_language_model) as lm:
+        assert lm.backend == ("unsloth" if importlib.util.find_spec("unsloth") else "transformers")
+        patched = loaders.unsloth_patched(type(lm.model))
     bundle = rag_llm.load_bundle(rag_llm.bundle_key(cfg.llm, cfg.embedding))
-    expected = "transformers-8bit" if importlib.util.find_spec("bitsandbytes") else "transformers-fp16"
+    eight_bit = importlib.util.find_spec("bitsandbytes") and not patched  # unsloth's fast decode takes no int8
+    expected = "transformers-8bit" if eight_bit else "transformers-fp16"
     assert bundle.lm.backend == expected and bundle.lm.device == "cuda"
     assert next(bundle.embed_model._model.parameters()).dtype == torch.float16
     del bundle

