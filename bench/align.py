@@ -5,8 +5,13 @@ process (so unsloth's import-time patches and peak-memory counters never leak be
 the project's default (core.align.train: unsloth when installed, automatic micro-batch) and plain transformers +
 bitsandbytes + peft + trl at the course notebook's settings (4-bit, micro-batch 2 x grad-acc 4). CPU: `--smoke`
 (tiny shapes, end to end), `--lite` (SmolLM2 on the lite sample, the quick preset, 10 steps of DPO and of ORPO).
+`--quick`: the "Quick demo" preset end to end as the tab runs it, DPO then ORPO (train, answer the prompts,
+then score base and trained answers with a random model of QRM's real shape in the model slot).
+`--processes N` runs each through `accelerate launch --multi_gpu --num_processes N` (data-parallel: one GPU each, or
+gloo processes on a CPU), the same 8 pairs per optimizer step split over them.
 
-    python -m bench align [--steps 10]        python -m bench align --smoke        python -m bench align --lite
+    python -m bench align [--steps 10] [--processes 2]    python -m bench align --smoke    python -m bench align --lite
+    python -m bench align --quick
 """
 from __future__ import annotations
 
@@ -57,9 +62,18 @@ def write_pairs(path: Path, tokenizer, pairs: int, prompt_words: int, answer_wor
     return path
 
 
-def run_cli(run_dir: Path, flags: list[str], env: dict) -> dict:
-    """`python -m core align --run-dir DIR FLAGS` in a fresh process; its summary.json with its config.json."""
-    argv = [sys.executable, "-m", "core", "align", "--run-dir", str(run_dir), *flags]
+def core_command(processes: int) -> list[str]:
+    """`python -m core`, or for several processes `accelerate launch ... -m core` (see the module docstring)."""
+    if processes == 1:
+        return [sys.executable, "-m", "core"]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "core"]
+
+
+def run_cli(run_dir: Path, flags: list[str], env: dict, processes: int = 1) -> dict:
+    """`python -m core align --run-dir DIR FLAGS` in a fresh process (or `processes` of them); its summary.json with
+    its config.json."""
+    argv = [*core_command(processes), "align", "--run-dir", str(run_dir), *flags]
     with open(run_dir.parent / f"{run_dir.name}.log", "wb") as log:
         code = subprocess.run(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                               env={**os.environ, "PYTHONUNBUFFERED": "1", **env}).returncode
@@ -73,7 +87,7 @@ def run_cli(run_dir: Path, flags: list[str], env: dict) -> dict:
 def _row(method: str, path: str, wall_s: float, s: dict) -> dict:
     cfg = s["config"]
     peak = s.get("peak_allocated_gb", s.get("peak_rss_gb"))
-    return {"method": method, "path": f"{path} [{cfg['backend']}]",
+    return {"method": method, "path": f"{path} [{cfg['backend']}]", "processes": cfg.get("processes", 1),
             "micro-batch x grad-acc": f"{cfg['micro_batch']} x {cfg['grad_accum']}",
             "s/step (median after step 1)": s["seconds_per_step"], "tokens/s": round(s["tokens_per_second"]),
             "peak GB (alloc; RSS on CPU)": peak, "final loss": s["final_loss"], "wall s": wall_s}
@@ -96,7 +110,8 @@ def compare_paths(args) -> list[dict]:
             seconds = []
             for i, (label, flags, env) in enumerate(PATHS):
                 run_dir = Path(tmp) / f"{method}-{i}"
-                wall, summary = timed(lambda: run_cli(run_dir, [*common, "--method", method, *flags], env))
+                wall, summary = timed(lambda: run_cli(run_dir, [*common, "--method", method, *flags], env,
+                                                      args.processes))
                 rows.append(_row(method, label, wall, summary))
                 seconds.append(summary["seconds_per_step"])
             rows.append({**{k: "" for k in rows[-1]}, "method": method, "path": "plain / default (speed-up)",
@@ -111,8 +126,53 @@ def lite_runs(args) -> list[dict]:
         for method in ("dpo", "orpo"):
             flags = ["--profile", "lite", "--preset", "quick", "--method", method, "--max-steps", str(args.steps),
                      "--eval-prompts", "0", "--save-steps", str(10 * args.steps)]
-            wall, summary = timed(lambda: run_cli(Path(tmp) / method, flags, {}))
+            wall, summary = timed(lambda: run_cli(Path(tmp) / method, flags, {}, args.processes))
             rows.append(_row(method, "project default, lite quick preset", wall, summary))
+    return rows
+
+
+def quick_demo(args) -> list[dict]:
+    """The quick preset on the Llama-3.2-3B shape, DPO then ORPO, each a fresh `python -m core align` process (as a
+    job), then each run's answers scored in this process through core.align.compare.score_run (the tab's Score)."""
+    import torch
+
+    from bench.reward import REAL_SHAPE, SMOKE_SHAPE
+    from core.align.compare import score_run
+    from core.jobs import read_run
+    from core.models import MODELS
+    from testing.qrm_like import save_qrm_like
+    from testing.tiny import tiny_tokenizer
+
+    rows = []
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        shape, prompt_words, answer_words = SHAPES["smoke" if args.smoke else "gpu"]
+        model = save_random_llama(Path(tmp) / "llama-shape", shape)
+        from transformers import AutoTokenizer
+
+        pairs = write_pairs(Path(tmp) / "pairs.jsonl", AutoTokenizer.from_pretrained(model), 48, prompt_words,
+                            answer_words)
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        runs = []
+        for method in ("dpo", "orpo"):
+            run_dir = Path(tmp) / method
+            flags = ["--profile", "full", "--preset", "quick", "--method", method, "--model-id", str(model),
+                     "--dataset", str(pairs), "--similarity", "1.0"]
+            wall, s = timed(lambda: run_cli(run_dir, flags, {}))
+            runs.append(run_dir)
+            rows.append({**_row(method, "quick preset: train + answer", wall, s), "steps": s["steps_done"]})
+        qrm = Path(tmp) / "qrm-shape"
+        build_s, _ = timed(lambda: save_qrm_like(qrm, tiny_tokenizer(), device=dev,
+                                                 dtype=torch.bfloat16 if dev == "cuda" else torch.float32,
+                                                 **(SMOKE_SHAPE if args.smoke else REAL_SHAPE)))
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+        for method, run_dir in zip(("dpo", "orpo"), runs):
+            wall, scored = timed(lambda: score_run(read_run(run_dir), str(qrm)))
+            load_s = MODELS.status()["load_seconds"]
+            rows.append({**{k: "" for k in rows[0]}, "method": method, "wall s": wall,
+                         "path": f"score {len(scored)} prompts x (base, trained), QRM shape (load {load_s:.1f} s)"})
+        MODELS.unload()
+        print(f"(random QRM-shape model built and saved in {build_s:.1f} s, not counted)")
     return rows
 
 
@@ -121,9 +181,11 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, end to end")
     parser.add_argument("--lite", action="store_true", help="SmolLM2 DPO and ORPO on this CPU")
+    parser.add_argument("--quick", action="store_true", help="the quick preset end to end, then scores")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 10; smoke 2)")
+    parser.add_argument("--processes", type=int, default=1, help="data-parallel processes per run (accelerate)")
     args = parser.parse_args(argv)
     args.steps = args.steps or (2 if args.smoke else 10)
     print(header())
-    print(table(lite_runs(args) if args.lite else compare_paths(args)))
+    print(table(lite_runs(args) if args.lite else quick_demo(args) if args.quick else compare_paths(args)))
     return 0

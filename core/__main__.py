@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from core import profiles
+from core.jobs import launch_warning, rank
 from core.runs import new_run_dir, write_json
 
 # job -> the package whose cli.py exposes add_arguments(parser) and main(args, profile) -> (table, payload)
@@ -32,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     job = next((a for a in argv if a in JOBS), None)
     args = build_parser(job).parse_args(argv)
+    if launch_warning():
+        logging.getLogger("core").warning(launch_warning())
     profile = profiles.from_args(args)
     table, payload = importlib.import_module(JOBS[args.job]).main(args, profile)
+    if rank() != 0:  # under accelerate launch, rank 0 writes and prints the result
+        return 0
     out = args.out or new_run_dir(args.job) / "result.json"
     write_json(out, {"job": args.job, "profile": profile.__dict__, **payload})
     print(table)

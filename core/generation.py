@@ -45,7 +45,8 @@ class GenerationConfig:
 
 @dataclass
 class GenerationReport:
-    """What a pass did: the batch size it planned, the largest it ran, and out-of-memory retries."""
+    """What a pass did: the batch size it planned, the largest it ran, and out-of-memory retries. One report handed
+    to several passes keeps the largest batch of them all and counts every retry."""
     planned: int = 0
     used: int = 0
     oom_retries: int = 0
@@ -109,6 +110,13 @@ def auto_batch_size(config, prompt_tokens: int, max_new_tokens: int, n_prompts: 
     return max(1, min(fits, n_prompts, MAX_BATCH))
 
 
+def plan_batch_size(lm, prompt_tokens: int, n_prompts: int, cfg: GenerationConfig) -> int:
+    """The batch a pass over `n_prompts` prompts of at most `prompt_tokens` tokens (chat template included) starts
+    with: cfg.batch_size when set, else the largest that fits the free accelerator memory."""
+    return cfg.batch_size or auto_batch_size(lm.model.config, prompt_tokens, cfg.max_new_tokens, n_prompts,
+                                             _free_bytes(lm))
+
+
 def chat_text(tokenizer, prompt: str | list[dict]) -> str:
     """A user message (or a whole message list) rendered with the model's chat template, ready for the answer."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
@@ -125,7 +133,7 @@ def _free_bytes(lm) -> int | None:
     return torch.cuda.mem_get_info()[0]
 
 
-def _is_oom(exc: BaseException) -> bool:
+def is_oom(exc: BaseException) -> bool:
     return "OutOfMemory" in type(exc).__name__ or "out of memory" in str(exc).lower()
 
 
@@ -142,8 +150,7 @@ def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = Genera
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     report = report if report is not None else GenerationReport()
     report.auto = cfg.batch_size == AUTO
-    size = cfg.batch_size or auto_batch_size(lm.model.config, max(lengths, default=1), cfg.max_new_tokens,
-                                              len(texts), _free_bytes(lm))
+    size = plan_batch_size(lm, max(lengths, default=1), len(texts), cfg)
     report.planned = size
     kwargs = dict(max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens or None,
                   pad_token_id=tokenizer.pad_token_id,
@@ -162,7 +169,7 @@ def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = Genera
             try:
                 outputs, cut = _generate_batch(lm, [texts[i] for i in batch], kwargs)
             except Exception as exc:
-                if not _is_oom(exc) or len(batch) == 1:
+                if not is_oom(exc) or len(batch) == 1:
                     raise
                 report.oom_retries += 1
                 half = len(batch) // 2

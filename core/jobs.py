@@ -5,6 +5,10 @@ A run folder (runs/<kind>/<run id>/) holds launch.json and pid (written by the a
 write), metrics.jsonl (one flushed line per logged step), events.jsonl (started, resumed, checkpoint, stopped,
 finished, failed, cancelled), checkpoints/, adapter/ and summary.json (written last). STOP and CANCEL are the
 requests the app leaves there. A run without a summary whose process is gone is "interrupted at step k".
+
+Under `accelerate launch --num_processes N` every process runs the job and rank 0 writes all of the above; each
+process also writes ranks/rank-<r>.json (rank, world size, steps done, a sha256 of its trainable parameters when
+training began and ended), the proof that N processes trained one model in step (core.training.write_rank_record).
 """
 from __future__ import annotations
 
@@ -28,6 +32,9 @@ KINDS = ("align", "rl")  # the jobs that train: `python -m core <kind> --run-dir
 STOP, CANCEL = "STOP", "CANCEL"
 FINAL = ("finished", "stopped", "cancelled", "failed")
 CANCEL_GRACE_S = 10.0  # a cancelled job that has not ended by then is killed
+CANCELLED = "cancelled by the user: ended at once, no adapter saved"
+# accelerate launch (torchrun) ends every process with SIGTERM when one of them fails
+CANCELLED_WITH_OTHERS = "ended by SIGTERM: cancelled, or another process failed (see the launch log); no adapter saved"
 
 
 class JobBusy(RuntimeError):
@@ -48,7 +55,7 @@ class RunRecorder:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
         # Under `accelerate launch --num_processes N` every process runs the job; only rank 0 writes the folder.
-        self.writes = int(os.environ.get("RANK", "0")) == 0
+        self.writes = rank() == 0
 
     @property
     def run_id(self) -> str:
@@ -81,6 +88,11 @@ class RunRecorder:
         """The app's "Stop and save": end after the current step and save the adapter."""
         return (self.run_dir / STOP).exists()
 
+    def write_rank(self, record: dict) -> None:
+        """ranks/rank-<r>.json: the one file every process writes, its own (see the module docstring)."""
+        write_json(self.run_dir / "ranks" / f"rank-{rank()}.json", {"rank": rank(), "world_size": world_size(),
+                                                                    **record})
+
     def finish(self, status: str, reason: str, **figures) -> dict:
         """summary.json, the run's last write: status, why it ended, wall time and the job's figures."""
         summary = {"status": status, "reason": reason, "wall_s": time.perf_counter() - self.started,
@@ -89,6 +101,50 @@ class RunRecorder:
             write_json(self.run_dir / "summary.json", summary)
         self.event(status, reason=reason)
         return summary
+
+
+# Where launchers put a process's place: torchrun (what `accelerate launch --multi_gpu` runs), then mpirun's flavours
+RANK_VARS = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+LOCAL_RANK_VARS = ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK")
+WORLD_SIZE_VARS = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def _first_int(names: tuple[str, ...], default: int) -> int:
+    return next((int(os.environ[n]) for n in names if os.environ.get(n)), default)
+
+
+def rank(local: bool = False) -> int:
+    """This process's rank among those `accelerate launch` started (local: on this machine, the GPU it trains on);
+    0 in a plain run."""
+    return _first_int(LOCAL_RANK_VARS if local else RANK_VARS, 0)
+
+
+def world_size() -> int:
+    return _first_int(WORLD_SIZE_VARS, 1)
+
+
+def shared_run_dir(kind: str, name: str | None = None) -> Path:
+    """new_run_dir on rank 0, and that same folder on every other process (each would stamp its own otherwise)."""
+    if world_size() == 1:
+        return new_run_dir(kind, name)
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    PartialState(cpu=not torch.cuda.is_available())  # joins the process group (gloo on a CPU) when not yet joined
+    folder = [str(new_run_dir(kind, name)) if rank() == 0 else None]
+    return Path(broadcast_object_list(folder)[0])
+
+
+def launch_warning() -> str | None:
+    """What is wrong with how this process was launched, if anything. `accelerate launch --cpu --num_processes N`
+    starts a single process unless mpirun runs it (it sets MASTER_ADDR and leaves WORLD_SIZE unset, silently):
+    several CPU processes come from `accelerate launch --multi_gpu --num_processes N`, which uses gloo there."""
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in os.environ \
+            and world_size() == 1:
+        return ("accelerate launch --cpu started one process, whatever --num_processes says (it needs mpirun for "
+                "more): for several CPU processes use `accelerate launch --multi_gpu --num_processes N`")
+    return None
 
 
 def peak_memory() -> dict:
@@ -115,10 +171,13 @@ def run_job(run_dir: Path, work: Callable[[RunRecorder], dict], resume: bool = F
         figures = work(recorder)
         return recorder.finish(figures.pop("status"), figures.pop("reason"), **figures)
     except Cancelled:
-        return recorder.finish("cancelled", "cancelled by the user: ended at once, no adapter saved")
+        return recorder.finish("cancelled", CANCELLED if world_size() == 1 else CANCELLED_WITH_OTHERS)
     except Exception as exc:  # the job's own failure: the app stays up and shows why
         log.exception("training job %s failed", recorder.run_id)
-        return recorder.finish("failed", failure_reason(exc))
+        summary = recorder.finish("failed", failure_reason(exc))
+        if world_size() > 1:  # exit non-zero, so that the launcher ends the other processes instead of leaving
+            raise  # them waiting for this one in a collective
+        return summary
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -262,6 +321,7 @@ class JobManager:
         self._models = models if models is not None else MODELS
         self._lock = threading.Lock()
         self._active: Path | None = None
+        self._generation = 0  # counts starts: a watcher frees the slot only for the job it watches
         self._adopted = False
         self._plan: dict | None = None  # jobs queued to follow the active one (a comparison), and what runs after
         self._last_plan: dict | None = None
@@ -285,8 +345,9 @@ class JobManager:
         for run in list_runs():
             if run.status == "running":
                 self._active = run.folder
+                self._generation += 1
                 self._models.hold(self.describe)
-                self._watch(None, run.folder)
+                self._watch(None, run.folder, self._generation)
                 return
 
     def describe(self) -> str:
@@ -317,7 +378,8 @@ class JobManager:
                 self._models.release()
                 raise
             self._active = folder
-            self._watch(process, folder)
+            self._generation += 1
+            self._watch(process, folder, self._generation)
         return read_run(folder)
 
     def start_sequence(self, kind: str, jobs: list[tuple[list[str], str | None]],
@@ -367,6 +429,8 @@ class JobManager:
     def _spawn(self, folder: Path, argv: list[str], resume: bool) -> subprocess.Popen:
         if not resume:
             write_json(folder / "launch.json", {"argv": argv, "created": time.time()})
+        for leftover in (STOP, CANCEL, "summary.json"):  # the last end's marks: a resumed run is running again
+            (folder / leftover).unlink(missing_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "ALAB_RUNS": str(runs_dir())}
         with open(folder / "log.txt", "ab") as out:
             # A session of its own: a Ctrl-C meant for the app does not reach the job, and the job outlives it.
@@ -375,8 +439,9 @@ class JobManager:
         (folder / "pid").write_text(str(process.pid))
         return process
 
-    def _watch(self, process: subprocess.Popen | None, folder: Path) -> None:
-        """A thread that waits for the job to end, records an exit without a summary, and frees the slot."""
+    def _watch(self, process: subprocess.Popen | None, folder: Path, generation: int) -> None:
+        """A thread that waits for the job to end, records an exit without a summary, and frees the slot (unless a
+        newer job holds it: a resumed run reuses its folder, and its watcher is another one)."""
         def wait():
             if process is not None:
                 code = process.wait()
@@ -388,7 +453,7 @@ class JobManager:
                 while process_alive(folder):
                     time.sleep(1.0)
             with self._lock:
-                if self._active == folder:
+                if self._generation == generation:
                     self._active = None
                     self._models.release()
             self._continue_plan(folder)

@@ -159,6 +159,24 @@ def _load_with_adapter(folder: str, dev: str, use_unsloth: bool) -> tuple[Any, A
     return PeftModel.from_pretrained(model, folder).eval(), tokenizer
 
 
+def unsloth_patched(model_class) -> bool:
+    """Whether unsloth has patched this model class in this process: it patches a family's classes when it first
+    loads one (the ICL generator, a Llama), and every model of that class loaded later, by plain transformers too,
+    then runs unsloth's forward and fast decoding."""
+    forward = getattr(model_class, "forward", None)
+    return getattr(forward, "__module__", "").startswith("unsloth")
+
+
+def fit_unsloth_patches(model) -> None:
+    """A model of a patched class loaded by plain transformers: unsloth's fast decoding reads `max_seq_length` from
+    every module, as unsloth's own loader sets it; sets it the same way (the model's own context length)."""
+    if not unsloth_patched(type(model)):
+        return
+    length = getattr(model.config, "max_position_embeddings", None) or MAX_SEQ_LENGTH
+    for module in model.modules():
+        module.max_seq_length = length
+
+
 def load_language_model(model_id: str) -> LanguageModel:
     """A causal LM ready for batched generation: eval mode, left padding, a pad token. `model_id` may also be a
     saved LoRA adapter folder (a trained run's adapter/): its base model is loaded with the adapter on top."""

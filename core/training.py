@@ -1,11 +1,13 @@
 """What every trainer shares: trl on a CPU (a pure-torch stand-in for its Triton LM-head kernel), the callback that
-turns a transformers Trainer's logs, saves and our Stop request into run-folder records, and how much accelerator
-memory a job may plan with. Used by core.align (DPO/ORPO) and core.rl (GRPO); our PPO writes the same records."""
+turns a transformers Trainer's logs, saves and our Stop request into run-folder records, what each process of an
+`accelerate launch` run records about its trainable weights, and how much accelerator memory a job may plan with.
+Used by core.align (DPO/ORPO) and core.rl (GRPO); our PPO writes the same records."""
 from __future__ import annotations
 
+import hashlib
 import logging
 
-from core.jobs import RunRecorder
+from core.jobs import RunRecorder, rank, world_size
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def recorder_callback(recorder: RunRecorder, extra: dict | None = None):
             recorder.log(state.global_step, state.max_steps, {**values, **(extra or {})})
 
         def on_step_end(self, args, state, control, **kwargs):
-            if recorder.stop_requested():
+            if rank0_flag(recorder.writes and recorder.stop_requested(), args.device):
                 control.should_training_stop = True
                 control.should_save = True
 
@@ -71,11 +73,84 @@ def recorder_callback(recorder: RunRecorder, extra: dict | None = None):
     return RecorderCallback()
 
 
+def rank0_flag(flag: bool, device) -> bool:
+    """Rank 0's `flag` on every process (in a plain run, `flag`): processes that read the Stop file on their own could
+    stop at different steps and leave the others waiting in a collective."""
+    if world_size() == 1:
+        return flag
+    import torch
+    from accelerate.utils import broadcast
+
+    return bool(broadcast(torch.tensor([float(flag)], device=device)).item())
+
+
+def summed_over_processes(value: float, device) -> float:
+    """`value` summed over the processes (in a plain run, `value`); every process must call it at the same point."""
+    if world_size() == 1:
+        return value
+    import torch
+    from accelerate.utils import reduce
+
+    return float(reduce(torch.tensor([float(value)], device=device), "sum").item())
+
+
+def trainable_sha256(model) -> tuple[int, str]:
+    """(how many trainable tensors, sha256 of their names and fp32 bytes in name order). Data-parallel processes
+    that averaged their gradients hold the same trainable weights after every step, so their digests are equal."""
+    import torch
+
+    named = sorted(((n, p) for n, p in model.named_parameters() if p.requires_grad), key=lambda item: item[0])
+    digest = hashlib.sha256()
+    for name, param in named:
+        digest.update(name.encode())
+        digest.update(param.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy().tobytes())
+    return len(named), digest.hexdigest()
+
+
+def write_rank_record(recorder: RunRecorder, model, steps_done: int, start_sha256: str) -> None:
+    """ranks/rank-<r>.json, under several processes only: steps done and the trainable weights' digest when
+    training began and now (see core.jobs)."""
+    if world_size() == 1:
+        return
+    tensors, sha256 = trainable_sha256(model)
+    recorder.write_rank({"steps_done": steps_done, "trainable_tensors": tensors,
+                         "trainable_sha256_start": start_sha256, "trainable_sha256": sha256})
+
+
+def rank_record_callback(recorder: RunRecorder):
+    """A transformers TrainerCallback that writes this process's ranks/rank-<r>.json when training ends."""
+    from transformers import TrainerCallback
+
+    class RankRecordCallback(TrainerCallback):
+        start = ""
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if world_size() > 1:
+                self.start = trainable_sha256(model)[1]
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            write_rank_record(recorder, model, state.global_step, self.start)
+
+    return RankRecordCallback()
+
+
+def smallest_across_processes(value: int) -> int:
+    """The smallest `value` any process of an `accelerate launch` run holds (in a plain run, `value`)."""
+    if world_size() == 1:
+        return value
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    PartialState(cpu=not torch.cuda.is_available())  # joins the process group when the trainer has not yet
+    return min(gather_object([value]))
+
+
 def free_accelerator_bytes() -> int | None:
-    """Free accelerator memory right now (what a job may plan its micro-batch with); None on a CPU."""
+    """Free memory right now on this process's GPU (what a job may plan its micro-batch with); None on a CPU."""
     import torch
 
     if not torch.cuda.is_available():
         return None
-    free, _total = torch.cuda.mem_get_info()
+    free, _total = torch.cuda.mem_get_info(rank(local=True))
     return free

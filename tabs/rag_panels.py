@@ -69,13 +69,15 @@ def on_chat_clear():
 def compare_handler(profile):
     def on_compare(n, loop_seed, top_k, mode, window, new_tokens, temperature, seed, penalty, ngram,
                    request: gr.Request, progress=gr.Progress(track_tqdm=True)):
-        """Compare button -> loop_table (grows dish by dish), loop_csv (download)."""
+        """Compare button -> loop_table (grows a batch of dishes at a time), loop_csv (download), loop_status
+        (dishes done and the generation batch)."""
         cfg = config(profile, top_k, mode, window, new_tokens, temperature, seed, penalty, ngram)
         control = _LOOPS[request.session_hash] = RunControl()
         try:
-            for rows, path in rag.compare_dishes(cfg, whole(n, "dishes"), whole(loop_seed, "sampling seed"),
-                                                 control):
-                yield pd.DataFrame(rows, columns=rag.COMPARE_COLUMNS), str(path)
+            for rows, path, batch in rag.compare_dishes(cfg, whole(n, "dishes"), whole(loop_seed, "sampling seed"),
+                                                        control):
+                status = f"{len(rows)} of {int(n)} dishes · {batch}"
+                yield pd.DataFrame(rows, columns=rag.COMPARE_COLUMNS), str(path), status
         finally:
             _LOOPS.pop(request.session_hash, None)
     return on_compare
@@ -115,12 +117,14 @@ def compare_panel(profile, settings) -> None:
             loop_seed = gr.Number(0, label="Sampling seed", precision=0)
             loop_button = gr.Button("Compare dishes", variant="primary")
             stop_button = gr.Button("Stop", variant="stop")
+        loop_status = gr.Markdown("<small>Dishes are answered in batches (as many as fit the accelerator), each "
+                                  "RAG prompt in one call, as compact mode makes it.</small>")
         loop_table = gr.Dataframe(pd.DataFrame(columns=rag.COMPARE_COLUMNS), label="Results", wrap=True)
         gr.Markdown("<small>What to look for: rows where the dish is not among the retrieved names; there the RAG "
                     "answer has no better source than the plain one.</small>")
         loop_csv = gr.File(label="Download CSV")
     compare = user_errors(compare_handler(profile), kept="the dishes compared so far stay in the table and the CSV")
-    loop = loop_button.click(compare, inputs=[n, loop_seed, *settings], outputs=[loop_table, loop_csv],
+    loop = loop_button.click(compare, inputs=[n, loop_seed, *settings], outputs=[loop_table, loop_csv, loop_status],
                              api_name="rag_compare", **GPU_EVENT)
     stop_button.click(on_compare_stop, cancels=[loop], api_name="rag_compare_stop", queue=False)
 

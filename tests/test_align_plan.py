@@ -118,3 +118,19 @@ def test_the_cpu_lm_head_matches_log_softmax_and_entropy_with_gradients(bias, te
     want = torch.autograd.grad((want_lp.sum() + want_entropy.sum()), (hidden, weight))
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
+
+
+def test_a_half_written_last_checkpoint_is_skipped_for_the_whole_one_before(tmp_path):
+    """A job cancelled while the Trainer saved (it writes in place) leaves a folder without its trainer state."""
+    import json
+
+    from core.align.model import last_checkpoint
+
+    whole, half = tmp_path / "checkpoints" / "checkpoint-2", tmp_path / "checkpoints" / "checkpoint-3"
+    for folder in (whole, half):
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "m"}))
+    (whole / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    assert last_checkpoint(tmp_path) == whole
+    (half / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
+    assert last_checkpoint(tmp_path) == half

@@ -65,7 +65,7 @@ def test_a_run_from_the_page_trains_draws_curves_and_is_scored(served):
     assert {row[2] for row in rewards["data"]} == {"rewards/chosen", "rewards/rejected", "rewards/margins"}
     assert not orpo["data"], "a DPO run logs no ORPO terms"
     assert [row[0] for row in table["data"]] == [run_id] and table["data"][0][3] == "3/3"
-    answers, comparison, bars = client.predict(api_name="/align_score")
+    answers, comparison, bars = client.predict([run_id], api_name="/align_score")
     assert [r[0] for r in answers["data"]][-1] == "What is a pencil made of?", "the free prompt is answered too"
     assert all(isinstance(r[3], float) and isinstance(r[4], float) for r in answers["data"])
     row = dict(zip(comparison["headers"], comparison["data"][0]))

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from core import loaders, profiles, rag
+from core import generation, loaders, profiles, rag
 from core.rag import index as rag_index
 from core.rag import llm as rag_llm
 from core.generation import chat_text, sampling_kwargs
 from core.models import MODELS
-from core.runs import RunControl
+from core.runs import RunControl, Stopped
 from tests.served import served_app
 from tests.test_rag import RECIPES, save_tiny_bert
 
@@ -158,7 +158,8 @@ CONFIGS = [  # (settings, message fragment, why)
     ({"response_mode": "magic"}, "unknown response mode", "not a llama-index mode"),
     ({"max_new_tokens": 0}, "max new tokens", "no answer"),
     ({"context_window": 500, "max_new_tokens": 128}, "at least 512", "no room for the recipes"),
-    ({"repetition_penalty": -1.0}, "repetition penalty must be > 0", "fails only in the generate thread: a hang"),
+    ({"repetition_penalty": -1.0}, "repetition penalty must be > 0", "a setting the model refuses"),
+    ({"batch_size": -1}, "batch size must be > 0", "no batch to answer in"),
 ]
 
 
@@ -177,6 +178,19 @@ def test_chat_prompt_keeps_recent_history_and_fits_the_budget(tiny_lm_dir):
     assert "is pork chop soup hard?" in prompt and "no, easy." in prompt and "old question" not in prompt
     assert "and how long?" in prompt and "pork chop noodle soup" in prompt
     assert rag_llm.count_tokens(tokenizer, prompt) <= 300 + 8
+
+
+def test_qa_prompt_is_llama_indexs_text_qa_prompt_with_the_last_recipe_cut(tiny_lm_dir):
+    from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT
+
+    tokenizer = loaders.load_language_model(str(tiny_lm_dir)).tokenizer
+    recipe = rag_index.recipe_text(rag_index.load_recipes(RECIPES, "train")[0])
+    short = ["Boil the noodles for 8 minutes.", "Brown the pork chops in butter."]
+    prompt = rag_llm.qa_prompt(tokenizer, QUESTION, [*short, recipe], budget=300)
+    head, tail = DEFAULT_TEXT_QA_PROMPT.template.split("{context_str}")
+    assert prompt.startswith(head + "\n\n".join([*short, recipe[:60]])), "short recipes whole, by rank, then the next"
+    assert prompt.endswith(tail.format(query_str=QUESTION)) and recipe not in prompt, "the last recipe is cut to fit"
+    assert 280 <= rag_llm.count_tokens(tokenizer, chat_text(tokenizer, prompt)) <= 300 + 2, "the budget is filled"
 
 
 def test_chat_streams_a_reply_and_reads_gradio_history(cfg):
@@ -199,8 +213,8 @@ def test_a_follow_up_retrieves_with_the_previous_question(cfg):
 
 def test_compare_dishes_writes_a_row_per_dish_to_csv(cfg):
     results = list(rag.compare_dishes(cfg, 2, seed=1))
-    rows, path = results[-1]
-    assert [len(r) for r, _ in results] == [1, 2]
+    rows, path, batch = results[-1]
+    assert len(results) == 1 and batch == "batch 2 (auto)", "on a CPU the automatic batch holds both dishes"
     with open(path, newline="") as f:
         saved = list(csv.DictReader(f))
     assert [r["dish"] for r in saved] == [r["dish"] for r in rows] and list(saved[0]) == rag.COMPARE_COLUMNS
@@ -209,8 +223,49 @@ def test_compare_dishes_writes_a_row_per_dish_to_csv(cfg):
         assert row["dish"] in test_names and row["question"] == f"How do I make {row['dish']}?"
         scores = [float(s) for s in row["scores"].split(" | ")]
         assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+        assert row["rag_answer"] and row["plain_answer"]
     with pytest.raises(ValueError, match="between 1 and 12"):
         next(rag.compare_dishes(cfg, 13))
+
+
+@pytest.fixture
+def passes(cfg, monkeypatch):
+    """The prompts (decoded, padding dropped) of every model.generate pass the resident bundle makes."""
+    seen = []
+    with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
+        real, tokenizer = bundle.lm.model.generate, bundle.tokenizer
+
+        def recorded(**kwargs):
+            seen.append(tokenizer.batch_decode(kwargs["input_ids"], skip_special_tokens=True))
+            return real(**kwargs)
+
+        monkeypatch.setattr(bundle.lm.model, "generate", recorded)
+    return seen
+
+
+def test_compare_dishes_makes_one_pass_per_batch_with_the_recipes_in_the_rag_prompt(cfg, passes):
+    results = list(rag.compare_dishes(dataclasses.replace(cfg, batch_size=2), 5, seed=1))
+    assert [len(rows) for rows, _, _ in results] == [2, 4, 5], "rows arrive a batch at a time"
+    assert {batch for _, _, batch in results} == {"batch 2 (set)"}
+    assert [len(p) for p in passes] == [2, 2, 2, 2, 1, 1], "per batch: one RAG pass, one plain pass"
+    rows = results[-1][0]
+    recipes = {r["name"]: rag_index.recipe_text(r) for r in rag_index.load_recipes(RECIPES, "train")}
+    for start, rag_pass, plain_pass in zip(range(0, 5, 2), passes[::2], passes[1::2]):
+        for row in rows[start:start + 2]:
+            top = recipes[row["retrieved"].split(" | ")[0]]
+            assert any(row["question"] in p and top[:60] in p and "Context information" in p for p in rag_pass)
+            assert f"user\n{row['question']}\nassistant\n" in plain_pass, "the plain prompt is the question alone"
+
+
+def test_a_stop_between_batches_keeps_the_finished_rows(cfg, passes):
+    control = RunControl(on_progress=lambda _f, message: message == "comparing dishes" and control.stop())
+    stream = rag.compare_dishes(dataclasses.replace(cfg, batch_size=2), 6, seed=1, control=control)
+    rows, path, _ = next(stream)
+    with pytest.raises(Stopped):
+        next(stream)
+    with open(path, newline="") as f:
+        assert [r["dish"] for r in csv.DictReader(f)] == [r["dish"] for r in rows] and len(rows) == 2
+    assert len(passes) == 2, "no pass started after the stop"
 
 
 def test_cli_answers_a_question(cfg, tmp_path):
@@ -239,13 +294,15 @@ def test_endpoints_answer_through_gradio_client(client):
     assert quality["headers"][:3] == ["embedding", "recipes", "dishes"] and quality["data"][0][2] == 48
 
 
-def test_stop_button_ends_a_running_comparison(client):
+def test_stop_button_ends_a_running_comparison(client, monkeypatch):
+    monkeypatch.setattr(generation, "CPU_BATCH", 1)  # the automatic batch on a CPU: twelve batches of one dish
     settings = [3, "compact", 512, 16, 0.7, 0, 1.0, 0]
     job = client.submit(12, 0, *settings, api_name="/rag_compare")
     deadline = time.monotonic() + 120
     while not job.outputs() and time.monotonic() < deadline:
         time.sleep(0.2)
-    table, path = job.outputs()[-1]
+    table, path, status = job.outputs()[-1]
+    assert status.startswith(f"{len(table['data'])} of 12 dishes · batch 1 (auto)"), "the page shows the batch"
     client.predict(api_name="/rag_compare_stop")
     job.result(timeout=60)  # a Stop is a warning that says what was kept, never an error
     assert job.status().code.name == "FINISHED"
@@ -254,12 +311,53 @@ def test_stop_button_ends_a_running_comparison(client):
     assert not MODELS.status()["busy"]
 
 
+@pytest.mark.parametrize("failure", ["oom", "bug"])
+def test_a_generation_that_fails_in_llama_index_thread_ends_the_answer_with_its_error(cfg, failure, monkeypatch):
+    """HuggingFaceLLM streams from a thread of its own whose errors never reached the reader: the stream waited for
+    ever, holding the model slot (first seen on CUDA). Fault injection: generate raises as the GPU would."""
+    import torch
+    from transformers import GenerationMixin
+
+    error = torch.OutOfMemoryError("CUDA out of memory") if failure == "oom" else RuntimeError("a model bug")
+
+    def failing_generate(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(GenerationMixin, "generate", failing_generate)
+    outcome = {}
+    reader = threading.Thread(target=lambda: outcome.update(error=_first_error(lambda: list(rag.run(cfg)))),
+                              daemon=True)
+    reader.start()
+    reader.join(60)
+    assert not reader.is_alive(), "the answer waited for ever"
+    if failure == "oom":
+        assert isinstance(outcome["error"], ValueError) and "ran out of memory" in str(outcome["error"])
+        assert outcome["error"].__cause__ is error
+    else:
+        assert outcome["error"] is error, "any other failure reaches the reader as it was"
+    assert not MODELS.status()["busy"], "the slot is free for the next request"
+
+
+def _first_error(fn):
+    try:
+        fn()
+    except Exception as exc:
+        return exc
+    return None
+
+
 @pytest.mark.gpu
-def test_on_cuda_the_llm_is_8bit_or_half_and_the_embedding_half(cfg):
+def test_on_cuda_the_llm_is_8bit_or_half_and_the_embedding_half(cfg, tiny_lm_dir):
     import torch
 
+    # as in the app after the ICL lab: the generator (a Llama) loaded through unsloth patches Llama's classes, and
+    # the RAG LLM (here a Llama too) loads through plain transformers afterwards (it failed in unsloth's fast decode)
+    with MODELS.use("generator", str(tiny_lm_dir), loaders.load_language_model) as lm:
+        assert lm.backend == ("unsloth" if importlib.util.find_spec("unsloth") else "transformers")
+        patched = loaders.unsloth_patched(type(lm.model))
     bundle = rag_llm.load_bundle(rag_llm.bundle_key(cfg.llm, cfg.embedding))
-    expected = "transformers-8bit" if importlib.util.find_spec("bitsandbytes") else "transformers-fp16"
+    eight_bit = importlib.util.find_spec("bitsandbytes") and not patched  # unsloth's fast decode takes no int8
+    expected = "transformers-8bit" if eight_bit else "transformers-fp16"
     assert bundle.lm.backend == expected and bundle.lm.device == "cuda"
     assert next(bundle.embed_model._model.parameters()).dtype == torch.float16
     del bundle

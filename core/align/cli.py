@@ -1,5 +1,9 @@
 """`python -m core align ...`: DPO and/or ORPO training as a job writing a run folder (also how the app starts one:
-`--run-dir DIR`, and `--run-dir DIR --resume` to continue it), or with `--data-only` the preference data summary."""
+`--run-dir DIR`, and `--run-dir DIR --resume` to continue it), or with `--data-only` the preference data summary.
+
+The same command line runs data-parallel under `accelerate launch --multi_gpu --num_processes N -m core align ...`:
+each process trains on its share of every step's effective batch (gradients averaged by trl's Trainer: DDP, gloo on
+a CPU) and rank 0 writes the one run folder; ALAB_NO_UNSLOTH=1 picks plain transformers + peft + bitsandbytes."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +12,7 @@ from pathlib import Path
 
 from core.align.config import PRESETS, AlignConfig, data_config, preset_config
 from core.align.data import RULES, prepare
-from core.jobs import add_config_arguments, config_from_args, run_job
-from core.runs import new_run_dir
+from core.jobs import add_config_arguments, config_from_args, run_job, shared_run_dir
 
 
 def add_arguments(parser) -> None:
@@ -50,7 +53,7 @@ def main(args, profile) -> tuple[str, dict]:
         methods = ["dpo", "orpo"] if args.method == "both" else [args.method]
         if args.run_dir is not None and len(methods) > 1:
             raise ValueError("--method both writes two run folders: leave --run-dir out")
-        jobs = [(build_config(args, profile, m), args.run_dir or new_run_dir("align")) for m in methods]
+        jobs = [(build_config(args, profile, m), args.run_dir or shared_run_dir("align")) for m in methods]
     summaries = [run_training(cfg, run_dir, args.resume) for cfg, run_dir in jobs]
     args.out = jobs[-1][1] / "result.json"  # core.__main__ writes the comparison there
     return comparison_table(summaries), {"runs": summaries}

@@ -1,11 +1,13 @@
 """What a DPO/ORPO run measures beyond trl's own logs: tokens per second (the real, unpadded tokens of the batches
-fed to the model), peak accelerator memory, and the wall time of every optimizer step."""
+fed to the model, summed over the processes of an `accelerate launch` run), peak accelerator memory (this process's),
+and the wall time of every optimizer step."""
 from __future__ import annotations
 
 import statistics
 import time
 
 from core.jobs import peak_memory
+from core.training import summed_over_processes
 
 
 class TokenCounter:
@@ -42,12 +44,12 @@ def throughput_callback(counter: TokenCounter):
             self.last = now
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs is not None:
-                logs["tokens_per_second"] = self.tokens_per_second()
+            if logs is not None:  # every process logs at the same steps (the Trainer gathers the loss there too)
+                logs["tokens_per_second"] = self.tokens_per_second(args.device)
                 logs.update(peak_memory())
 
-        def tokens_per_second(self) -> float:
-            return counter.tokens / max(time.perf_counter() - self.started, 1e-9)
+        def tokens_per_second(self, device) -> float:
+            return summed_over_processes(counter.tokens, device) / max(time.perf_counter() - self.started, 1e-9)
 
         def seconds_per_step(self) -> float | None:
             """The median step after the first (which also pays for warm-up); the first alone if it is the only one."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,12 @@ from typing import Any
 
 from core.align.config import AlignConfig
 from core.align.plan import ModelShape
+from core.jobs import rank, world_size
 from core.loaders import LanguageModel, load_language_model, resolve_local, split_revision
 from core.runs import runs_dir
 
 ADAPTER_DIR = "adapter"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,6 +54,9 @@ def load_policy(cfg: AlignConfig) -> Policy:
 
     cuda = torch.cuda.is_available()
     if use_unsloth(cfg, cuda):
+        if world_size() > 1:
+            log.warning("unsloth under %d processes has not been checked here: ALAB_NO_UNSLOTH=1 trains with plain "
+                        "transformers + peft + bitsandbytes instead", world_size())
         return _unsloth_policy(cfg)
     if cuda:
         return _cuda_transformers_policy(cfg)
@@ -83,8 +89,9 @@ def _cuda_transformers_policy(cfg: AlignConfig) -> Policy:
     name = resolve_local(name)
     quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                       bnb_4bit_compute_dtype=torch.bfloat16) if cfg.precision == "4bit" else None
-    model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=torch.bfloat16, device_map={"": 0},
-                                                 quantization_config=quantization)
+    # under accelerate launch each process loads its own copy onto its own GPU (LOCAL_RANK)
+    model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=torch.bfloat16,
+                                                 device_map={"": rank(local=True)}, quantization_config=quantization)
     tokenizer = _with_pad(AutoTokenizer.from_pretrained(name, revision=revision))
     return Policy(model, tokenizer, "transformers+peft", "4-bit NF4" if quantization else "bfloat16",
                   lora_config(cfg), ModelShape.from_config(model.config), "cuda")
@@ -99,13 +106,20 @@ def _with_pad(tokenizer):
 # ---- checkpoints: what a resumed run continues from ----------------------------------------------------------------
 
 def last_checkpoint(run_dir: Path) -> Path:
-    """The highest checkpoint-<step> folder of the run; ValueError when there is none."""
+    """The highest checkpoint-<step> folder of the run that is whole; ValueError when there is none. A job cancelled
+    or killed while saving leaves a half-written folder (the Trainer writes in place): the one before it is used."""
     folder = Path(run_dir) / "checkpoints"
     found = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
                    key=lambda p: int(p.name.split("-")[-1])) if folder.is_dir() else []
     if not found:
         raise ValueError(f"{run_dir} has no checkpoint to resume from: start a new run")
-    return found[-1]
+    for checkpoint in reversed(found):
+        try:
+            read_checkpoint(checkpoint)
+            return checkpoint
+        except ValueError as exc:
+            log.warning("skipping %s: %s", checkpoint.name, exc)
+    return found[-1]  # none is whole: read_checkpoint says why when the resume reads it
 
 
 def read_checkpoint(checkpoint: Path) -> dict:

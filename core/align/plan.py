@@ -90,6 +90,15 @@ def cpu_plan(effective_batch: int) -> BatchPlan:
                                               "take more RAM")
 
 
+def share_per_process(effective_batch: int, processes: int) -> int:
+    """Pairs each of `processes` data-parallel processes trains on per optimizer step, so that a step sees the same
+    effective batch however many processes share it."""
+    if effective_batch % processes:
+        raise ValueError(f"the effective batch {effective_batch} does not split evenly over {processes} processes: "
+                         f"choose a multiple of {processes}")
+    return effective_batch // processes
+
+
 def cpu_threads(cores: int, load: float) -> int:
     """Torch threads for a CPU job: the cores that other processes leave free (load: the 1-minute load average),
     at least one. An OpenMP thread that waits for a busy core stalls every barrier: on this shared 2-core machine
@@ -97,8 +106,8 @@ def cpu_threads(cores: int, load: float) -> int:
     return max(1, min(cores, cores - int(load)))
 
 
-def steps_per_run(pairs: int, plan: BatchPlan, epochs: int) -> int:
+def steps_per_run(pairs: int, plan: BatchPlan, epochs: int, processes: int = 1) -> int:
     """Optimizer steps of `epochs` passes, counted as transformers' Trainer counts them (a last partial batch and a
-    last partial accumulation each make a step)."""
-    batches = math.ceil(pairs / plan.micro_batch)
+    last partial accumulation each make a step; with several processes each takes every n-th micro-batch)."""
+    batches = math.ceil(math.ceil(pairs / plan.micro_batch) / processes)
     return max(math.ceil(batches / plan.grad_accum), 1) * epochs

@@ -17,10 +17,11 @@ from core.align.meter import TokenCounter, throughput_callback
 from core.align.model import (ADAPTER_DIR, Policy, check_base_model, last_checkpoint, load_policy,
                               read_checkpoint)
 from core.align.plan import (BatchPlan, choose_micro_batch, cpu_plan, cpu_threads, lora_parameters,
-                             steps_per_run, training_bytes)
-from core.jobs import RunRecorder
+                             share_per_process, steps_per_run, training_bytes)
+from core.jobs import RunRecorder, world_size
 from core.runs import publish_folder, write_json
-from core.training import free_accelerator_bytes, recorder_callback, use_cpu_lm_head
+from core.training import (free_accelerator_bytes, rank_record_callback, recorder_callback, smallest_across_processes,
+                           summed_over_processes, use_cpu_lm_head)
 
 MIN_ANSWER_TOKENS = 16  # a pair whose prompt leaves fewer than this many tokens of max_length teaches nothing
 SPECIAL_TOKENS = 2  # the bos/eos the trainers may add around a pair
@@ -35,24 +36,31 @@ def train(cfg: AlignConfig, recorder: RunRecorder, resume: bool = False) -> dict
     if checkpoint:
         check_base_model(adapter_of_checkpoint, checkpoint, policy.base_name)
     dataset, subset, longest = fit_to_length(data.dataset, data.subset, policy.tokenizer, cfg.max_length)
-    plan = plan_batches(cfg, policy, longest)
-    max_steps = cfg.max_steps if cfg.max_steps > 0 else steps_per_run(len(dataset), plan, cfg.epochs)
+    plan = plan_batches(cfg, policy, longest, world_size())
+    max_steps = cfg.max_steps if cfg.max_steps > 0 else steps_per_run(len(dataset), plan, cfg.epochs, world_size())
     optim, threads = resolve_optim(cfg, policy), set_cpu_threads(policy)
     if not resume:  # a resumed run keeps the config.json it was started with
         recorder.write_config({**run_config(cfg, policy, plan, max_steps, optim, data, len(dataset)), **threads})
     counter = TokenCounter(None)
     meter = throughput_callback(counter)
     trainer = make_trainer(cfg, policy, dataset, trainer_args(cfg, recorder.run_dir, policy, plan, max_steps, optim),
-                           [meter, recorder_callback(recorder)])
+                           [meter, recorder_callback(recorder), rank_record_callback(recorder)])
     counter.collate, trainer.data_collator = trainer.data_collator, counter
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - started
-    save_adapter(trainer.model, policy.tokenizer, recorder.run_dir / ADAPTER_DIR)
-    answers = compare_answers(trainer.model, policy.tokenizer, pick_prompts(cfg, subset), cfg, policy.device,
+    tokens = summed_over_processes(counter.tokens, trainer.args.device)
+    if recorder.writes:  # under accelerate launch rank 0 saves and answers; the other processes are done
+        save_results(cfg, trainer.model, policy, subset, recorder.run_dir)
+    return figures(trainer, recorder, meter, max_steps, train_seconds, tokens)
+
+
+def save_results(cfg: AlignConfig, model, policy: Policy, subset, run_dir: Path) -> None:
+    """adapter/, then answers.json: the base model's and the trained adapter's answers to a few prompts."""
+    save_adapter(model, policy.tokenizer, run_dir / ADAPTER_DIR)
+    answers = compare_answers(model, policy.tokenizer, pick_prompts(cfg, subset), cfg, policy.device,
                               unsloth=policy.backend == "unsloth")
-    write_json(recorder.run_dir / "answers.json", answers)
-    return figures(trainer, recorder, meter, max_steps, train_seconds, counter.tokens)
+    write_json(run_dir / "answers.json", answers)
 
 
 def fit_to_length(dataset, subset, tokenizer, max_length: int):
@@ -70,20 +78,31 @@ def fit_to_length(dataset, subset, tokenizer, max_length: int):
     return dataset.select(keep), subset.select(keep), min(longest, max_length)
 
 
-def plan_batches(cfg: AlignConfig, policy: Policy, seq_len: int) -> BatchPlan:
+def plan_batches(cfg: AlignConfig, policy: Policy, seq_len: int, processes: int = 1) -> BatchPlan:
     """The config's micro-batch when set; on a CPU a fixed short one; on CUDA the largest that fits in the free
-    accelerator memory measured now (the model is loaded, so its weights are already taken)."""
+    accelerator memory measured now (the model is loaded, so its weights are already taken). With several processes
+    each plans its share of the effective batch, and they agree on the smallest micro-batch any of them can take
+    (different ones would mean different numbers of gradient all-reduces: a hang)."""
+    share = share_per_process(cfg.effective_batch, processes)
     if cfg.micro_batch:
-        return BatchPlan(cfg.micro_batch, cfg.effective_batch // cfg.micro_batch, "set in the config")
+        if share % cfg.micro_batch:
+            raise ValueError(f"micro-batch {cfg.micro_batch} does not divide the {share} pairs each of {processes} "
+                             "processes takes per step: choose a divisor, or 0 (auto)")
+        return BatchPlan(cfg.micro_batch, share // cfg.micro_batch, "set in the config")
     if policy.device == "cpu":
-        return cpu_plan(cfg.effective_batch)
+        return cpu_plan(share)
     lora = lora_parameters(policy.shape, cfg.lora_r, cfg.target_modules)
     eight_bit = "8bit" in resolve_optim(cfg, policy)
 
     def estimate(micro_batch: int) -> int:
         return training_bytes(policy.shape, micro_batch, seq_len, cfg.method, lora, eight_bit_optim=eight_bit,
                               offloaded_checkpoints=policy.backend == "unsloth")
-    return choose_micro_batch(cfg.effective_batch, free_accelerator_bytes(), estimate)
+    plan = choose_micro_batch(share, free_accelerator_bytes(), estimate)
+    agreed = smallest_across_processes(plan.micro_batch)
+    if agreed == plan.micro_batch:
+        return plan
+    return BatchPlan(agreed, share // agreed, f"micro-batch {agreed}: what the process with the least free memory "
+                                              f"can take (this one: {plan.reason})")
 
 
 def set_cpu_threads(policy: Policy) -> dict:
@@ -116,7 +135,7 @@ def run_config(cfg: AlignConfig, policy: Policy, plan: BatchPlan, max_steps: int
     return {**dataclasses.asdict(cfg), "max_steps": max_steps, "micro_batch": plan.micro_batch,
             "grad_accum": plan.grad_accum, "micro_batch_reason": plan.reason, "optim": optim,
             "precision": cfg.precision, "weights": policy.weights, "backend": policy.backend,
-            "device": policy.device, "pairs_used": pairs_used, "data": counts}
+            "device": policy.device, "processes": world_size(), "pairs_used": pairs_used, "data": counts}
 
 
 def trainer_args(cfg: AlignConfig, run_dir: Path, policy: Policy, plan: BatchPlan, max_steps: int,

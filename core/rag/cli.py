@@ -16,23 +16,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=RagConfig.seed)
     parser.add_argument("--compare", "--test-loop", dest="compare", type=int, default=0, metavar="N",
                         help="ask N random test-split dishes, RAG and plain")
+    parser.add_argument("--batch-size", type=int, default=RagConfig.batch_size,
+                        help="dishes per generation pass in --compare (0 = as many as fit the accelerator)")
     parser.add_argument("--quality", action="store_true", help="hit@1/hit@3 of retrieval over the train split")
 
 
 def main(args, profile) -> tuple[str, dict]:
     cfg = RagConfig.from_profile(profile, top_k=args.top_k, response_mode=args.response_mode, seed=args.seed,
                                  context_window=args.context_window, max_new_tokens=args.max_new_tokens,
-                                 temperature=args.temperature, question=args.question)
+                                 temperature=args.temperature, batch_size=args.batch_size, question=args.question)
     if args.quality:
         quality = retrieval_quality(cfg)
         return "\n".join(f"{k}: {v}" for k, v in quality.items()), {"quality": quality}
     if args.compare:
-        rows, path = [], None
-        for rows, path in compare_dishes(cfg, args.compare, args.seed):
+        rows, path, batch = [], None, ""
+        for rows, path, batch in compare_dishes(cfg, args.compare, args.seed):
             pass
         table = "\n\n".join(f"## {r['question']}\nretrieved: {r['retrieved']} ({r['scores']})\n\nRAG: {r['rag_answer']}"
                             f"\n\nplain: {r['plain_answer']}" for r in rows)
-        return f"{table}\n\nCSV: {path}", {"config": dataclasses.asdict(cfg), "rows": rows, "csv": str(path)}
+        return f"{table}\n\n{batch} · CSV: {path}", {"config": dataclasses.asdict(cfg), "rows": rows, "csv": str(path),
+                                                       "batch": batch}
     answer = None
     for answer in run(cfg):
         pass

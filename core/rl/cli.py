@@ -2,6 +2,10 @@
 with a run folder, or with --score-article N scores one summary (default: lead-3) against an article's highlights.
 
     python -m core rl --profile lite --algo ppo|grpo|both [--preset NAME] [--steps 20 ...] [--run-dir DIR] [--resume]
+
+The same command line runs data-parallel under `accelerate launch --multi_gpu --num_processes N -m core rl ...`:
+every process samples a batch of its own per step (PPO: batch_size articles, through accelerate.prepare's DDP; GRPO:
+batch_size completions, through trl's Trainer), gradients are averaged, and rank 0 writes the one run folder.
 """
 from __future__ import annotations
 
@@ -10,10 +14,9 @@ import json
 import time
 from pathlib import Path
 
-from core.jobs import add_config_arguments, config_from_args, run_job
+from core.jobs import add_config_arguments, config_from_args, run_job, shared_run_dir
 from core.rl.rewards import ROUGE_TYPES, SummaryScoreConfig, score_summary
 from core.rl.train import ALGOS, PRESETS, RlConfig, config_from_file, preset_config, train
-from core.runs import new_run_dir
 
 FROM_PROFILE = ("policy", "news")  # the profile's summarizer and news roles (--summarizer, --news)
 FIGURES = ("status", "reason", "steps_done", "max_steps", "seconds_per_step", "reward_start", "reward_final",
@@ -56,7 +59,7 @@ def planned_runs(args, profile) -> list[tuple[RlConfig, Path]]:
     if len(algos) > 1 and run_dir is not None:
         raise ValueError("--algo both makes two run folders: leave out --run-dir")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return [(dataclasses.replace(cfg, algo=algo), run_dir or new_run_dir("rl", f"{stamp}-{algo}"))
+    return [(dataclasses.replace(cfg, algo=algo), run_dir or shared_run_dir("rl", f"{stamp}-{algo}"))
             for algo in algos]
 
 

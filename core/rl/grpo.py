@@ -10,7 +10,7 @@ from core.jobs import RunRecorder
 from core.rl.articles import with_prompts
 from core.rl.policy import load_lm, load_tokenizer, lora_config
 from core.rl.samples import SampleLog, logging_reward
-from core.training import recorder_callback, use_cpu_lm_head
+from core.training import rank_record_callback, recorder_callback, use_cpu_lm_head
 
 
 def grpo_arguments(cfg, output_dir: Path):
@@ -40,11 +40,11 @@ def build_grpo_trainer(cfg, rows: list[dict], reward_fn, recorder: RunRecorder):
     tokenizer = load_tokenizer(cfg.policy)
     model = load_lm(cfg.policy, tokenizer, lora=cfg.lora, trainable=True)
     dataset = Dataset.from_list(with_prompts(tokenizer, rows, cfg.max_prompt_tokens))
-    samples = SampleLog(recorder.run_dir / "samples.jsonl", cfg.samples_per_step)
+    samples = SampleLog(recorder.run_dir / "samples.jsonl" if recorder.writes else None, cfg.samples_per_step)
     return GRPOTrainer(model=model, reward_funcs=[logging_reward(reward_fn, samples)],
                        args=grpo_arguments(cfg, recorder.run_dir / "checkpoints"), train_dataset=dataset,
                        processing_class=tokenizer, peft_config=lora_config(cfg.lora_r, cfg.lora_alpha) if cfg.lora
-                       else None, callbacks=[recorder_callback(recorder)])
+                       else None, callbacks=[recorder_callback(recorder), rank_record_callback(recorder)])
 
 
 def train_grpo(cfg, rows: list[dict], reward_fn, recorder: RunRecorder, checkpoint: Path | None = None) -> dict:
@@ -55,8 +55,9 @@ def train_grpo(cfg, rows: list[dict], reward_fn, recorder: RunRecorder, checkpoi
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     elapsed, done = time.perf_counter() - began, trainer.state.global_step
     started = int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else 0
-    trainer.save_model(str(recorder.run_dir / "adapter"))
-    trainer.processing_class.save_pretrained(recorder.run_dir / "adapter")
+    trainer.save_model(str(recorder.run_dir / "adapter"))  # rank 0 writes, every process takes part
+    if recorder.writes:
+        trainer.processing_class.save_pretrained(recorder.run_dir / "adapter")
     stopped = recorder.stop_requested() and done < cfg.steps
     return {"status": "stopped" if stopped else "finished",
             "reason": f"stopped by the user after step {done}" if stopped else f"trained {cfg.steps} steps",

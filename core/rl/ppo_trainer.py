@@ -19,6 +19,7 @@ from core.rl.ppo import (AdaptiveKLController, FixedKLController, RunningMoments
                          per_token_rewards, policy_loss, scale_scores, value_loss)
 from core.rl.rollout import Rollout, encode_prompts, sample
 from core.rl.samples import SampleLog
+from core.training import trainable_sha256, write_rank_record
 
 
 def kl_controller(cfg):
@@ -62,6 +63,8 @@ class PpoTrainer:
             self.policy.module, torch.optim.Adam(params, lr=cfg.learning_rate))
         if self.policy.reference is not None:
             self.policy.reference.to(self.accelerator.device)
+        # for ranks/rank-<r>.json under several processes (core.training.write_rank_record)
+        self.start_sha256 = trainable_sha256(self.unwrapped)[1] if self.accelerator.num_processes > 1 else ""
         self.kl_ctl = kl_controller(cfg)
         self.moments = RunningMoments() if cfg.score_scaling != "none" else None
         self.writes = recorder is not None and self.accelerator.is_main_process
@@ -210,6 +213,7 @@ class PpoTrainer:
                 self.save_checkpoint()
         if self.recorder is not None:
             self.save_adapter(self.recorder.run_dir / "adapter")
+            write_rank_record(self.recorder, self.unwrapped, self.steps_done, self.start_sha256)
         done = self.steps_done - started
         return {"status": status, "reason": reason, "steps_done": self.steps_done,
                 "seconds_per_step": (time.perf_counter() - began) / done if done else None}

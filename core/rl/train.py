@@ -162,7 +162,8 @@ def train(cfg: RlConfig, recorder: RunRecorder, resume: bool = False, reward_fn=
     rows = load_articles(cfg.news, cfg.n_articles)
     if len(rows) < cfg.batch_size:
         raise ValueError(f"{cfg.news} has {len(rows)} articles, fewer than batch_size ({cfg.batch_size})")
-    articles = write_before(recorder.run_dir, cfg, rows[:cfg.eval_articles])
+    writes = recorder.writes  # under accelerate launch only rank 0 writes the summaries before and after
+    articles = write_before(recorder.run_dir, cfg, rows[:cfg.eval_articles]) if writes else []
     if cfg.algo == "ppo":
         from core.rl.ppo_trainer import PpoTrainer
 
@@ -171,7 +172,7 @@ def train(cfg: RlConfig, recorder: RunRecorder, resume: bool = False, reward_fn=
         from core.rl.grpo import train_grpo  # trl: imported only for GRPO
 
         figures = train_grpo(cfg, rows, reward_fn, recorder, checkpoint)
-    means = write_after(recorder.run_dir, cfg, rows[:cfg.eval_articles], articles)
+    means = write_after(recorder.run_dir, cfg, rows[:cfg.eval_articles], articles) if writes else {}
     rouge = {f"{when}_rouge1": scores["rouge1"] for when, scores in means.items() if scores}
     return {"algo": cfg.algo, "run_dir": str(recorder.run_dir), "max_steps": cfg.steps, "articles": len(rows),
             **figures, **curve_figures(recorder.run_dir), **rouge}
