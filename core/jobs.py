@@ -13,6 +13,7 @@ training began and ended), the proof that N processes trained one model in step 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -186,9 +187,15 @@ def _raise_cancelled(signum, frame):
     raise Cancelled()
 
 
+DISK_FULL = "the disk is full"
+
+
 def failure_reason(exc: BaseException) -> str:
     if "OutOfMemory" in type(exc).__name__:
         return "out of accelerator memory: lower the micro-batch or the max length, or pick 4-bit"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"{DISK_FULL} ({exc.strerror}) where runs are kept: free space there, then resume from the last "
+                "whole checkpoint")
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -211,7 +218,10 @@ class RunInfo:
 
     @property
     def resumable(self) -> bool:
-        return self.status in ("stopped", "interrupted", "cancelled") and self.checkpoint_step is not None
+        """Stopped, cancelled, interrupted, or failed for want of disk space, with a checkpoint to continue from."""
+        ended = self.status in ("stopped", "interrupted", "cancelled") or (
+            self.status == "failed" and str(self.summary.get("reason", "")).startswith(DISK_FULL))
+        return ended and self.checkpoint_step is not None
 
     def label(self) -> str:
         if self.status == "interrupted":

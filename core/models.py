@@ -176,6 +176,8 @@ def _load_error_message(role: str, model_id: str, exc: BaseException) -> str:
     name = type(exc).__name__
     if "OutOfMemory" in name:
         hint = "out of accelerator memory: choose a smaller model or free the GPU"
+    elif isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or "Cannot allocate memory" in str(exc):
+        hint = "out of memory: the model does not fit in this machine's free memory; choose a smaller model"
     elif isinstance(exc, (ModuleNotFoundError, ImportError)):
         hint = f"a package is missing ({exc}): install requirements.txt"
     elif isinstance(exc, (OSError, FileNotFoundError)) or "not found" in str(exc).lower():
