@@ -16,6 +16,7 @@ TABS = [("ICL lab", icl), ("Reward explorer", reward), ("DPO / ORPO trainer", al
 THEME = gr.themes.Soft(primary_hue="indigo")
 CSS = ".status-line {font-size: 0.9em; opacity: 0.85}"
 QUEUE = {"default_concurrency_limit": 8}  # events without a limit of their own; model events share one of width 1
+LAUNCH = {"max_file_size": "25mb"}  # gradio refuses larger uploads before they reach disk (pairs files: 20 MB)
 
 
 def build_app(profile: profiles.Profile | None = None) -> gr.Blocks:
@@ -42,4 +43,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Start the Alignment Lab web app.")
     profiles.add_arguments(parser)
     demo = build_app(profiles.from_args(parser.parse_args()))
-    demo.queue(**QUEUE).launch(theme=THEME, css=CSS)
+    demo.queue(**QUEUE).launch(theme=THEME, css=CSS, **LAUNCH)

@@ -1,15 +1,19 @@
 """A classroom on one Space: students' browser sessions (a gradio_client.Client each, in threads) spread over the five
 tabs, sending cheap requests and model requests while one of them trains a tiny DPO job; what each request became,
 how long it waited, when it could read its place in the queue, every model load in order, and memory before and after.
-Runs in the app's own process (the slot and the job runtime are read directly). tests/test_load.py and bench/load.py."""
+The app is served in the caller's process (its model slot is watched directly); the students run in a process of
+their own, as browsers on other machines would, so that their 30 threads do not share the server's interpreter.
+tests/test_load.py."""
 from __future__ import annotations
 
 import gc
 import itertools
+import multiprocessing
 import re
 import statistics
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -17,6 +21,7 @@ from core import jobs
 from core.models import MODELS, memory_stats
 from testing.classroom import TINY_DPO
 
+HELD = "the accelerator is the job's until it ends"  # in the status line while a training job holds the slot
 REFUSED = re.compile(r"holds the accelerator|belongs to that training job|training (align|rl)/")
 ICL = [None, ["baseline"], 1, 0, False, 4, 1, 2, 1, 0.7, 1.0, 0]  # model, strategies, n, seed, first, tokens, ...
 RAG = ["How do I make soup?", 1, "compact", 512, 16, 0.0, 0, 1.0, 0]
@@ -189,8 +194,8 @@ def trainer(client, out: list, ended: threading.Event, model_done: list, timeout
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             out.append(send(client, 0, "/align_poll", [], "cheap", timeout_s))
-            run = jobs.list_runs("align")[0]
-            if run.status in jobs.FINAL and jobs.JOBS.active() is None and MODELS.status()["held_by"] is None:
+            run = jobs.list_runs("align")[0]  # the run folder, shared with the app through ALAB_RUNS
+            if run.status in jobs.FINAL and HELD not in client.predict(api_name="/status"):
                 break
             time.sleep(1.0)
     ended.set()
@@ -243,24 +248,31 @@ def warm_up(url: str, timeout_s: float) -> None:
             send(client, -1, endpoint, args, "warm-up", timeout_s)
 
 
+def the_class(url: str, students: int, timeout_s: float) -> tuple[list[Request], jobs.RunInfo | None, list[str]]:
+    """Runs in the students' process: every session in a thread of its own, all starting at once; what each
+    request became, the training run as its folder ended, and the sessions still running after the bound."""
+    out, results, model_done, ended = [], {}, [], threading.Event()
+    ready = threading.Barrier(students)
+    threads = [threading.Thread(target=student, name=f"student-{i}", daemon=True,
+                                args=(url, i, out, ended, model_done, timeout_s, results, ready))
+               for i in range(students)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 3 * timeout_s
+    for thread in threads:
+        thread.join(max(0.1, deadline - time.monotonic()))
+    return list(out), results.get("run"), [t.name for t in threads if t.is_alive()]
+
+
 def run_classroom(url: str, students: int = 30, timeout_s: float = 300) -> LoadReport:
     """`students` sessions at once against the app at `url` (served in this process); student 0 trains."""
     warm_up(url, timeout_s)
     before = settle()
-    out, results, model_done, ended = [], {}, [], threading.Event()
-    ready = threading.Barrier(students)
     began = time.monotonic()
-    with watch_slot() as (loads, holds):
-        threads = [threading.Thread(target=student, name=f"student-{i}", daemon=True,
-                                    args=(url, i, out, ended, model_done, timeout_s, results, ready))
-                   for i in range(students)]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 3 * timeout_s
-        for thread in threads:
-            thread.join(max(0.1, deadline - time.monotonic()))
+    with watch_slot() as (loads, holds), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) \
+            as students_process:
+        out, run, unfinished = students_process.submit(the_class, url, students, timeout_s).result()
         loads, holds = list(loads), list(holds)
     seconds = time.monotonic() - began
     overlapping = sum(load.over_a_resident for load in loads)
-    unfinished = [t.name for t in threads if t.is_alive()]
-    return LoadReport(out, loads, holds, overlapping, before, settle(), results.get("run"), seconds, unfinished)
+    return LoadReport(out, loads, holds, overlapping, before, settle(), run, seconds, unfinished)

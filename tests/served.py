@@ -13,7 +13,8 @@ def served_app(profile):
     import app
 
     demo = app.build_app(profile)
-    demo.queue(**app.QUEUE).launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    demo.queue(**app.QUEUE).launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
+                                     **app.LAUNCH)
     try:
         yield Client(demo.local_url, verbose=False)
     finally:

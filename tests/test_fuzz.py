@@ -33,8 +33,12 @@ def changed(args, **at) -> list:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    with served_app(classroom_profile(tmp_path_factory.mktemp("classroom"))) as client:
-        yield client
+    folder = tmp_path_factory.mktemp("classroom")
+    with pytest.MonkeyPatch.context() as env:  # a module fixture runs before conftest's per-test folders
+        env.setenv("ALAB_RUNS", str(folder / "runs"))
+        env.setenv("ALAB_CACHE", str(folder / "cache"))
+        with served_app(classroom_profile(folder)) as client:
+            yield client
 
 
 @pytest.fixture

@@ -93,7 +93,12 @@ def push_adapter(run: RunInfo, repo_id: str) -> str:
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", private=True, exist_ok=True)
-    api.upload_folder(folder_path=str(adapter), repo_id=repo_id, repo_type="model",
-                      commit_message=f"Alignment Lab: {run.config.get('method', 'LoRA')} adapter from run {run.run_id}")
+    try:
+        api.create_repo(repo_id, repo_type="model", private=True, exist_ok=True)
+        api.upload_folder(folder_path=str(adapter), repo_id=repo_id, repo_type="model",
+                          commit_message=f"Alignment Lab: {run.config.get('method', 'LoRA')} adapter from run "
+                                         f"{run.run_id}")
+    except Exception as exc:  # no network, a bad token, no rights to the repo: said, with the token blanked
+        reason = f"{type(exc).__name__}: {exc}".replace(token, "hf_***")[:500]
+        raise ValueError(f"could not push to {repo_id}: {reason}") from None
     return f"https://huggingface.co/{repo_id}"
