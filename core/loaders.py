@@ -168,13 +168,19 @@ def unsloth_patched(model_class) -> bool:
 
 
 def fit_unsloth_patches(model) -> None:
-    """A model of a patched class loaded by plain transformers: unsloth's fast decoding reads `max_seq_length` from
-    every module, as unsloth's own loader sets it; sets it the same way (the model's own context length)."""
+    """A model of a patched class loaded by plain transformers gets what unsloth's own loader
+    (FastLlamaModel.from_pretrained) adds for its fast decoding: `max_seq_length` on every module (here the model's
+    own context length), and the model's rotary embedding on every attention layer."""
     if not unsloth_patched(type(model)):
         return
     length = getattr(model.config, "max_position_embeddings", None) or MAX_SEQ_LENGTH
     for module in model.modules():
         module.max_seq_length = length
+    inner = getattr(model, "model", None)
+    rotary = getattr(inner, "rotary_emb", None)
+    for layer in getattr(inner, "layers", None) or []:
+        if rotary is not None and hasattr(layer, "self_attn"):
+            layer.self_attn.rotary_emb = rotary
 
 
 def load_language_model(model_id: str) -> LanguageModel:

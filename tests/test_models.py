@@ -7,6 +7,7 @@ import weakref
 import pytest
 import torch
 
+from core import loaders
 from core.loaders import load_language_model
 from core.models import ModelLoadError, ModelManager
 
@@ -268,3 +269,24 @@ def test_a_saved_lora_adapter_loads_on_its_base_and_changes_the_answers(tiny_lm_
     assert isinstance(tuned.model, PeftModel) and not tuned.model.training
     assert tuned.tokenizer.padding_side == "left"
     assert generate(tuned, ["2+2", "How do I make soup?"], cfg) != plain
+
+
+def test_a_model_of_a_class_unsloth_patched_gets_what_unsloths_loader_adds(tiny_lm_dir):
+    """On CUDA unsloth patches Llama's classes when the generator loads; a Llama the RAG loader loads afterwards
+    through plain transformers decodes through unsloth's fast path (GPU: tests/test_rag_pipeline.py -k cuda). Here
+    a class whose forward comes from a module named as unsloth's stands in for the patched one."""
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    def forward(self, *args, **kwargs):
+        return LlamaForCausalLM.forward(self, *args, **kwargs)
+
+    forward.__module__ = "unsloth.models.llama"
+    patched = type("LlamaForCausalLM", (LlamaForCausalLM,), {"forward": forward})
+    plain = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    model = patched(plain.config)
+    assert loaders.unsloth_patched(patched) and not loaders.unsloth_patched(LlamaForCausalLM)
+    loaders.fit_unsloth_patches(plain)
+    assert not hasattr(plain, "max_seq_length"), "an unpatched model is left as it was"
+    loaders.fit_unsloth_patches(model)
+    assert {m.max_seq_length for m in model.modules()} == {model.config.max_position_embeddings}
+    assert all(layer.self_attn.rotary_emb is model.model.rotary_emb for layer in model.model.layers)
