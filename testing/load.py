@@ -87,7 +87,7 @@ class LoadReport:
             waits = sorted(r.seconds for r in mine if r.outcome != "lost")
             rows.append({"requests": kind, "sent": len(mine),
                          **{o: sum(r.outcome == o for r in mine) for o in ("completed", "refused", "failed", "lost")},
-                         "wait p50 s": _quantile(waits, 0.5), "wait p95 s": _quantile(waits, 0.95)})
+                         "wait p50 s": quantile(waits, 0.5), "wait p95 s": quantile(waits, 0.95)})
         return rows
 
     @property
@@ -100,7 +100,7 @@ class LoadReport:
                 if a.key == b.key and not any(a.ended <= t <= b.started for t in self.holds)]
 
 
-def _quantile(values: list[float], q: float) -> float | None:
+def quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     if len(values) == 1:

@@ -3,6 +3,9 @@ through gradio_client."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
 
 
 @contextmanager
@@ -19,3 +22,17 @@ def served_app(profile):
         yield Client(demo.local_url, verbose=False)
     finally:
         demo.close()
+
+
+@contextmanager
+def served_classroom(folder: Path, **env: str):
+    """served_app on the tiny classroom profile (testing.classroom) built in `folder`, with runs and caches kept there
+    and `env` set as well, until the server closes: a module-scoped fixture runs before conftest's per-test folders,
+    and without its own a job it starts would write into the checkout's runs/."""
+    from testing.classroom import classroom_profile
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"ALAB_RUNS": folder / "runs", "ALAB_CACHE": folder / "cache", **env}.items():
+            patch.setenv(name, str(value))
+        with served_app(classroom_profile(folder)) as client:
+            yield client

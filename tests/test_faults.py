@@ -15,7 +15,7 @@ from core import align, jobs
 from core import __main__ as core_main
 from core.align.model import last_checkpoint, read_checkpoint
 from core.runs import REPO_ROOT, new_run_dir
-from tests.test_align_train import tiny_config
+from tests.test_align_train import pair, tiny_config, write_pairs
 
 CAPPED_LOAD = textwrap.dedent("""
     import json, resource, sys
@@ -73,10 +73,7 @@ def test_the_disk_filling_up_mid_checkpoint_leaves_the_last_one_whole_and_the_ru
         tiny_lm_dir, monkeypatch, tmp_path):
     """Fault injection at the file system's edge: the Trainer's torch.save into checkpoint-2 writes part of its file,
     then the disk is full (ENOSPC), as a Space's persistent storage would answer."""
-    pairs = tmp_path / "pairs.jsonl"
-    from tests.test_align_train import pair, write_pairs
-
-    write_pairs(pairs, [pair(i) for i in range(12)])
+    pairs = write_pairs(tmp_path / "pairs.jsonl", [pair(i) for i in range(12)])
     cfg = tiny_config(tiny_lm_dir, pairs, effective_batch=1, micro_batch=1, max_steps=3, save_steps=1,
                       eval_prompts=0)
     real_save = torch.save

@@ -13,8 +13,8 @@ import pytest
 
 from core import jobs
 from core.models import MODELS
-from testing.classroom import TINY_DPO, classroom_profile
-from tests.served import served_app
+from testing.classroom import TINY_DPO
+from tests.served import served_classroom
 
 GENERIC = "has not enabled verbose error reporting"  # gradio's reply to an exception that is not a gr.Error
 LEAKS = ("Traceback", "site-packages", 'File "')
@@ -33,12 +33,8 @@ def changed(args, **at) -> list:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("classroom")
-    with pytest.MonkeyPatch.context() as env:  # a module fixture runs before conftest's per-test folders
-        env.setenv("ALAB_RUNS", str(folder / "runs"))
-        env.setenv("ALAB_CACHE", str(folder / "cache"))
-        with served_app(classroom_profile(folder)) as client:
-            yield client
+    with served_classroom(tmp_path_factory.mktemp("classroom")) as client:
+        yield client
 
 
 @pytest.fixture

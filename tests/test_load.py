@@ -8,8 +8,7 @@ import pytest
 
 from core import jobs
 from testing import load
-from testing.classroom import classroom_profile
-from tests.served import served_app
+from tests.served import served_classroom
 
 STUDENTS = 30
 BOUND_S = 300  # per request, and three times that for the whole class
@@ -18,12 +17,8 @@ MEMORY_SLACK_GB = 0.25  # process RSS after the class vs before, both with the s
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("classroom")
-    with pytest.MonkeyPatch.context() as env:  # a module fixture runs before conftest's per-test folders
-        env.setenv("ALAB_RUNS", str(folder / "runs"))
-        env.setenv("ALAB_CACHE", str(folder / "cache"))
-        with served_app(classroom_profile(folder)) as client:
-            made = load.run_classroom(client.src, STUDENTS, BOUND_S)
+    with served_classroom(tmp_path_factory.mktemp("classroom")) as client:
+        made = load.run_classroom(client.src, STUDENTS, BOUND_S)
     for row in made.by_kind():
         print(row)
     print(f"max queue {made.max_queue} · loads {len(made.loads)} · {made.seconds:.0f} s · memory "
@@ -32,7 +27,7 @@ def report(tmp_path_factory):
         if r.outcome not in ("completed",):
             print(r.student, r.endpoint, r.outcome, r.message[:200])
     places = sorted(r.position_s for r in made.requests if r.kind != "cheap" and r.position_s is not None)
-    print(f"submitted -> place known, s: p50 {load._quantile(places, 0.5):.2f} · p95 {load._quantile(places, 0.95):.2f}"
+    print(f"submitted -> place known, s: p50 {load.quantile(places, 0.5):.2f} · p95 {load.quantile(places, 0.95):.2f}"
           f" · max {places[-1]:.2f} · slowest status read {max(r.slowest_status_s for r in made.requests):.3f} s")
     return made
 

@@ -10,21 +10,16 @@ from core import __main__ as core_main
 from core import jobs
 from core.align import compare
 from core.runs import new_run_dir
-from testing.classroom import classroom_profile
-from tests.served import served_app
-from tests.test_align_train import tiny_config
+from tests.served import served_classroom
+from tests.test_align_train import pair, tiny_config, write_pairs
 
 TOKEN = "hf_SENTINELtokenThatMustNeverBeShown0123456789"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("secure")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("HF_TOKEN", TOKEN)
-        env.setenv("ALAB_RUNS", str(folder / "runs"))
-        with served_app(classroom_profile(folder)) as client:
-            yield client
+    with served_classroom(tmp_path_factory.mktemp("secure"), HF_TOKEN=TOKEN) as client:
+        yield client
 
 
 def test_a_failed_push_says_why_without_the_token(tmp_path, monkeypatch, caplog, capfd):
@@ -52,8 +47,6 @@ def test_the_token_is_in_no_page_config_status_or_answer(served):
 
 
 def test_a_training_job_writes_the_token_nowhere(tiny_lm_dir, tmp_path, monkeypatch):
-    from tests.test_align_train import pair, write_pairs
-
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     pairs = write_pairs(tmp_path / "pairs.jsonl", [pair(i) for i in range(8)])
     cfg = tiny_config(tiny_lm_dir, pairs, max_steps=1, eval_prompts=1)
