@@ -4,9 +4,11 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
 import re
 
 import gradio as gr
+from gradio.exceptions import InvalidPathError
 
 from core.jobs import JOBS, JobBusy
 from core.models import MODELS, AcceleratorBusy, ModelLoadError
@@ -35,6 +37,12 @@ class Blocks(gr.Blocks):
 def malformed_input_message(block_fn, inputs: list, exc: Exception) -> str:
     """Which widget got what, and why it cannot hold it: "'seed' (number) cannot take 'abc': ..."."""
     found = re.search(r"component at index (\d+)", str(exc))
+    if isinstance(exc, InvalidPathError):  # a file path the page never uploaded (gradio refused to read it)
+        index = next((i for i, value in enumerate(inputs) if isinstance(value, dict)
+                      and os.path.basename(str(value.get("path"))) in str(exc)), None)
+        if index is not None:
+            return (f"{_label(block_fn.inputs[index], index)} (file) cannot take {inputs[index]['path']!r:.60}: "
+                    "only a file uploaded through the page can be read")
     index = int(found[1]) if found else next((i for i, block in enumerate(block_fn.inputs)
                                               if i < len(inputs) and not _fits_data_model(block, inputs[i])), None)
     if index is None:
@@ -43,8 +51,12 @@ def malformed_input_message(block_fn, inputs: list, exc: Exception) -> str:
     reason = (exc.__cause__ or exc) if found else exc
     why = reason.errors()[0]["msg"] if hasattr(reason, "errors") else str(reason).splitlines()[0][:160]
     text = repr(value)
-    return (f"{getattr(block, 'label', None) or f'input {index + 1}'!r} ({block.get_block_name()}) cannot take "
+    return (f"{_label(block, index)} ({block.get_block_name()}) cannot take "
             f"{text[:60] + ('…' if len(text) > 60 else '')}: {why}")
+
+
+def _label(block, index: int) -> str:
+    return repr(getattr(block, "label", None) or f"input {index + 1}")
 
 
 def _fits_data_model(block, value) -> bool:

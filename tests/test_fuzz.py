@@ -19,6 +19,7 @@ from tests.served import served_classroom
 GENERIC = "has not enabled verbose error reporting"  # gradio's reply to an exception that is not a gr.Error
 LEAKS = ("Traceback", "site-packages", 'File "')
 NAN, INF = float("nan"), float("inf")
+CLIMB = "../../etc/passwd"
 ICL = ["baseline"], 1, 0, True, 4, 1, 2, 1, 0.7, 1.0, 0  # strategies, n, seed, first, tokens, batch, shots, k, ...
 ALIGN = ["dpo", "quick", None, 0.6, 1000, True, *TINY_DPO.values()]  # method, preset, data, filters, Advanced
 
@@ -114,6 +115,17 @@ def test_a_known_bad_input_is_a_clear_error_or_an_answer(served, nan_allowed, en
     assert re.search(match, message), f"{why}: {message}"
 
 
+@pytest.mark.parametrize("path", ["/etc/passwd", CLIMB, "../" * 12 + "no/such/file.jsonl"])
+def test_a_server_path_in_a_file_payload_is_refused_by_name(served, path):
+    """Whether or not the file exists there, the server reads only what the page uploaded, and says so."""
+    event, data = raw_call(served.src, "/reward_pairs", [ServerPath(path=path, meta={"_type": "gradio.FileData"}),
+                                                          2, 2, 256], timeout=60)
+    assert event == "error"
+    assert json.loads(data)["error"] == (f"'Your pairs (JSONL/CSV/Parquet: prompt, chosen, rejected; up to 20 MB)' "
+                                         f"(file) cannot take {path!r:.60}: only a file uploaded through the page "
+                                         "can be read")
+
+
 NUMBERS = [  # a number widget's value through the API, what the error says, why
     (None, "is empty", "an empty box"),
     ("12abc", "must be a number", "text"),
@@ -139,7 +151,6 @@ def test_a_number_widget_value_that_is_not_a_number_is_refused(value, message, w
 CALL_TIMEOUT_S = 60  # one call; the slowest accepted one (a tiny ICL comparison) takes a few seconds
 BIG = "x" * 2 ** 20
 ODD = "\u202eevil\u200b\u200d 🤖\x00"  # a right-to-left override, zero-width joiners, an emoji and a NUL
-CLIMB = "../../etc/passwd"
 HOSTILE = {  # per kind of parameter: (value, why); each parameter takes the next PER_PARAM of its kind's, in turn
     "number": [(None, "empty"), (NAN, "NaN"), (-1, "negative"), (10 ** 18, "enormous"), (INF, "infinite"),
                ("12abc", "text"), (-10 ** 18, "enormously negative"), (1e308, "huge float"),
@@ -183,8 +194,30 @@ def hostile_files(folder) -> list:
     uploads = [("pairs.jsonl", "a pickle renamed .jsonl"), ("empty.jsonl", "an empty file"),
                ("junk.jsonl", "1 MB of '{'"), ("nul.csv", "NUL bytes"), ("odd.csv", "odd unicode rows")]
     return [(handle_file(str(folder / name)), why) for name, why in uploads] + [
-        (CLIMB, "a bare path"), ({"path": "/etc/passwd", "meta": meta}, "a server path"),
-        ({"path": CLIMB, "orig_name": "x.jsonl", "meta": meta}, "a path that climbs")]
+        (CLIMB, "a bare path"), (ServerPath(path="/etc/passwd", meta=meta), "a server path"),
+        (ServerPath(path=CLIMB, orig_name="x.jsonl", meta=meta), "a path that climbs")]
+
+
+class ServerPath(dict):
+    """A FileData payload naming a path on the server. gradio_client would upload the file at that path on the
+    client's machine in its place (or fail there when it does not exist: it depends on the test's working folder),
+    so these go to the server as they are, through gradio's REST API (see `raw_call`)."""
+
+
+def raw_call(src: str, endpoint: str, args: list, timeout: float) -> tuple[str, str]:
+    """POST /gradio_api/call/<name>, then read its event stream: ("complete" | "error", the data line)."""
+    import httpx
+
+    name = endpoint.lstrip("/")
+    event_id = httpx.post(f"{src}gradio_api/call/{name}", json={"data": args}, timeout=timeout).json()["event_id"]
+    with httpx.stream("GET", f"{src}gradio_api/call/{name}/{event_id}", timeout=timeout) as stream:
+        event = ""
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                return event, line.split(":", 1)[1].strip()
+    return "no end", ""
 
 
 def kind_of(param: dict) -> str:
@@ -222,6 +255,14 @@ def outcome(client, endpoint: str, args: list) -> tuple[str, str]:
     """ok, clear error or other (an exception that was not a gr.Error, a message with a traceback, no answer)."""
     from gradio_client.exceptions import AppError
 
+    if any(isinstance(a, ServerPath) for a in args):
+        event, data = raw_call(client.src, endpoint, args, CALL_TIMEOUT_S)
+        if event == "complete":
+            return "ok", ""
+        message = (json.loads(data) or {}).get("error") if event == "error" else None
+        if not message or GENERIC in message or any(s in message for s in LEAKS):
+            return "other", f"{event}: {data[:200]}"
+        return "clear error", message[:200]
     try:
         client.submit(*args, api_name=endpoint).result(timeout=CALL_TIMEOUT_S)
         return "ok", ""
