@@ -6,12 +6,13 @@ the project's default (core.align.train: unsloth when installed, automatic micro
 bitsandbytes + peft + trl at the course notebook's settings (4-bit, micro-batch 2 x grad-acc 4). CPU: `--smoke`
 (tiny shapes, end to end), `--lite` (SmolLM2 on the lite sample, the quick preset, 10 steps of DPO and of ORPO).
 `--quick`: the "Quick demo" preset end to end as the tab runs it, DPO then ORPO (train, answer the prompts,
-then score base and trained answers with a random model of QRM's real shape in the model slot).
+then score base and trained answers with a random model of QRM's real shape in the model slot); `--quick --lite`:
+the same as the lite tab runs it on a CPU (SmolLM2, the lite sample, scored by the lite judge).
 `--processes N` runs each through `accelerate launch --multi_gpu --num_processes N` (data-parallel: one GPU each, or
 gloo processes on a CPU), the same 8 pairs per optimizer step split over them.
 
     python -m bench align [--steps 10] [--processes 2]    python -m bench align --smoke    python -m bench align --lite
-    python -m bench align --quick
+    python -m bench align --quick [--lite]
 """
 from __future__ import annotations
 
@@ -132,18 +133,14 @@ def lite_runs(args) -> list[dict]:
 
 
 def quick_demo(args) -> list[dict]:
-    """The quick preset on the Llama-3.2-3B shape, DPO then ORPO, each a fresh `python -m core align` process (as a
-    job), then each run's answers scored in this process through core.align.compare.score_run (the tab's Score)."""
+    """The quick preset on the Llama-3.2-3B shape (tiny with --smoke), DPO then ORPO, each a fresh `python -m core
+    align` process (as a job), then each run's answers scored by a random model of QRM's real shape."""
     import torch
 
     from bench.reward import REAL_SHAPE, SMOKE_SHAPE
-    from core.align.compare import score_run
-    from core.jobs import read_run
-    from core.models import MODELS
     from testing.qrm_like import save_qrm_like
     from testing.tiny import tiny_tokenizer
 
-    rows = []
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         shape, prompt_words, answer_words = SHAPES["smoke" if args.smoke else "gpu"]
         model = save_random_llama(Path(tmp) / "llama-shape", shape)
@@ -152,27 +149,45 @@ def quick_demo(args) -> list[dict]:
         pairs = write_pairs(Path(tmp) / "pairs.jsonl", AutoTokenizer.from_pretrained(model), 48, prompt_words,
                             answer_words)
         dev = "cuda" if torch.cuda.is_available() else "cpu"
-        runs = []
-        for method in ("dpo", "orpo"):
-            run_dir = Path(tmp) / method
-            flags = ["--profile", "full", "--preset", "quick", "--method", method, "--model-id", str(model),
-                     "--dataset", str(pairs), "--similarity", "1.0"]
-            wall, s = timed(lambda: run_cli(run_dir, flags, {}))
-            runs.append(run_dir)
-            rows.append({**_row(method, "quick preset: train + answer", wall, s), "steps": s["steps_done"]})
         qrm = Path(tmp) / "qrm-shape"
         build_s, _ = timed(lambda: save_qrm_like(qrm, tiny_tokenizer(), device=dev,
                                                  dtype=torch.bfloat16 if dev == "cuda" else torch.float32,
                                                  **(SMOKE_SHAPE if args.smoke else REAL_SHAPE)))
+        print(f"(random QRM-shape model built and saved in {build_s:.1f} s, not counted)")
         if dev == "cuda":
             torch.cuda.empty_cache()
-        for method, run_dir in zip(("dpo", "orpo"), runs):
-            wall, scored = timed(lambda: score_run(read_run(run_dir), str(qrm)))
-            load_s = MODELS.status()["load_seconds"]
-            rows.append({**{k: "" for k in rows[0]}, "method": method, "wall s": wall,
-                         "path": f"score {len(scored)} prompts x (base, trained), QRM shape (load {load_s:.1f} s)"})
-        MODELS.unload()
-        print(f"(random QRM-shape model built and saved in {build_s:.1f} s, not counted)")
+        flags = ["--profile", "full", "--model-id", str(model), "--dataset", str(pairs), "--similarity", "1.0"]
+        return quick_runs(Path(tmp), flags, str(qrm), "QRM shape")
+
+
+def quick_lite() -> list[dict]:
+    """The quick preset exactly as the lite tab runs it (SmolLM2, the lite sample, the lite judge scoring), on this
+    CPU: what a student's laptop does after one click."""
+    from core.profiles import LITE
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return quick_runs(Path(tmp), ["--profile", "lite"], LITE.reward_model, "the lite judge")
+
+
+def quick_runs(folder: Path, flags: list[str], reward_model: str, scorer: str) -> list[dict]:
+    """DPO then ORPO with the quick preset and `flags`, each a fresh process from start to answers; then each
+    run's answers scored in this process through core.align.compare.score_run (the tab's Score) in the model slot."""
+    from core.align.compare import score_run
+    from core.jobs import read_run
+    from core.models import MODELS
+
+    rows, runs = [], []
+    for method in ("dpo", "orpo"):
+        run_dir = folder / method
+        wall, s = timed(lambda: run_cli(run_dir, [*flags, "--preset", "quick", "--method", method], {}))
+        runs.append(run_dir)
+        rows.append({**_row(method, "quick preset: train + answer", wall, s), "steps": s["steps_done"]})
+    for method, run_dir in zip(("dpo", "orpo"), runs):
+        wall, scored = timed(lambda: score_run(read_run(run_dir), reward_model))
+        load_s = MODELS.status()["load_seconds"]
+        rows.append({**{k: "" for k in rows[0]}, "method": method, "wall s": wall,
+                     "path": f"score {len(scored)} prompts x (base, trained), {scorer} (load {load_s:.1f} s)"})
+    MODELS.unload()
     return rows
 
 
@@ -181,11 +196,16 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, end to end")
     parser.add_argument("--lite", action="store_true", help="SmolLM2 DPO and ORPO on this CPU")
-    parser.add_argument("--quick", action="store_true", help="the quick preset end to end, then scores")
+    parser.add_argument("--quick", action="store_true",
+                        help="the quick preset end to end, then scored (--lite: as the lite tab)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 10; smoke 2)")
     parser.add_argument("--processes", type=int, default=1, help="data-parallel processes per run (accelerate)")
     args = parser.parse_args(argv)
     args.steps = args.steps or (2 if args.smoke else 10)
     print(header())
-    print(table(lite_runs(args) if args.lite else quick_demo(args) if args.quick else compare_paths(args)))
+    if args.quick:
+        rows = quick_lite() if args.lite else quick_demo(args)
+    else:
+        rows = lite_runs(args) if args.lite else compare_paths(args)
+    print(table(rows))
     return 0
