@@ -89,6 +89,9 @@ def configs(mode: str, folder: Path, steps: int):
     from core.rl.train import RlConfig, preset_config
 
     if mode == "lite":
+        from core.training import set_cpu_threads
+
+        print(f"torch threads as the RL job sets them: {set_cpu_threads('cpu')}")
         cfg = preset_config(["lite"], policy=profiles.LITE.summarizer, news=profiles.LITE.news, steps=steps)
         return cfg, news_rows(8, 200)
     shape = SMOKE_SHAPE if mode == "smoke" else {}

@@ -7,7 +7,8 @@ from core import align, profiles
 from core import __main__ as core_main
 from core.align import AlignConfig
 from core.align import cli as align_cli
-from core.align.plan import GIB, ModelShape, choose_micro_batch, cpu_threads, lora_parameters, training_bytes
+from core.align.plan import GIB, ModelShape, choose_micro_batch, lora_parameters, training_bytes
+from core.training import cpu_threads
 from core.training import TorchChunkedLogProb
 
 LLAMA_3B = ModelShape(layers=28, hidden=3072, intermediate=8192, kv_hidden=1024, vocab=128256)
@@ -56,6 +57,24 @@ def test_the_estimate_covers_the_measured_peaks(method, offloaded, micro_batch, 
 ])
 def test_a_cpu_job_takes_the_idle_cores(cores, load, threads, why):
     assert cpu_threads(cores, load) == threads, why
+
+
+def test_set_cpu_threads_sets_torch_from_the_load_unless_omp_says(monkeypatch):
+    from core.training import set_cpu_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    monkeypatch.setattr("os.getloadavg", lambda: (2.5, 0.0, 0.0))
+    set_to = []
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    assert set_cpu_threads("cuda") == {} and set_to == [], "an accelerator job leaves the CPU threads alone"
+    assert set_cpu_threads("cpu")["cpu_threads_reason"] == "load average 2.5 on 4 cores when training began"
+    assert set_to == [2], "two of four cores are busy elsewhere"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert set_cpu_threads("cpu") == {"cpu_threads": 4, "cpu_threads_reason": "OMP_NUM_THREADS"} and set_to == [2]
+    monkeypatch.undo()
+    assert torch.get_num_threads() == before
 
 
 BAD_CONFIGS = [  # (overrides, message fragment, why)

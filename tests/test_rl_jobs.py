@@ -92,6 +92,8 @@ def test_both_trains_ppo_then_grpo_on_the_same_articles(tiny_lm_dir, tmp_path, c
         assert len(pairs["articles"]) == 2 and set(pairs["mean"]["after"]) == {"rouge1", "rouge2", "rougeL"}
         assert {"rouge2", "rougeL"} <= set(read_lines(run / "metrics.jsonl")[0]), "ROUGE-2/L beside the reward"
         assert json.loads((run / "summary.json").read_text())["steps_done"] == 2
+        config = json.loads((run / "config.json").read_text())
+        assert config["cpu_threads"] >= 1 and config["cpu_threads_reason"], "a CPU job records the threads it took"
     result = json.loads(next(r for r in runs if r.name.endswith("ppo")).joinpath("result.json").read_text())
     assert [r["algo"] for r in result["runs"]] == ["ppo", "grpo"]
 

@@ -99,13 +99,6 @@ def share_per_process(effective_batch: int, processes: int) -> int:
     return effective_batch // processes
 
 
-def cpu_threads(cores: int, load: float) -> int:
-    """Torch threads for a CPU job: the cores that other processes leave free (load: the 1-minute load average),
-    at least one. An OpenMP thread that waits for a busy core stalls every barrier: on this shared 2-core machine
-    (load ~3) a SmolLM2 DPO step took 262 s with 2 threads and 48 s with 1."""
-    return max(1, min(cores, cores - int(load)))
-
-
 def steps_per_run(pairs: int, plan: BatchPlan, epochs: int, processes: int = 1) -> int:
     """Optimizer steps of `epochs` passes, counted as transformers' Trainer counts them (a last partial batch and a
     last partial accumulation each make a step; with several processes each takes every n-th micro-batch)."""

@@ -5,7 +5,6 @@ answers. Resuming continues from the run's last checkpoint (optimizer, scheduler
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import time
 from pathlib import Path
@@ -16,12 +15,12 @@ from core.align.data import prepare
 from core.align.meter import TokenCounter, throughput_callback
 from core.align.model import (ADAPTER_DIR, Policy, check_base_model, last_checkpoint, load_policy,
                               read_checkpoint)
-from core.align.plan import (BatchPlan, choose_micro_batch, cpu_plan, cpu_threads, lora_parameters,
+from core.align.plan import (BatchPlan, choose_micro_batch, cpu_plan, lora_parameters,
                              share_per_process, steps_per_run, training_bytes)
 from core.jobs import RunRecorder, world_size
 from core.runs import publish_folder, write_json
-from core.training import (free_accelerator_bytes, rank_record_callback, recorder_callback, smallest_across_processes,
-                           summed_over_processes, use_cpu_lm_head)
+from core.training import (free_accelerator_bytes, rank_record_callback, recorder_callback, set_cpu_threads,
+                           smallest_across_processes, summed_over_processes, use_cpu_lm_head)
 
 MIN_ANSWER_TOKENS = 16  # a pair whose prompt leaves fewer than this many tokens of max_length teaches nothing
 SPECIAL_TOKENS = 2  # the bos/eos the trainers may add around a pair
@@ -38,7 +37,7 @@ def train(cfg: AlignConfig, recorder: RunRecorder, resume: bool = False) -> dict
     dataset, subset, longest = fit_to_length(data.dataset, data.subset, policy.tokenizer, cfg.max_length)
     plan = plan_batches(cfg, policy, longest, world_size())
     max_steps = cfg.max_steps if cfg.max_steps > 0 else steps_per_run(len(dataset), plan, cfg.epochs, world_size())
-    optim, threads = resolve_optim(cfg, policy), set_cpu_threads(policy)
+    optim, threads = resolve_optim(cfg, policy), set_cpu_threads(policy.device)
     if not resume:  # a resumed run keeps the config.json it was started with
         recorder.write_config({**run_config(cfg, policy, plan, max_steps, optim, data, len(dataset)), **threads})
     counter = TokenCounter(None)
@@ -103,21 +102,6 @@ def plan_batches(cfg: AlignConfig, policy: Policy, seq_len: int, processes: int 
         return plan
     return BatchPlan(agreed, share // agreed, f"micro-batch {agreed}: what the process with the least free memory "
                                               f"can take (this one: {plan.reason})")
-
-
-def set_cpu_threads(policy: Policy) -> dict:
-    """On a CPU, as many torch threads as there are idle cores (see core.align.plan.cpu_threads), unless
-    OMP_NUM_THREADS says otherwise; what was set goes to config.json."""
-    if policy.device != "cpu":
-        return {}
-    import torch
-
-    cores, load = torch.get_num_threads(), os.getloadavg()[0]
-    if os.environ.get("OMP_NUM_THREADS"):
-        return {"cpu_threads": cores, "cpu_threads_reason": "OMP_NUM_THREADS"}
-    torch.set_num_threads(cpu_threads(cores, load))
-    return {"cpu_threads": torch.get_num_threads(),
-            "cpu_threads_reason": f"load average {load:.1f} on {cores} cores when training began"}
 
 
 def resolve_optim(cfg: AlignConfig, policy: Policy) -> str:

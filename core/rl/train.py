@@ -12,6 +12,7 @@ from core.jobs import RunRecorder, read_lines
 from core.profiles import FULL
 from core.rl.articles import load_articles
 from core.rl.rewards import rouge_reward
+from core.training import set_cpu_threads
 
 ALGOS = ("ppo", "grpo")
 
@@ -155,7 +156,10 @@ def train(cfg: RlConfig, recorder: RunRecorder, resume: bool = False, reward_fn=
     the mean ROUGE-1 of the greedy summaries before and after."""
     from core.rl.before_after import write_after, write_before
 
-    recorder.write_config({**dataclasses.asdict(cfg), "max_steps": cfg.steps})
+    import torch
+
+    threads = set_cpu_threads("cuda" if torch.cuda.is_available() else "cpu")
+    recorder.write_config({**dataclasses.asdict(cfg), "max_steps": cfg.steps, **threads})
     checkpoint = last_checkpoint(recorder.run_dir) if resume else None
     if resume and checkpoint is None:
         raise ValueError(f"{recorder.run_dir} has no checkpoint to resume from: start a new run")
