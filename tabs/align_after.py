@@ -9,7 +9,7 @@ import pandas as pd
 
 from core import jobs
 from core.align import compare
-from tabs.common import GPU_EVENT, POLL_EVENT, user_errors
+from tabs.common import GPU_EVENT, POLL_EVENT, plot_frame, user_errors
 
 log = logging.getLogger(__name__)
 API_NAMES = ["align_answers", "align_score", "align_compare", "align_push"]
@@ -54,7 +54,7 @@ def comparison_frames(runs: list[jobs.RunInfo]) -> tuple[pd.DataFrame, pd.DataFr
     table = pd.DataFrame(rows, columns=compare.COMPARISON_COLUMNS).round(3)
     bars = [{"method": r["method"], "answers": who, "mean reward": r[f"{who} reward"]}
             for r in rows for who in ("base", "trained") if r[f"{who} reward"] is not None]
-    return table, pd.DataFrame(bars, columns=["method", "answers", "mean reward"])
+    return table, plot_frame(bars, {"method": "object", "answers": "object", "mean reward": "float64"})
 
 
 def score_handler(profile):

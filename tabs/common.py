@@ -8,6 +8,7 @@ import os
 import re
 
 import gradio as gr
+import pandas as pd
 from gradio.exceptions import InvalidPathError
 
 from core.jobs import JOBS, JobBusy
@@ -68,6 +69,14 @@ def _fits_data_model(block, value) -> bool:
         return True
     except Exception:
         return False
+
+
+def plot_frame(rows: list, columns: dict[str, str]) -> pd.DataFrame:
+    """`rows` as a native plot's frame, each column of a fixed dtype (columns: name -> dtype), empty or not. Gradio
+    6.31 types each axis from the frame's dtypes on every update; an empty frame's object columns read as
+    "nominal", and a chart first drawn from one keeps that type when numbers arrive: its values become categories
+    and no line is drawn (a training run watched from step 0 showed exactly that)."""
+    return pd.DataFrame(rows, columns=list(columns)).astype(columns)
 
 
 def status_markdown() -> str:

@@ -10,7 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from core import feedback
-from tabs.common import GPU_EVENT, POLL_EVENT, user_errors
+from tabs.common import GPU_EVENT, POLL_EVENT, plot_frame, user_errors
 
 API_NAMES = ["feedback_poll", "feedback_reward", "feedback_export"]
 FILE_EVENT = {"concurrency_limit": None}  # files only: the vote file's lock orders writers, nobody queues
@@ -44,7 +44,8 @@ def tally_widgets(name: str) -> tuple:
     lines.append(f"The reward model `{tally.reward_model}` picks the class's answer on **{same} of {both}** pairs "
                  "with a majority" if tally.reward_model else "Press *Ask the reward model* to put its picks next to "
                  "the class's.")
-    return (pd.DataFrame(bars, columns=["pair", "votes", "vote"]), pd.DataFrame(rows, columns=TALLY_COLUMNS),
+    return (plot_frame(bars, {"pair": "object", "votes": "int64", "vote": "object"}),
+            pd.DataFrame(rows, columns=TALLY_COLUMNS),
             "\n\n".join(lines))
 
 

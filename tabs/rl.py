@@ -85,7 +85,7 @@ def _advanced(profile) -> list:
 
 def build(profile) -> None:
     lite = " The lite profile's settings are sized for a 2-core laptop (short articles and summaries, LoRA, " \
-           "2 PPO epochs): a step takes seconds, not minutes." if profile.name == "lite" else ""
+           "2 PPO epochs): a step takes about 20-30 s on a 2-core laptop." if profile.name == "lite" else ""
     gr.Markdown("### Reinforcement learning on a ROUGE reward\nThe policy samples summaries (pure sampling, as in "
                 "the notebook), ROUGE-1 F1 against the reference highlights is the reward, and PPO (with a value "
                 "head and a KL penalty to the starting model) or GRPO (trl) updates the policy." + lite)

@@ -11,9 +11,10 @@ import pandas as pd
 
 from core import curves, jobs
 from core.runs import runs_dir
-from tabs.common import GPU_EVENT, POLL_EVENT, user_errors
+from tabs.common import GPU_EVENT, POLL_EVENT, plot_frame, user_errors
 
 RUN_COLUMNS = ["run", "status", "method", "steps", "wall", "s/step", "peak GB", "final"]
+CURVE_COLUMNS = {"step": "int64", "value": "float64", "series": "object"}
 
 
 def progress_html(info: jobs.RunInfo | None) -> str:
@@ -100,7 +101,7 @@ def poll_handler(kind: str, charts: tuple[curves.Chart, ...]):
         if signature == seen:
             return gr.skip()
         picked = _runs(kind, selected)
-        frames = [pd.DataFrame(curves.chart_rows(picked, c), columns=["step", "value", "series"]) for c in charts]
+        frames = [plot_frame(curves.chart_rows(picked, c), CURVE_COLUMNS) for c in charts]
         names = [r.run_id for r in jobs.list_runs(kind)]
         return (progress_html(picked[0] if picked else None), *frames, runs_frame(kind),
                 gr.update(choices=names, value=selected), selected, signature)
