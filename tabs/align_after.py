@@ -49,7 +49,7 @@ def on_selection(selected):
         return pd.DataFrame(columns=ANSWER_COLUMNS)
 
 
-def comparison_frames(runs: list[jobs.RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def comparison_frames(runs: list[jobs.RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     rows = [compare.comparison_row(r) for r in runs]
     table = pd.DataFrame(rows, columns=compare.COMPARISON_COLUMNS).round(3)
     bars = [{"method": r["method"], "answers": who, "mean reward": r[f"{who} reward"]}

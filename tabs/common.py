@@ -71,12 +71,13 @@ def _fits_data_model(block, value) -> bool:
         return False
 
 
-def plot_frame(rows: list, columns: dict[str, str]) -> pd.DataFrame:
-    """`rows` as a native plot's frame, each column of a fixed dtype (columns: name -> dtype), empty or not. Gradio
-    6.31 types each axis from the frame's dtypes on every update; an empty frame's object columns read as
-    "nominal", and a chart first drawn from one keeps that type when numbers arrive: its values become categories
-    and no line is drawn (a training run watched from step 0 showed exactly that)."""
-    return pd.DataFrame(rows, columns=list(columns)).astype(columns)
+def plot_frame(rows: list, columns: dict[str, str]) -> pd.DataFrame | None:
+    """A native plot's update: `rows` as a frame with each column of a fixed dtype (columns: name -> dtype), or None
+    (which clears the plot) while there are no rows. Gradio 6.31 types each axis from the frame's dtypes (an empty
+    frame's object columns read as "nominal") and builds a plot's encoding from the first frame it draws: a chart
+    first drawn from an empty frame drew no lines and no legend for the frames that followed (seen in the browser
+    on a training run watched from its start), while after None the next frame is drawn afresh."""
+    return pd.DataFrame(rows, columns=list(columns)).astype(columns) if rows else None
 
 
 def status_markdown() -> str:

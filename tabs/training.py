@@ -161,7 +161,10 @@ def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
                 with gr.Column():
                     # starts empty (None): a plot with a colour column that starts from an empty frame never
                     # draws its later updates in gradio 6.31
-                    plots.append(gr.LinePlot(None, x="step", y="value", color="series", title=chart.title,
+                    # the title above the plot, not in it: a plot without points (None, see plot_frame) shows
+                    # no title of its own
+                    gr.Markdown(f"**{chart.title}**")
+                    plots.append(gr.LinePlot(None, x="step", y="value", color="series", show_label=False,
                                              height=260))
                     gr.Markdown(f"<small>What to look for: {chart.look_for}</small>")
     with gr.Accordion("Runs (every run in the runs folder, as it ended)", open=True):

@@ -7,6 +7,7 @@ import pytest
 
 import app
 from core import profiles
+from core.models import MODELS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -21,6 +22,7 @@ TAB_LANDMARKS = {"ICL lab": "Run evaluation", "Reward explorer": "Score", "DPO /
 @pytest.fixture(scope="module")
 def page(tiny_lm_dir, tmp_path_factory):
     playwright = pytest.importorskip("playwright.sync_api")
+    MODELS.unload()  # the page opens on an empty slot, whatever a test module before this one left resident
     demo = app.build_app(dataclasses.replace(profiles.LITE, generator=str(tiny_lm_dir)))
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     with playwright.sync_playwright() as p:

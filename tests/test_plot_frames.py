@@ -1,6 +1,6 @@
-"""Charts watched from their first, empty update: gradio types each axis from the frame's dtypes, and a chart first
-drawn from an empty object-typed frame kept the "nominal" type when numbers arrived (values as categories, no
-line: seen in the browser on a run watched from step 0). Every live chart's frame is typed, empty or not."""
+"""Charts watched from their start, as a class watches a run: gradio 6.31 types each axis from the frame's dtypes
+(an empty frame's object columns read as nominal), and a chart first drawn from an empty frame drew no lines for
+the frames that followed (both seen in the browser). Frames are typed; a live chart with no points is cleared."""
 import gradio as gr
 
 from core import curves
@@ -16,30 +16,31 @@ def axis_types(plot, frame) -> dict:
     return plot.postprocess(frame).datatypes
 
 
-def test_an_empty_frame_keeps_numeric_axes():
+def test_rows_become_a_typed_frame_and_no_rows_clear_the_plot():
     plot = gr.LinePlot(None, x="x", y="y", color="who")
-    assert axis_types(plot, plot_frame([], NUMBERS)) == {"x": "quantitative", "y": "quantitative", "who": "nominal"}
-    full = plot_frame([{"x": 1, "y": 0.5, "who": "a"}, {"x": 2, "y": 1, "who": "a"}], NUMBERS)
-    assert axis_types(plot, full) == {"x": "quantitative", "y": "quantitative", "who": "nominal"}
-    assert full["y"].tolist() == [0.5, 1.0]
+    assert plot_frame([], NUMBERS) is None
+    whole = plot_frame([{"x": 1, "y": 1, "who": "a"}, {"x": 2, "y": 2, "who": "a"}], NUMBERS)
+    assert whole["y"].dtype == "float64", "integral values stay a float column"
+    assert axis_types(plot, whole) == {"x": "quantitative", "y": "quantitative", "who": "nominal"}
 
 
-def test_a_run_polled_before_its_first_step_then_after_it_draws_numbers_both_times():
+def test_a_run_polled_before_its_first_step_then_after_it_clears_then_draws_numbers():
+    """Before step 1 each chart is cleared (None); a chart first drawn from an empty frame drew nothing later."""
     recorder = RunRecorder(runs_dir() / "rl" / "20261201-000000-ppo")
     recorder.write_config({"algo": "ppo", "max_steps": 2})
     on_tick = training.poll_handler("rl", curves.RL_CHARTS)
     plot = gr.LinePlot(None, x="step", y="value", color="series")
-    seen = None
-    for step in (0, 1, 2):
-        if step:
-            recorder.log(step, 2, {"reward": 0.1 * step, "kl": 0.01 * step})
-        _progress, reward, kl, *_rest, seen = on_tick([recorder.run_id], seen)
-        assert len(reward) == 2 * step, "reward and its smoothed line, a point per step"
+    _progress, *charts, _table, _picker, _selected, seen = on_tick([recorder.run_id], None)
+    assert charts == [None] * len(curves.RL_CHARTS)
+    for step in (1, 2):
+        recorder.log(step, 2, {"reward": 0.1 * step, "kl": 0.01 * step})
+        _progress, reward, kl, *rest, seen = on_tick([recorder.run_id], seen)
+        assert len(reward) == 2 * step and len(kl) == step, "reward and its smoothed line, a point per step"
+        assert rest[:len(curves.RL_CHARTS) - 2] == [None] * (len(curves.RL_CHARTS) - 2), "keys not logged"
         for frame in (reward, kl):
             assert axis_types(plot, frame) == {"step": "quantitative", "value": "quantitative", "series": "nominal"}
 
 
-def test_the_mean_reward_bars_of_runs_not_scored_yet_are_numeric():
-    _table, bars = align_after.comparison_frames([])
-    assert bars.empty and axis_types(gr.BarPlot(None, x="method", y="mean reward"), bars)["mean reward"] == \
-        "quantitative"
+def test_the_mean_reward_bars_of_runs_not_scored_yet_clear_the_plot():
+    table, bars = align_after.comparison_frames([])
+    assert table.empty and bars is None
