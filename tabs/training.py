@@ -159,10 +159,8 @@ def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
         with gr.Row():
             for chart in pair:
                 with gr.Column():
-                    # starts empty (None): a plot with a colour column that starts from an empty frame never
-                    # draws its later updates in gradio 6.31
-                    # the title above the plot, not in it: a plot without points (None, see plot_frame) shows
-                    # no title of its own
+                    # starts as None, never an empty frame (see plot_frame); the title sits above the plot, not
+                    # in it, since a plot without points shows no title of its own
                     gr.Markdown(f"**{chart.title}**")
                     plots.append(gr.LinePlot(None, x="step", y="value", color="series", show_label=False,
                                              height=260))
