@@ -138,6 +138,7 @@ def quick_demo(args) -> list[dict]:
     import torch
 
     from bench.reward import REAL_SHAPE, SMOKE_SHAPE
+    from core import loaders
     from testing.qrm_like import save_qrm_like
     from testing.tiny import tiny_tokenizer
 
@@ -148,7 +149,7 @@ def quick_demo(args) -> list[dict]:
 
         pairs = write_pairs(Path(tmp) / "pairs.jsonl", AutoTokenizer.from_pretrained(model), 48, prompt_words,
                             answer_words)
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = loaders.device()
         qrm = Path(tmp) / "qrm-shape"
         build_s, _ = timed(lambda: save_qrm_like(qrm, tiny_tokenizer(), device=dev,
                                                  dtype=torch.bfloat16 if dev == "cuda" else torch.float32,

@@ -37,13 +37,13 @@ class Blocks(gr.Blocks):
 
 def malformed_input_message(block_fn, inputs: list, exc: Exception) -> str:
     """Which widget got what, and why it cannot hold it: "'seed' (number) cannot take 'abc': ..."."""
-    found = re.search(r"component at index (\d+)", str(exc))
     if isinstance(exc, InvalidPathError):  # a file path the page never uploaded (gradio refused to read it)
         index = next((i for i, value in enumerate(inputs) if isinstance(value, dict)
                       and os.path.basename(str(value.get("path"))) in str(exc)), None)
         if index is not None:
             return (f"{_label(block_fn.inputs[index], index)} (file) cannot take {inputs[index]['path']!r:.60}: "
                     "only a file uploaded through the page can be read")
+    found = re.search(r"component at index (\d+)", str(exc))
     index = int(found[1]) if found else next((i for i, block in enumerate(block_fn.inputs)
                                               if i < len(inputs) and not _fits_data_model(block, inputs[i])), None)
     if index is None:

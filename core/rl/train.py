@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 
+from core import loaders
 from core.jobs import RunRecorder, read_lines
 from core.profiles import FULL
 from core.rl.articles import load_articles
@@ -156,9 +157,7 @@ def train(cfg: RlConfig, recorder: RunRecorder, resume: bool = False, reward_fn=
     the mean ROUGE-1 of the greedy summaries before and after."""
     from core.rl.before_after import write_after, write_before
 
-    import torch
-
-    threads = set_cpu_threads("cuda" if torch.cuda.is_available() else "cpu")
+    threads = set_cpu_threads(loaders.device())
     recorder.write_config({**dataclasses.asdict(cfg), "max_steps": cfg.steps, **threads})
     checkpoint = last_checkpoint(recorder.run_dir) if resume else None
     if resume and checkpoint is None:
