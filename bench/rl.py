@@ -47,12 +47,13 @@ def save_gpt2(folder: Path, shape: dict) -> Path:
 
 
 def settings(cfg) -> dict:
-    """What actually ran: bf16 and the static cache apply on CUDA only."""
+    """What actually ran: bf16 and the static cache apply on CUDA only (GRPO generates through trl's generate)."""
     import torch
 
     cuda = torch.cuda.is_available()
+    ours = f"static, one decode step ({cfg.decode_compiler})" if cfg.algo == "ppo" else "static (generate)"
     return {"precision": "bf16 autocast" if cuda and cfg.bf16 else "fp32",
-            "cache": "static" if cuda and cfg.static_cache else "dynamic"}
+            "cache": ours if cuda and cfg.static_cache else "dynamic (generate)"}
 
 
 def ppo_row(label: str, cfg, rows: list[dict], steps: int) -> dict:
@@ -78,7 +79,7 @@ def grpo_row(label: str, cfg, rows: list[dict], steps: int, folder: Path) -> dic
     total, _ = timed(lambda: train_grpo(grpo, rows, rouge_reward, recorder))
     step_times = [m["step_time"] for m in read_lines(folder / "metrics.jsonl") if "step_time" in m]
     steady = step_times[1:] or step_times or [total / steps]
-    return {"run": label, **settings(cfg), "steps": steps, "s/step (median)": statistics.median(steady),
+    return {"run": label, **settings(grpo), "steps": steps, "s/step (median)": statistics.median(steady),
             "s/step (mean)": statistics.fmean(steady), "first step s": step_times[0] if step_times else None,
             "total s": total}
 

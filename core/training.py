@@ -148,14 +148,48 @@ def smallest_across_processes(value: int) -> int:
     return min(gather_object([value]))
 
 
+def memory_cap_bytes() -> int | None:
+    """ALAB_GPU_MEMORY_GIB: how much accelerator memory a job may take (a GPU shared with another process, or a
+    smaller card's size tried on a larger one); None when unset."""
+    value = os.environ.get("ALAB_GPU_MEMORY_GIB", "").strip()
+    if not value:
+        return None
+    try:
+        gib = float(value)
+    except ValueError:
+        gib = float("nan")
+    if not gib > 0:
+        raise ValueError(f"ALAB_GPU_MEMORY_GIB must be a positive number of GiB, got {value!r}")
+    return int(gib * 2 ** 30)
+
+
+def apply_memory_cap() -> dict:
+    """Holds this process to ALAB_GPU_MEMORY_GIB (torch's per-process memory fraction: an allocation past it fails
+    as out of memory); what was set, for config.json (nothing when unset or on a CPU)."""
+    import torch
+
+    cap = memory_cap_bytes()
+    if cap is None or not torch.cuda.is_available():
+        return {}
+    device = rank(local=True)
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), device)
+    return {"memory_cap_gb": round(cap / 2 ** 30, 2)}
+
+
 def free_accelerator_bytes() -> int | None:
-    """Free memory right now on this process's GPU (what a job may plan its micro-batch with); None on a CPU."""
+    """Free memory right now on this process's GPU (what a job may plan its micro-batch with), within
+    ALAB_GPU_MEMORY_GIB when set; None on a CPU."""
     import torch
 
     if not torch.cuda.is_available():
         return None
-    free, _total = torch.cuda.mem_get_info(rank(local=True))
-    return free
+    device = rank(local=True)
+    free, _total = torch.cuda.mem_get_info(device)
+    cap = memory_cap_bytes()
+    if cap is not None:
+        free = min(free, cap - torch.cuda.memory_reserved(device))
+    return max(free, 0)
 
 
 def cpu_threads(cores: int, load: float) -> int:

@@ -15,38 +15,76 @@ LLAMA_3B = ModelShape(layers=28, hidden=3072, intermediate=8192, kv_hidden=1024,
 LORA_3B = lora_parameters(LLAMA_3B, 64, align.TARGET_MODULES)
 
 
-def _estimate(method, seq_len=1024, offloaded=True):
-    return lambda m: training_bytes(LLAMA_3B, m, seq_len, method, LORA_3B, offloaded_checkpoints=offloaded)
+def _estimate(method, seq_len=1024, unsloth=True):
+    def estimate(micro_batch, recompute=True):
+        checkpoints = ("offloaded" if unsloth else "kept") if recompute else "none"
+        return training_bytes(LLAMA_3B, micro_batch, seq_len, method, LORA_3B, checkpoints=checkpoints)
+    return estimate
 
 
+@pytest.mark.parametrize("checkpointing", ["auto", "on", "off"])
 @pytest.mark.parametrize("method", align.METHODS)
-@pytest.mark.parametrize("free_gib", [200, 40, 20, 12, 8, 6, 4])
-def test_the_chosen_micro_batch_never_exceeds_the_free_memory(method, free_gib):
+@pytest.mark.parametrize("free_gib", [200, 40, 22, 20, 12, 8, 6, 4])
+def test_the_chosen_plan_never_exceeds_the_free_memory(method, free_gib, checkpointing):
     estimate = _estimate(method)
     free = free_gib * GIB
-    if estimate(1) > free:
+    tried = align.plan.options(8, checkpointing)
+    if all(estimate(*option) > free for option in tried):
         with pytest.raises(ValueError, match="lower max length"):
-            choose_micro_batch(8, free, estimate)
+            choose_micro_batch(8, free, estimate, checkpointing)
         return
-    plan = choose_micro_batch(8, free, estimate)
-    assert estimate(plan.micro_batch) <= free and plan.micro_batch * plan.grad_accum == 8
-    assert plan.micro_batch == 8 or estimate(plan.micro_batch * 2) > free, "a larger micro-batch would have fit"
+    plan = choose_micro_batch(8, free, estimate, checkpointing)
+    assert estimate(plan.micro_batch, plan.checkpointing) <= free and plan.micro_batch * plan.grad_accum == 8
+    earlier = tried[:tried.index((plan.micro_batch, plan.checkpointing))]
+    assert all(estimate(*option) > free for option in earlier), "a faster plan would have fit"
+    if checkpointing != "auto":
+        assert plan.checkpointing is (checkpointing == "on")
 
 
-ESTIMATES = [  # (method, unsloth offloads checkpoints, micro-batch, measured peak GB on an H200, why)
-    ("dpo", True, 8, 4.38, "unsloth, micro-batch 8 (shared/gpu/README.md)"),
-    ("orpo", True, 8, 12.69, "unsloth ORPO materialises the logits"),
-    ("dpo", False, 2, 5.00, "plain transformers + bnb + peft, the notebook's 2 x 4"),
-    ("orpo", False, 2, 7.64, "plain ORPO, 2 x 4"),
+def test_auto_checkpointing_drops_recomputation_where_memory_allows_and_keeps_it_on_a_small_card():
+    estimate = _estimate("orpo", seq_len=500)
+    roomy = choose_micro_batch(8, 130 * GIB, estimate, "auto")
+    assert (roomy.micro_batch, roomy.checkpointing) == (8, False) and "without gradient checkpointing" in roomy.reason
+    card = choose_micro_batch(8, 20 * GIB, estimate, "auto")  # a 24 GB card (22.5 GiB) with the 4-bit 3B loaded
+    assert (card.micro_batch, card.checkpointing) == (4, False), card.reason
+    tight = choose_micro_batch(8, 12 * GIB, estimate, "auto")
+    assert tight.checkpointing and "with gradient checkpointing" in tight.reason
+    assert align.plan.options(8, "auto")[:2] == [(8, False), (4, False)]
+    with pytest.raises(ValueError, match="gradient checkpointing must be one of"):
+        align.plan.options(8, "sometimes")
+
+
+ESTIMATES = [  # (method, checkpoints, micro-batch, measured peak GB on an H200, why)
+    ("dpo", "offloaded", 8, 4.38, "unsloth, micro-batch 8 (shared/gpu/README.md)"),
+    ("orpo", "offloaded", 8, 13.0, "unsloth ORPO materialises the logits (bench/RESULTS.md)"),
+    ("orpo", "none", 8, 28.86, "unsloth ORPO without checkpointing, micro-batch 8 (H200, 2026-12-01)"),
+    ("dpo", "kept", 2, 5.00, "plain transformers + bnb + peft, the notebook's 2 x 4"),
+    ("orpo", "kept", 2, 7.64, "plain ORPO, 2 x 4"),
 ]
 
 
-@pytest.mark.parametrize("method, offloaded, micro_batch, measured_gb, why", ESTIMATES, ids=[e[4] for e in ESTIMATES])
-def test_the_estimate_covers_the_measured_peaks(method, offloaded, micro_batch, measured_gb, why):
+@pytest.mark.parametrize("method, checkpoints, micro_batch, measured_gb, why", ESTIMATES,
+                         ids=[e[4] for e in ESTIMATES])
+def test_the_estimate_covers_the_measured_peaks(method, checkpoints, micro_batch, measured_gb, why):
     weights_gib = 2.4  # 4-bit 3B (bf16 embeddings) + the r 64 adapter: what the estimate leaves to the measured load
-    estimated = training_bytes(LLAMA_3B, micro_batch, 500, method, LORA_3B, offloaded_checkpoints=offloaded) / GIB
+    estimated = training_bytes(LLAMA_3B, micro_batch, 500, method, LORA_3B, checkpoints=checkpoints) / GIB
     assert estimated + weights_gib >= measured_gb, why
     assert estimated + weights_gib <= 2 * measured_gb, f"{why}: so cautious it would waste the GPU"
+
+
+def test_the_memory_cap_is_read_from_the_environment_and_checked(monkeypatch):
+    from core.training import apply_memory_cap, free_accelerator_bytes, memory_cap_bytes
+
+    monkeypatch.delenv("ALAB_GPU_MEMORY_GIB", raising=False)
+    assert memory_cap_bytes() is None
+    monkeypatch.setenv("ALAB_GPU_MEMORY_GIB", "22")
+    assert memory_cap_bytes() == 22 * GIB
+    if not torch.cuda.is_available():
+        assert apply_memory_cap() == {} and free_accelerator_bytes() is None
+    for bad in ("0", "-3", "lots", "nan"):
+        monkeypatch.setenv("ALAB_GPU_MEMORY_GIB", bad)
+        with pytest.raises(ValueError, match="ALAB_GPU_MEMORY_GIB must be a positive number"):
+            memory_cap_bytes()
 
 
 @pytest.mark.parametrize("cores, load, threads, why", [

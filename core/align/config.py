@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from core import profiles
 from core.align.data import TOXIC_SOURCE, PreferenceDataConfig
+from core.align.plan import CHECKPOINTING_CHOICES
 
 METHODS = ("dpo", "orpo")
 PRECISIONS = ("4bit", "16bit")  # the base weights on CUDA; a CPU always trains in fp32
@@ -38,6 +39,9 @@ class AlignConfig:
     epochs: int = 1
     effective_batch: int = 8  # pairs per optimizer step = micro_batch x gradient accumulation
     micro_batch: int = 0  # pairs per forward pass; 0: the largest of 8/4/2/1 that fits the free memory
+    # recompute activations in the backward pass: auto (unsloth on CUDA: off when that fits the free memory, it is
+    # faster; plain transformers: on, as in the notebook), on, or off
+    gradient_checkpointing: str = "auto"
     max_length: int = 1024  # prompt + answer tokens; longer answers are cut, pairs whose prompt leaves no room dropped
     precision: str = "4bit"
     max_steps: int = -1  # -1: one pass over the data per epoch
@@ -58,7 +62,8 @@ class AlignConfig:
         PreferenceDataConfig(**data_fields(self))  # the data settings' own checks
 
     def _check_choices(self) -> None:
-        for name, valid in (("method", METHODS), ("precision", PRECISIONS), ("optim", OPTIMIZERS)):
+        for name, valid in (("method", METHODS), ("precision", PRECISIONS), ("optim", OPTIMIZERS),
+                            ("gradient_checkpointing", CHECKPOINTING_CHOICES)):
             if getattr(self, name) not in valid:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}: choose one of {', '.join(valid)}")
         if not self.model_id.strip():

@@ -2,6 +2,7 @@
 checks a checkpoint must pass before a run resumes from it, and a saved adapter loaded back for inference."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -66,6 +67,8 @@ def load_policy(cfg: AlignConfig) -> Policy:
 
 
 def _unsloth_policy(cfg: AlignConfig) -> Policy:
+    """The base model through unsloth; its LoRA comes in attach_unsloth_lora, once the batch plan has decided on
+    gradient checkpointing (unsloth sets that when it adds the adapter)."""
     from unsloth import FastLanguageModel
 
     name, revision = split_revision(cfg.model_id)
@@ -73,11 +76,19 @@ def _unsloth_policy(cfg: AlignConfig) -> Policy:
     model, tokenizer = FastLanguageModel.from_pretrained(
         resolve_local(name), revision=revision, max_seq_length=cfg.max_length, dtype=None,
         load_in_4bit=four_bit, load_in_16bit=not four_bit)
-    model = FastLanguageModel.get_peft_model(
-        model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.target_modules), lora_dropout=0.0,
-        bias="none", use_gradient_checkpointing="unsloth", random_state=cfg.seed)
     return Policy(model, _with_pad(tokenizer), "unsloth", "4-bit NF4" if four_bit else "16-bit", None,
                   ModelShape.from_config(model.config), "cuda")
+
+
+def attach_unsloth_lora(policy: Policy, cfg: AlignConfig, checkpointing: bool) -> Policy:
+    """unsloth's LoRA on the policy's base model, with unsloth's offloaded gradient checkpointing or none."""
+    from unsloth import FastLanguageModel
+
+    model = FastLanguageModel.get_peft_model(
+        policy.model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.target_modules),
+        lora_dropout=0.0, bias="none", use_gradient_checkpointing="unsloth" if checkpointing else False,
+        random_state=cfg.seed)
+    return dataclasses.replace(policy, model=model)
 
 
 def _cuda_transformers_policy(cfg: AlignConfig) -> Policy:

@@ -41,6 +41,7 @@ class BatchPlan:
     micro_batch: int
     grad_accum: int
     reason: str  # why this micro-batch, in words (config.json's micro_batch_reason)
+    checkpointing: bool = True  # recompute each layer's activations in the backward pass (gradient checkpointing)
 
 
 def lora_parameters(shape: ModelShape, r: int, target_modules: tuple[str, ...]) -> int:
@@ -52,36 +53,73 @@ def lora_parameters(shape: ModelShape, r: int, target_modules: tuple[str, ...]) 
     return per_layer * shape.layers
 
 
+CHECKPOINTING = ("kept", "offloaded", "none")  # layer inputs kept on the GPU (transformers), in CPU RAM (unsloth), or
+# no checkpointing: every activation the backward pass needs stays on the GPU
+
+
 def training_bytes(shape: ModelShape, micro_batch: int, seq_len: int, method: str, lora_params: int,
-                   eight_bit_optim: bool = True, offloaded_checkpoints: bool = False, act_bytes: int = 2) -> int:
-    """Bytes that training adds on top of the loaded model and its adapter, with gradient checkpointing:
+                   eight_bit_optim: bool = True, checkpoints: str = "kept", act_bytes: int = 2) -> int:
+    """Bytes that training adds on top of the loaded model and its adapter:
     - LoRA gradients and optimizer states (fp32 weight copy + grad: 8 bytes; Adam states 2 bytes 8-bit, 8 fp32);
     - per token of the micro-batch (each pair runs chosen and rejected: 2 x seq_len tokens per pair):
-      the layer inputs checkpointing keeps (layers x hidden; none when unsloth offloads them to CPU RAM), the one
-      layer being recomputed, forward and backward (~12 hidden + 4 intermediate values, twice), and the LM head
-      (DPO's fused kernel keeps a few hidden-sized vectors; ORPO materialises the logits: vocab x ORPO_HEAD_BYTES);
+      what the backward pass keeps of each layer: with checkpointing its input (layers x hidden; nothing when unsloth
+      offloads it to CPU RAM), without it every saved activation (layers x (6 hidden + 2 intermediate + 2 key/value
+      widths): unsloth ORPO at micro-batch 8 peaked 15.9 GiB higher without checkpointing, 76 KB per token and layer,
+      this counts 74 KB); the one layer being recomputed or differentiated (~12 hidden + 4 intermediate values,
+      twice); and the LM head (DPO's fused kernel keeps a few hidden-sized vectors; ORPO materialises the logits:
+      vocab x ORPO_HEAD_BYTES);
     plus SAFETY and WORKSPACE. A worst case: every sequence counted at seq_len."""
+    if checkpoints not in CHECKPOINTING:
+        raise ValueError(f"checkpoints must be one of {', '.join(CHECKPOINTING)}, got {checkpoints!r}")
     tokens = micro_batch * 2 * seq_len
-    kept = 0 if offloaded_checkpoints else shape.layers * shape.hidden * act_bytes
-    recomputed = 2 * (12 * shape.hidden + 4 * shape.intermediate) * act_bytes
+    kept = {"kept": shape.hidden, "offloaded": 0,
+            "none": 6 * shape.hidden + 2 * shape.intermediate + 2 * shape.kv_hidden}[checkpoints]
+    kept *= shape.layers * act_bytes
+    working = 2 * (12 * shape.hidden + 4 * shape.intermediate) * act_bytes
     head = shape.vocab * ORPO_HEAD_BYTES if method == "orpo" else 4 * shape.hidden * act_bytes
     optimizer = lora_params * (8 + (2 if eight_bit_optim else 8))
-    return int(SAFETY * (tokens * (kept + recomputed + head) + optimizer)) + WORKSPACE
+    return int(SAFETY * (tokens * (kept + working + head) + optimizer)) + WORKSPACE
 
 
-def choose_micro_batch(effective_batch: int, free_bytes: int, estimate: Callable[[int], int]) -> BatchPlan:
-    """The largest of CANDIDATES dividing the effective batch whose estimate fits in `free_bytes`; gradient
-    accumulation makes up the rest. Raises ValueError when not even one pair fits."""
-    options = [m for m in CANDIDATES if m <= effective_batch and effective_batch % m == 0]
-    for m in options:
-        need = estimate(m)
+# "auto" tries plans without gradient checkpointing first: a step then skips one forward pass per layer (unsloth ORPO,
+# Llama-3.2-3B shape, micro-batch 8 on the H200: 0.275 against 0.367 s/step; bench/RESULTS.md), but only down to
+# NO_CHECKPOINTING_MIN pairs per forward; smaller ones come after the checkpointed micro-batches.
+NO_CHECKPOINTING_MIN = 4
+CHECKPOINTING_CHOICES = ("auto", "on", "off")
+
+
+def options(effective_batch: int, checkpointing: str = "on") -> list[tuple[int, bool]]:
+    """(micro-batch, checkpointing) pairs to try, fastest first; micro-batches divide the effective batch.
+    checkpointing: "on" or "off" for every plan, or "auto": without it down to NO_CHECKPOINTING_MIN pairs, then with."""
+    if checkpointing not in CHECKPOINTING_CHOICES:
+        raise ValueError(f"gradient checkpointing must be one of {', '.join(CHECKPOINTING_CHOICES)}, "
+                         f"got {checkpointing!r}")
+    sizes = [m for m in CANDIDATES if m <= effective_batch and effective_batch % m == 0]
+    if checkpointing != "auto":
+        return [(m, checkpointing == "on") for m in sizes]
+    return [(m, False) for m in sizes if m >= min(NO_CHECKPOINTING_MIN, effective_batch)] + [(m, True) for m in sizes]
+
+
+def choose_micro_batch(effective_batch: int, free_bytes: int, estimate: Callable[..., int],
+                       checkpointing: str = "on") -> BatchPlan:
+    """The first of `options` whose estimate(micro_batch, checkpointing) fits in `free_bytes`; gradient accumulation
+    makes up the rest of the effective batch. Raises ValueError when not even one pair fits."""
+    tried = options(effective_batch, checkpointing)
+    for i, (m, recompute) in enumerate(tried):
+        need = estimate(m, recompute)
         if need <= free_bytes:
-            bigger = [b for b in options if b > m]
-            why = (f"micro-batch {bigger[-1]} would need ~{estimate(bigger[-1]) / GIB:.1f} GiB; " if bigger else "")
-            return BatchPlan(m, effective_batch // m, f"{why}micro-batch {m} needs ~{need / GIB:.1f} GiB of the "
-                                                      f"{free_bytes / GIB:.1f} GiB free on the accelerator")
-    raise ValueError(f"one pair per forward pass needs ~{estimate(1) / GIB:.1f} GiB but only {free_bytes / GIB:.1f} "
-                     "GiB of accelerator memory is free: lower max length, choose 4-bit, or free the accelerator")
+            why = ""
+            if i:
+                bm, bc = tried[i - 1]
+                why = (f"micro-batch {bm}{'' if bc else ' without checkpointing'} would need "
+                       f"~{estimate(bm, bc) / GIB:.1f} GiB; ")
+            how = "with gradient checkpointing" if recompute else "without gradient checkpointing"
+            return BatchPlan(m, effective_batch // m, f"{why}micro-batch {m} {how} needs ~{need / GIB:.1f} GiB of "
+                                                      f"the {free_bytes / GIB:.1f} GiB free on the accelerator",
+                             recompute)
+    raise ValueError(f"one pair per forward pass needs ~{estimate(*tried[-1]) / GIB:.1f} GiB but only "
+                     f"{free_bytes / GIB:.1f} GiB of accelerator memory is free: lower max length, choose 4-bit, or "
+                     "free the accelerator")
 
 
 def cpu_plan(effective_batch: int) -> BatchPlan:

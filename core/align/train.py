@@ -13,14 +13,14 @@ from core.align.answers import compare_answers, pick_prompts
 from core.align.config import AlignConfig, data_config
 from core.align.data import prepare
 from core.align.meter import TokenCounter, throughput_callback
-from core.align.model import (ADAPTER_DIR, Policy, check_base_model, last_checkpoint, load_policy,
-                              read_checkpoint)
+from core.align.model import (ADAPTER_DIR, Policy, attach_unsloth_lora, check_base_model, last_checkpoint,
+                              load_policy, read_checkpoint)
 from core.align.plan import (BatchPlan, choose_micro_batch, cpu_plan, lora_parameters,
                              share_per_process, steps_per_run, training_bytes)
 from core.jobs import RunRecorder, world_size
 from core.runs import publish_folder, write_json
-from core.training import (free_accelerator_bytes, rank_record_callback, recorder_callback, set_cpu_threads,
-                           smallest_across_processes, summed_over_processes, use_cpu_lm_head)
+from core.training import (apply_memory_cap, free_accelerator_bytes, rank_record_callback, recorder_callback,
+                           set_cpu_threads, smallest_across_processes, summed_over_processes, use_cpu_lm_head)
 
 MIN_ANSWER_TOKENS = 16  # a pair whose prompt leaves fewer than this many tokens of max_length teaches nothing
 SPECIAL_TOKENS = 2  # the bos/eos the trainers may add around a pair
@@ -31,15 +31,19 @@ def train(cfg: AlignConfig, recorder: RunRecorder, resume: bool = False) -> dict
     checkpoint = last_checkpoint(recorder.run_dir) if resume else None
     adapter_of_checkpoint = read_checkpoint(checkpoint) if checkpoint else None
     data = prepare(data_config(cfg))
+    cap = apply_memory_cap()
     policy = load_policy(cfg)
     if checkpoint:
         check_base_model(adapter_of_checkpoint, checkpoint, policy.base_name)
     dataset, subset, longest = fit_to_length(data.dataset, data.subset, policy.tokenizer, cfg.max_length)
     plan = plan_batches(cfg, policy, longest, world_size())
+    if policy.backend == "unsloth":
+        policy = attach_unsloth_lora(policy, cfg, plan.checkpointing)
     max_steps = cfg.max_steps if cfg.max_steps > 0 else steps_per_run(len(dataset), plan, cfg.epochs, world_size())
     optim, threads = resolve_optim(cfg, policy), set_cpu_threads(policy.device)
     if not resume:  # a resumed run keeps the config.json it was started with
-        recorder.write_config({**run_config(cfg, policy, plan, max_steps, optim, data, len(dataset)), **threads})
+        recorder.write_config({**run_config(cfg, policy, plan, max_steps, optim, data, len(dataset)), **threads,
+                               **cap})
     counter = TokenCounter(None)
     meter = throughput_callback(counter)
     trainer = make_trainer(cfg, policy, dataset, trainer_args(cfg, recorder.run_dir, policy, plan, max_steps, optim),
@@ -78,30 +82,41 @@ def fit_to_length(dataset, subset, tokenizer, max_length: int):
 
 
 def plan_batches(cfg: AlignConfig, policy: Policy, seq_len: int, processes: int = 1) -> BatchPlan:
-    """The config's micro-batch when set; on a CPU a fixed short one; on CUDA the largest that fits in the free
-    accelerator memory measured now (the model is loaded, so its weights are already taken). With several processes
+    """The config's micro-batch when set; on a CPU a fixed short one; on CUDA the fastest plan (micro-batch, and
+    whether to checkpoint) that fits in the free accelerator memory measured now (the base model is loaded, so its
+    weights are already taken; unsloth's adapter, added after the plan, is counted here). With several processes
     each plans its share of the effective batch, and they agree on the smallest micro-batch any of them can take
     (different ones would mean different numbers of gradient all-reduces: a hang)."""
     share = share_per_process(cfg.effective_batch, processes)
-    if cfg.micro_batch:
-        if share % cfg.micro_batch:
-            raise ValueError(f"micro-batch {cfg.micro_batch} does not divide the {share} pairs each of {processes} "
-                             "processes takes per step: choose a divisor, or 0 (auto)")
-        return BatchPlan(cfg.micro_batch, share // cfg.micro_batch, "set in the config")
-    if policy.device == "cpu":
-        return cpu_plan(share)
+    unsloth = policy.backend == "unsloth"
+    # auto checkpointing: unsloth decides by memory; plain transformers keeps the notebook's checkpointing
+    checkpointing = cfg.gradient_checkpointing if unsloth or cfg.gradient_checkpointing != "auto" else "on"
+    if cfg.micro_batch and share % cfg.micro_batch:
+        raise ValueError(f"micro-batch {cfg.micro_batch} does not divide the {share} pairs each of {processes} "
+                         "processes takes per step: choose a divisor, or 0 (auto)")
+    if policy.device == "cpu":  # no checkpointing on a CPU (trainer_args)
+        return BatchPlan(cfg.micro_batch, share // cfg.micro_batch, "set in the config") if cfg.micro_batch \
+            else cpu_plan(share)
     lora = lora_parameters(policy.shape, cfg.lora_r, cfg.target_modules)
     eight_bit = "8bit" in resolve_optim(cfg, policy)
+    adapter = lora * 4 if unsloth else 0  # not loaded yet: fp32 LoRA weights
 
-    def estimate(micro_batch: int) -> int:
-        return training_bytes(policy.shape, micro_batch, seq_len, cfg.method, lora, eight_bit_optim=eight_bit,
-                              offloaded_checkpoints=policy.backend == "unsloth")
-    plan = choose_micro_batch(share, free_accelerator_bytes(), estimate)
+    def estimate(micro_batch: int, recompute: bool) -> int:
+        checkpoints = ("offloaded" if unsloth else "kept") if recompute else "none"
+        return adapter + training_bytes(policy.shape, micro_batch, seq_len, cfg.method, lora,
+                                        eight_bit_optim=eight_bit, checkpoints=checkpoints)
+    free = free_accelerator_bytes()
+    if cfg.micro_batch:
+        recompute = checkpointing == "on" or (checkpointing == "auto"
+                                              and estimate(cfg.micro_batch, False) > free)
+        return BatchPlan(cfg.micro_batch, share // cfg.micro_batch, "set in the config"
+                         + ("" if recompute else ", without gradient checkpointing"), recompute)
+    plan = choose_micro_batch(share, free, estimate, checkpointing)
     agreed = smallest_across_processes(plan.micro_batch)
     if agreed == plan.micro_batch:
         return plan
     return BatchPlan(agreed, share // agreed, f"micro-batch {agreed}: what the process with the least free memory "
-                                              f"can take (this one: {plan.reason})")
+                                              f"can take (this one: {plan.reason})", True)
 
 
 def resolve_optim(cfg: AlignConfig, policy: Policy) -> str:
@@ -118,6 +133,7 @@ def run_config(cfg: AlignConfig, policy: Policy, plan: BatchPlan, max_steps: int
     counts = {k: v for k, v in data.to_dict().items() if k in ("total", "removed", "kept", "selected", "note")}
     return {**dataclasses.asdict(cfg), "max_steps": max_steps, "micro_batch": plan.micro_batch,
             "grad_accum": plan.grad_accum, "micro_batch_reason": plan.reason, "optim": optim,
+            "checkpointing": plan.checkpointing,
             "precision": cfg.precision, "weights": policy.weights, "backend": policy.backend,
             "device": policy.device, "processes": world_size(), "pairs_used": pairs_used, "data": counts}
 
@@ -136,7 +152,7 @@ def trainer_args(cfg: AlignConfig, run_dir: Path, policy: Policy, plan: BatchPla
                 lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio, weight_decay=0.0, optim=optim,
                 seed=cfg.seed, logging_steps=1, save_strategy="steps", save_steps=cfg.save_steps,
                 save_total_limit=2, report_to="none", bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda,
-                gradient_checkpointing=cuda and policy.backend != "unsloth", beta=cfg.beta,
+                gradient_checkpointing=cuda and policy.backend != "unsloth" and plan.checkpointing, beta=cfg.beta,
                 max_length=cfg.max_length, remove_unused_columns=False)
 
 

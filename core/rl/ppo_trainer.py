@@ -17,7 +17,7 @@ from core.rl.checkpoints import load_checkpoint, save_checkpoint, save_policy
 from core.rl.policy import build_policy
 from core.rl.ppo import (AdaptiveKLController, FixedKLController, RunningMoments, gae, masked_mean,
                          per_token_rewards, policy_loss, scale_scores, value_loss)
-from core.rl.rollout import Rollout, encode_prompts, sample
+from core.rl.rollout import FixedShapeSampler, Rollout, encode_prompts, sample
 from core.rl.samples import SampleLog
 from core.training import trainable_sha256, write_rank_record
 
@@ -57,6 +57,9 @@ class PpoTrainer:
         set_seed(cfg.seed)
         self.policy = build_policy(cfg.policy, cfg.lora, cfg.lora_r, cfg.lora_alpha, checkpoint)
         self.static_cache = cuda and cfg.static_cache and static_cache_fits(self.policy.module.lm.config, cfg.bf16)
+        # on CUDA with a static cache: one compiled decode step of fixed shapes (core.rl.rollout says why)
+        self.sampler = (FixedShapeSampler(self.policy.module.lm, cfg.max_prompt_tokens + cfg.max_new_tokens,
+                                          cfg.decode_compiler) if self.static_cache else None)
         self.rows = with_prompts(self.policy.tokenizer, rows, cfg.max_prompt_tokens)
         params = [p for p in self.policy.module.parameters() if p.requires_grad]
         self.module, self.optimizer = self.accelerator.prepare(
@@ -94,8 +97,10 @@ class PpoTrainer:
         tokenizer = self.policy.tokenizer
         query, query_mask = encode_prompts(tokenizer, [r["prompt"] for r in rows], self.accelerator.device)
         with self.accelerator.autocast():
+            if self.sampler is not None:
+                return self.sampler(tokenizer, query, query_mask, self.cfg.max_new_tokens, self.cfg.temperature)
             return sample(self.unwrapped.lm, tokenizer, query, query_mask, self.cfg.max_new_tokens,
-                          self.cfg.temperature, static_cache=self.static_cache)
+                          self.cfg.temperature)
 
     def _score(self, rollout: Rollout, rows: list[dict], step: int) -> tuple[list[float], torch.Tensor, dict]:
         """Raw rewards, the scores PPO uses (minus the missing-EOS penalty, optionally scaled) [B], and the

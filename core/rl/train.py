@@ -58,10 +58,12 @@ class RlConfig:
     samples_per_step: int = 2  # lines per step in samples.jsonl
     bf16: bool = True  # CUDA only: bf16 autocast; a CPU always runs fp32
     static_cache: bool = True  # CUDA only: a static KV cache for generation
+    decode_compiler: str = "inductor"  # CUDA, static cache: how the PPO rollout's decode step is compiled (rollout.py)
 
     def __post_init__(self):
         for name, value, choices in (("algo", self.algo, ALGOS), ("kl", self.kl, ("adaptive", "fixed")),
-                                     ("score_scaling", self.score_scaling, ("none", "std", "norm"))):
+                                     ("score_scaling", self.score_scaling, ("none", "std", "norm")),
+                                     ("decode_compiler", self.decode_compiler, ("inductor", "cudagraphs", "none"))):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         for name in ("policy", "news"):
