@@ -110,13 +110,14 @@ def compare_paths(args) -> list[dict]:
         common = ["--model-id", str(model), "--dataset", str(pairs), "--pairs", str(8 * args.steps),
                   "--max-steps", str(args.steps), "--similarity", "1.0", "--eval-prompts", "0", "--save-steps",
                   str(10 * args.steps), "--precision", "4bit"]
-        for method in ("dpo", "orpo"):
+        for method in args.methods:
             seconds = []
             for i, (label, flags, env) in enumerate(PATHS):
                 run_dir = Path(tmp) / f"{method}-{i}"
                 wall, summary = timed(lambda: run_cli(run_dir, [*common, "--method", method, *flags], env,
                                                       args.processes))
                 rows.append(_row(method, label, wall, summary))
+                print(f"measured: {rows[-1]}", flush=True)  # rows as they finish: a run cut short keeps them
                 seconds.append(summary["seconds_per_step"])
             for label, own in zip([p[0] for p in PATHS[:-1]], seconds[:-1]):
                 rows.append({**{k: "" for k in rows[-1]}, "method": method, "path": f"speed-up of {label}",
@@ -205,8 +206,10 @@ def main(argv: list[str]) -> int:
                         help="the quick preset end to end, then scored (--lite: as the lite tab)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 10; smoke 2)")
     parser.add_argument("--processes", type=int, default=1, help="data-parallel processes per run (accelerate)")
+    parser.add_argument("--method", choices=["dpo", "orpo", "both"], default="both", help="which to compare")
     args = parser.parse_args(argv)
     args.steps = args.steps or (2 if args.smoke else 10)
+    args.methods = ["dpo", "orpo"] if args.method == "both" else [args.method]
     print(header())
     if args.quick:
         rows = quick_lite() if args.lite else quick_demo(args)
