@@ -157,8 +157,8 @@ def build(profile) -> None:
     data = _data_panel(profile)
     gr.Markdown("### 2. Train a LoRA adapter\n" + model_line("policy", profile.generator) + " · "
                 + model_line("scored by", profile.reward_model) + "\n\nThe effective batch is 8 pairs per optimizer "
-                "step, as in the notebook; the micro-batch is picked from the free accelerator memory and written "
-                "to the run's config.json.")
+                "step, as in the notebook; the micro-batch, and whether to recompute activations (gradient "
+                "checkpointing), are picked from the free accelerator memory and written to the run's config.json.")
     with gr.Row():
         method = gr.Radio(METHOD_CHOICES, value="dpo", label="method")
         preset = gr.Radio([(p.label, name) for name, p in align.PRESETS.items()], value="quick", label="preset")

@@ -46,10 +46,12 @@ def test_auto_checkpointing_drops_recomputation_where_memory_allows_and_keeps_it
     roomy = choose_micro_batch(8, 130 * GIB, estimate, "auto")
     assert (roomy.micro_batch, roomy.checkpointing) == (8, False) and "without gradient checkpointing" in roomy.reason
     card = choose_micro_batch(8, 20 * GIB, estimate, "auto")  # a 24 GB card (22.5 GiB) with the 4-bit 3B loaded
-    assert (card.micro_batch, card.checkpointing) == (4, False), card.reason
+    assert (card.micro_batch, card.checkpointing) == (8, True), card.reason
+    assert "micro-batch 8 without checkpointing would need" in card.reason
     tight = choose_micro_batch(8, 12 * GIB, estimate, "auto")
-    assert tight.checkpointing and "with gradient checkpointing" in tight.reason
-    assert align.plan.options(8, "auto")[:2] == [(8, False), (4, False)]
+    assert (tight.micro_batch, tight.checkpointing) == (4, True) and "with gradient checkpointing" in tight.reason
+    assert align.plan.options(8, "auto") == [(8, False), (8, True), (4, True), (2, True), (1, True)]
+    assert align.plan.options(2, "auto") == [(2, False), (2, True), (1, True)]
     with pytest.raises(ValueError, match="gradient checkpointing must be one of"):
         align.plan.options(8, "sometimes")
 
@@ -58,6 +60,7 @@ ESTIMATES = [  # (method, checkpoints, micro-batch, measured peak GB on an H200,
     ("dpo", "offloaded", 8, 4.38, "unsloth, micro-batch 8 (shared/gpu/README.md)"),
     ("orpo", "offloaded", 8, 13.0, "unsloth ORPO materialises the logits (bench/RESULTS.md)"),
     ("orpo", "none", 8, 28.86, "unsloth ORPO without checkpointing, micro-batch 8 (H200, 2026-12-01)"),
+    ("orpo", "none", 4, 16.20, "unsloth ORPO without checkpointing, micro-batch 4 x 2"),
     ("dpo", "kept", 2, 5.00, "plain transformers + bnb + peft, the notebook's 2 x 4"),
     ("orpo", "kept", 2, 7.64, "plain ORPO, 2 x 4"),
 ]

@@ -81,23 +81,24 @@ def training_bytes(shape: ModelShape, micro_batch: int, seq_len: int, method: st
     return int(SAFETY * (tokens * (kept + working + head) + optimizer)) + WORKSPACE
 
 
-# "auto" tries plans without gradient checkpointing first: a step then skips one forward pass per layer (unsloth ORPO,
-# Llama-3.2-3B shape, micro-batch 8 on the H200: 0.275 against 0.367 s/step; bench/RESULTS.md), but only down to
-# NO_CHECKPOINTING_MIN pairs per forward; smaller ones come after the checkpointed micro-batches.
-NO_CHECKPOINTING_MIN = 4
+# "auto" first tries the largest micro-batch without gradient checkpointing: a step then skips one forward pass per
+# layer. Measured on the H200 (unsloth ORPO, Llama-3.2-3B shape, 8 pairs per step, bench/RESULTS.md): micro-batch 8
+# without checkpointing 0.275-0.286 s/step (28.9 GB peak), 8 with it 0.362-0.367 s (13.0 GB), 4 x 2 without it
+# 0.507 s (16.2 GB, under a 22.5 GiB cap). A smaller micro-batch without checkpointing was the slowest of the three,
+# so after the first option every plan checkpoints.
 CHECKPOINTING_CHOICES = ("auto", "on", "off")
 
 
 def options(effective_batch: int, checkpointing: str = "on") -> list[tuple[int, bool]]:
     """(micro-batch, checkpointing) pairs to try, fastest first; micro-batches divide the effective batch.
-    checkpointing: "on" or "off" for every plan, or "auto": without it down to NO_CHECKPOINTING_MIN pairs, then with."""
+    checkpointing: "on" or "off" for every plan, or "auto": the largest micro-batch without it, then all with it."""
     if checkpointing not in CHECKPOINTING_CHOICES:
         raise ValueError(f"gradient checkpointing must be one of {', '.join(CHECKPOINTING_CHOICES)}, "
                          f"got {checkpointing!r}")
     sizes = [m for m in CANDIDATES if m <= effective_batch and effective_batch % m == 0]
     if checkpointing != "auto":
         return [(m, checkpointing == "on") for m in sizes]
-    return [(m, False) for m in sizes if m >= min(NO_CHECKPOINTING_MIN, effective_batch)] + [(m, True) for m in sizes]
+    return [(sizes[0], False)] + [(m, True) for m in sizes]
 
 
 def choose_micro_batch(effective_batch: int, free_bytes: int, estimate: Callable[..., int],
