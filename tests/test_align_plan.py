@@ -194,3 +194,40 @@ def test_a_half_written_last_checkpoint_is_skipped_for_the_whole_one_before(tmp_
     assert last_checkpoint(tmp_path) == whole
     (half / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
     assert last_checkpoint(tmp_path) == half
+
+
+@pytest.mark.parametrize("backend, checkpointing, micro_batch, free_gib, expected", [
+    ("unsloth", "auto", 0, 130, (8, False)),
+    ("unsloth", "auto", 0, 20, (8, True)),
+    ("unsloth", "on", 0, 130, (8, True)),
+    ("unsloth", "off", 0, 20, (4, False)),
+    ("unsloth", "auto", 2, 130, (2, False)),
+    ("unsloth", "auto", 2, 4, (2, True)),
+    ("transformers+peft", "auto", 0, 130, (8, True)),  # plain transformers keeps the notebook's checkpointing
+    ("transformers+peft", "off", 2, 130, (2, False)),
+])
+def test_the_job_plans_micro_batch_and_checkpointing_from_the_free_memory(monkeypatch, tmp_path, backend,
+                                                                           checkpointing, micro_batch, free_gib,
+                                                                           expected):
+    """core.align.train.plan_batches on a CUDA policy of the Llama-3.2-3B shape, the free memory given; and the
+    plain path's Trainer gets the same checkpointing choice."""
+    import importlib
+
+    from core.align.model import Policy
+
+    align_train = importlib.import_module("core.align.train")  # the package exports its train() under that name
+
+    monkeypatch.setattr(align_train, "free_accelerator_bytes", lambda: free_gib * GIB)
+    policy = Policy(None, None, backend, "4-bit NF4", None, LLAMA_3B, "cuda")
+    cfg = AlignConfig(method="orpo", gradient_checkpointing=checkpointing, micro_batch=micro_batch)
+    plan = align_train.plan_batches(cfg, policy, 500)
+    assert (plan.micro_batch, plan.checkpointing) == expected, plan.reason
+    assert plan.micro_batch * plan.grad_accum == 8
+    if backend != "unsloth":
+        args = align_train.trainer_args(cfg, tmp_path, policy, plan, 1, "adamw_8bit")
+        assert args["gradient_checkpointing"] is plan.checkpointing
+
+
+def test_an_unknown_checkpointing_choice_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="unknown gradient_checkpointing 'sometimes': choose one of auto, on, off"):
+        AlignConfig(gradient_checkpointing="sometimes")
