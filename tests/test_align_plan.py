@@ -205,6 +205,7 @@ def test_a_half_written_last_checkpoint_is_skipped_for_the_whole_one_before(tmp_
     ("unsloth", "auto", 2, 4, (2, True)),
     ("transformers+peft", "auto", 0, 130, (8, True)),  # plain transformers keeps the notebook's checkpointing
     ("transformers+peft", "off", 2, 130, (2, False)),
+    ("transformers+peft-cpu", "auto", 0, 0, (2, False)),  # a CPU: a short micro-batch, never checkpointing
 ])
 def test_the_job_plans_micro_batch_and_checkpointing_from_the_free_memory(monkeypatch, tmp_path, backend,
                                                                            checkpointing, micro_batch, free_gib,
@@ -218,7 +219,8 @@ def test_the_job_plans_micro_batch_and_checkpointing_from_the_free_memory(monkey
     align_train = importlib.import_module("core.align.train")  # the package exports its train() under that name
 
     monkeypatch.setattr(align_train, "free_accelerator_bytes", lambda: free_gib * GIB)
-    policy = Policy(None, None, backend, "4-bit NF4", None, LLAMA_3B, "cuda")
+    device = "cpu" if backend.endswith("-cpu") else "cuda"
+    policy = Policy(None, None, backend.removesuffix("-cpu"), "4-bit NF4", None, LLAMA_3B, device)
     cfg = AlignConfig(method="orpo", gradient_checkpointing=checkpointing, micro_batch=micro_batch)
     plan = align_train.plan_batches(cfg, policy, 500)
     assert (plan.micro_batch, plan.checkpointing) == expected, plan.reason

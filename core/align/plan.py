@@ -126,7 +126,7 @@ def choose_micro_batch(effective_batch: int, free_bytes: int, estimate: Callable
 def cpu_plan(effective_batch: int) -> BatchPlan:
     m = max(b for b in CANDIDATES if b <= CPU_MICRO_BATCH and effective_batch % b == 0)
     return BatchPlan(m, effective_batch // m, f"CPU: micro-batch {m}; larger ones are no faster on a CPU and "
-                                              "take more RAM")
+                                              "take more RAM", checkpointing=False)  # a CPU never recomputes
 
 
 def share_per_process(effective_batch: int, processes: int) -> int:

@@ -95,8 +95,8 @@ def plan_batches(cfg: AlignConfig, policy: Policy, seq_len: int, processes: int 
         raise ValueError(f"micro-batch {cfg.micro_batch} does not divide the {share} pairs each of {processes} "
                          "processes takes per step: choose a divisor, or 0 (auto)")
     if policy.device == "cpu":  # no checkpointing on a CPU (trainer_args)
-        return BatchPlan(cfg.micro_batch, share // cfg.micro_batch, "set in the config") if cfg.micro_batch \
-            else cpu_plan(share)
+        return BatchPlan(cfg.micro_batch, share // cfg.micro_batch, "set in the config", checkpointing=False) \
+            if cfg.micro_batch else cpu_plan(share)
     lora = lora_parameters(policy.shape, cfg.lora_r, cfg.target_modules)
     eight_bit = "8bit" in resolve_optim(cfg, policy)
     adapter = lora * 4 if unsloth else 0  # not loaded yet: fp32 LoRA weights
