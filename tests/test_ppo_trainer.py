@@ -9,7 +9,7 @@ import torch
 from core.jobs import STOP, RunRecorder, read_lines
 from core.rl.policy import ensure_pad_token, load_lm, load_tokenizer
 from core.rl.ppo_trainer import PpoTrainer
-from core.rl.rollout import encode_prompts, sample
+from core.rl.rollout import FixedShapeSampler, encode_prompts, sample
 from tests.rl_tiny import news_rows, one_thread, target_reward, tiny_config  # noqa: F401 (fixture)
 
 LOGGED = {"reward", "kl", "policy_loss", "value_loss", "clipfrac", "vf_clipfrac", "entropy", "response_length",
@@ -159,11 +159,12 @@ def test_the_static_cache_is_used_only_where_it_holds_the_keys_and_values(config
 
 
 def test_a_rotary_model_under_bf16_autocast_breaks_a_static_cache_and_generates_with_the_default_one(tiny_lm_dir):
-    """Why static_cache_fits exists, reproduced on a CPU (autocast works there too)."""
+    """Why static_cache_fits exists, reproduced on a CPU (autocast works there too) with the static-cache sampler
+    the trainer uses on CUDA."""
     tokenizer = load_tokenizer(str(tiny_lm_dir))
     model = load_lm(str(tiny_lm_dir), tokenizer)
     query, mask = encode_prompts(tokenizer, ["hello there", "a"], "cpu")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         with pytest.raises(RuntimeError, match="same dtype"):
-            sample(model, tokenizer, query, mask, 4, temperature=0.0, static_cache=True)
+            FixedShapeSampler(model, query.shape[1] + 4, compiler="none")(tokenizer, query, mask, 4, 0.0)
         assert sample(model, tokenizer, query, mask, 4, temperature=0.0).response.shape[0] == 2

@@ -52,20 +52,23 @@ def cut_after_eos(response: torch.Tensor, eos_id: int, pad_id: int) -> tuple[tor
     return response.masked_fill(after_eos, pad_id), (~after_eos).float(), is_eos.any(1)
 
 
-@torch.no_grad()
-def sample(model, tokenizer, query: torch.Tensor, query_mask: torch.Tensor, max_new_tokens: int,
-           temperature: float = 1.0, static_cache: bool = False) -> Rollout:
-    """Responses to a left-padded batch: pure sampling (top_k 0, top_p 1.0) at `temperature`, or greedy when
-    temperature is 0. static_cache: a fixed-size KV cache (CUDA; much faster with bf16 than the dynamic one)."""
-    extra = {"cache_implementation": "static"} if static_cache else {}
-    decoding = {**sampling_kwargs(temperature), "top_k": 0} if temperature > 0 else sampling_kwargs(0.0)
-    out = model.generate(input_ids=query, attention_mask=query_mask, max_new_tokens=max_new_tokens,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                         **decoding, **extra)
-    response, mask, has_eos = cut_after_eos(out[:, query.shape[1]:], tokenizer.eos_token_id, tokenizer.pad_token_id)
+def make_rollout(tokenizer, query: torch.Tensor, query_mask: torch.Tensor, generated: torch.Tensor) -> Rollout:
+    """The rollout of `generated` [B,T] (the tokens sampled after the prompts): cut after the first EOS, decoded."""
+    response, mask, has_eos = cut_after_eos(generated, tokenizer.eos_token_id, tokenizer.pad_token_id)
     real = [row[m.bool()].tolist() for row, m in zip(response, mask)]
     texts = tokenizer.batch_decode(real, skip_special_tokens=True)
     return Rollout(query, query_mask, response, mask, has_eos, texts, real)
+
+
+@torch.no_grad()
+def sample(model, tokenizer, query: torch.Tensor, query_mask: torch.Tensor, max_new_tokens: int,
+           temperature: float = 1.0) -> Rollout:
+    """Responses to a left-padded batch through generate (its default, dynamic cache): pure sampling (top_k 0,
+    top_p 1.0) at `temperature`, or greedy when temperature is 0."""
+    decoding = {**sampling_kwargs(temperature), "top_k": 0} if temperature > 0 else sampling_kwargs(0.0)
+    out = model.generate(input_ids=query, attention_mask=query_mask, max_new_tokens=max_new_tokens,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **decoding)
+    return make_rollout(tokenizer, query, query_mask, out[:, query.shape[1]:])
 
 
 class FixedShapeSampler:
@@ -138,10 +141,7 @@ class FixedShapeSampler:
             out = self.step(input_ids=token[:, None], attention_mask=mask, position_ids=next_position + t,
                             past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1].float()
-        response, keep, has_eos = cut_after_eos(tokens[:, :made], tokenizer.eos_token_id, tokenizer.pad_token_id)
-        real = [row[m.bool()].tolist() for row, m in zip(response, keep)]
-        texts = tokenizer.batch_decode(real, skip_special_tokens=True)
-        return Rollout(query, query_mask, response, keep, has_eos, texts, real)
+        return make_rollout(tokenizer, query, query_mask, tokens[:, :made])
 
 
 def pick_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -13,6 +13,7 @@ from core.jobs import RunRecorder, read_lines
 from core.profiles import FULL
 from core.rl.articles import load_articles
 from core.rl.rewards import rouge_reward
+from core.rl.rollout import FixedShapeSampler
 from core.training import set_cpu_threads
 
 ALGOS = ("ppo", "grpo")
@@ -63,7 +64,7 @@ class RlConfig:
     def __post_init__(self):
         for name, value, choices in (("algo", self.algo, ALGOS), ("kl", self.kl, ("adaptive", "fixed")),
                                      ("score_scaling", self.score_scaling, ("none", "std", "norm")),
-                                     ("decode_compiler", self.decode_compiler, ("inductor", "cudagraphs", "none"))):
+                                     ("decode_compiler", self.decode_compiler, FixedShapeSampler.COMPILERS)):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         for name in ("policy", "news"):
