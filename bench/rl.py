@@ -3,7 +3,7 @@
 (fp32, dynamic cache) in the same run, then trl's GRPO for the same number of generated summaries.
 --smoke: tiny shapes on a CPU. --lite: SmolLM2-135M with the lite preset on a CPU, PPO and GRPO.
 
-    python -m bench rl [--smoke | --lite] [--steps 100]
+    python -m bench rl [--smoke | --lite] [--steps 100] [--decoders cuda-graph] [--notebook-steps 30] [--no-grpo]
 """
 from __future__ import annotations
 
@@ -101,21 +101,31 @@ def configs(mode: str, folder: Path, steps: int):
     return RlConfig(policy=str(model), news="bench", n_articles=16, steps=steps, **sizes), news_rows(16, 1200)
 
 
-def rows_for(mode: str, steps: int, folder: Path) -> list[dict]:
+def rows_for(mode: str, steps: int, folder: Path, decoders: tuple[str, ...] = (), notebook_steps: int | None = None,
+             grpo: bool = True) -> list[dict]:
+    """Our PPO's default, then the same with each decode step of `decoders` (FixedShapeSampler.COMPILERS), the
+    notebook's configuration (`notebook_steps` steps: its median is what the ratio takes), and trl's GRPO."""
     cfg, rows = configs(mode, folder, steps)
     if mode == "lite":
         return [ppo_row("our PPO, lite preset (LoRA)", cfg, rows, steps),
                 grpo_row(f"trl GRPO, {cfg.num_generations} per article", cfg, rows, steps, folder / "grpo")]
     notebook = dataclasses.replace(cfg, bf16=False, static_cache=False)
-    ours = ppo_row("our PPO, default path", cfg, rows, steps)
-    print(f"measured: {ours}", flush=True)  # rows as they finish: a run cut short keeps what it measured
-    theirs = ppo_row("our PPO, the notebook's configuration", notebook, rows, steps)
+    ours = [ppo_row("our PPO, default path", cfg, rows, steps)]
+    print(f"measured: {ours[-1]}", flush=True)  # rows as they finish: a run cut short keeps what it measured
+    for decoder in decoders:
+        ours.append(ppo_row(f"our PPO, decode step: {decoder}", dataclasses.replace(cfg, decode_compiler=decoder),
+                            rows, steps))
+        print(f"measured: {ours[-1]}", flush=True)
+    theirs = ppo_row("our PPO, the notebook's configuration", notebook, rows, notebook_steps or steps)
     print(f"measured: {theirs}", flush=True)
-    ratio = theirs["s/step (median)"] / ours["s/step (median)"]
-    ours["vs notebook"], theirs["vs notebook"] = f"{ratio:.2f}x faster", "1x"
-    grpo = grpo_row(f"trl GRPO, {cfg.num_generations} per article", cfg, rows, steps, folder / "grpo")
-    grpo["vs notebook"] = f"{theirs['s/step (median)'] / grpo['s/step (median)']:.2f}x"
-    return [ours, theirs, grpo]
+    for row in ours:
+        row["vs notebook"] = f"{theirs['s/step (median)'] / row['s/step (median)']:.2f}x faster"
+    theirs["vs notebook"] = "1x"
+    if not grpo:
+        return [*ours, theirs]
+    grpo_run = grpo_row(f"trl GRPO, {cfg.num_generations} per article", cfg, rows, steps, folder / "grpo")
+    grpo_run["vs notebook"] = f"{theirs['s/step (median)'] / grpo_run['s/step (median)']:.2f}x"
+    return [*ours, theirs, grpo_run]
 
 
 def main(argv: list[str]) -> int:
@@ -126,12 +136,23 @@ def main(argv: list[str]) -> int:
     mode.add_argument("--smoke", action="store_true", help="tiny GPT-2 shapes on a CPU")
     mode.add_argument("--lite", action="store_true", help="SmolLM2-135M, lite preset, CPU")
     parser.add_argument("--steps", type=int, default=None, help="steps per run (default 100; 3 for smoke/lite)")
+    parser.add_argument("--decoders", default="", help="comma-separated decode steps to time beside the default "
+                                                       "(inductor, cuda-graph, none)")
+    parser.add_argument("--notebook-steps", type=int, default=None, help="steps of the notebook's configuration "
+                                                                         "(default: --steps)")
+    parser.add_argument("--no-grpo", action="store_true", help="leave trl's GRPO out")
     args = parser.parse_args(argv)
+    from core.rl.rollout import FixedShapeSampler
+
+    decoders = tuple(d for d in args.decoders.split(",") if d)
+    unknown = [d for d in decoders if d not in FixedShapeSampler.COMPILERS]
+    if unknown:
+        parser.error(f"unknown decode step {unknown[0]!r}: choose from {', '.join(FixedShapeSampler.COMPILERS)}")
     name = "smoke" if args.smoke else "lite" if args.lite else "cuda"
     if name == "cuda" and not torch.cuda.is_available():
         parser.error("the default benchmark needs CUDA: use --smoke or --lite on a CPU")
     steps = args.steps or (100 if name == "cuda" else 3)
     print(header())
     with tempfile.TemporaryDirectory() as folder:
-        print(table(rows_for(name, steps, Path(folder))))
+        print(table(rows_for(name, steps, Path(folder), decoders, args.notebook_steps, not args.no_grpo)))
     return 0

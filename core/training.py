@@ -192,6 +192,13 @@ def free_accelerator_bytes() -> int | None:
     return max(free, 0)
 
 
+def held_accelerator_bytes() -> int:
+    """What this process has allocated on its GPU now (the loaded model, before training); 0 on a CPU."""
+    import torch
+
+    return torch.cuda.memory_allocated(rank(local=True)) if torch.cuda.is_available() else 0
+
+
 def cpu_threads(cores: int, load: float) -> int:
     """Torch threads for a CPU job: the cores that other processes leave free (load: the 1-minute load average),
     at least one. An OpenMP thread that waits for a busy core stalls every barrier: on this shared 2-core machine

@@ -22,7 +22,9 @@ PREVIEW_COLUMNS = ["prompt", "chosen", "rejected"]
 METHOD_CHOICES = [("DPO", "dpo"), ("ORPO", "orpo"),
                   ("Both: DPO, then ORPO, then scores (the whole comparison)", "both")]
 ADVANCED = ("pairs", "beta", "learning_rate", "lora_r", "max_length", "micro_batch", "precision", "max_steps",
-            "save_steps", "free_prompt")
+            "save_steps", "free_prompt", "gradient_checkpointing")
+CHECKPOINTING_CHOICES = [("auto: off where the peak stays within 20 GiB", "auto"), ("on", "on"),
+                         ("off: faster, more memory", "off")]
 
 
 def _removed_frame(result: align.PreferenceDataResult) -> pd.DataFrame:
@@ -70,8 +72,9 @@ def _configs(profile, method, preset, values: dict) -> list[align.AlignConfig]:
     """One config per method of the run (two for the whole comparison), validated before anything starts."""
     given = dict(zip(ADVANCED, values["advanced"]))
     numbers = {name: (real if name in ("beta", "learning_rate") else whole)(given[name], name.replace("_", " "))
-               for name in ADVANCED if name not in ("precision", "free_prompt")}
+               for name in ADVANCED if name not in ("precision", "free_prompt", "gradient_checkpointing")}
     overrides = dict(numbers, lora_alpha=numbers["lora_r"], precision=given["precision"],
+                     gradient_checkpointing=given["gradient_checkpointing"],
                      free_prompt=given["free_prompt"] or "", similarity=real(values["similarity"], "similarity"),
                      word_limit=whole(values["word_limit"], "word limit"), drop_toxic=bool(values["drop_toxic"]),
                      dataset=_dataset(profile, values["dataset"]))
@@ -149,7 +152,10 @@ def _advanced(profile) -> list:
                        gr.Radio(["4bit", "16bit"], value=cfg.precision, label="precision (GPU; a CPU trains fp32)"),
                        gr.Number(cfg.max_steps, precision=0, label="max steps (-1 = one epoch)"),
                        gr.Number(cfg.save_steps, precision=0, label="checkpoint every (steps)")]
-        fields.append(gr.Textbox(cfg.free_prompt, label="your own prompt, answered after training (optional)"))
+            checkpointing = gr.Radio(CHECKPOINTING_CHOICES, value=cfg.gradient_checkpointing,
+                                     label="gradient checkpointing (GPU: recompute activations to save memory)")
+        fields += [gr.Textbox(cfg.free_prompt, label="your own prompt, answered after training (optional)"),
+                   checkpointing]  # last in the endpoint's arguments, as in ADVANCED
     return fields
 
 
@@ -158,7 +164,8 @@ def build(profile) -> None:
     gr.Markdown("### 2. Train a LoRA adapter\n" + model_line("policy", profile.generator) + " · "
                 + model_line("scored by", profile.reward_model) + "\n\nThe effective batch is 8 pairs per optimizer "
                 "step, as in the notebook; the micro-batch, and whether to recompute activations (gradient "
-                "checkpointing), are picked from the free accelerator memory and written to the run's config.json.")
+                "checkpointing, under Advanced), are picked from the free accelerator memory and written to the "
+                "run's config.json.")
     with gr.Row():
         method = gr.Radio(METHOD_CHOICES, value="dpo", label="method")
         preset = gr.Radio([(p.label, name) for name, p in align.PRESETS.items()], value="quick", label="preset")

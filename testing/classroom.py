@@ -13,9 +13,9 @@ from testing.qrm_like import save_qrm_like
 WORDS = "the answer is forty two apples pencils graphite soup noodle pork step think problem tom buys more".split()
 # A DPO run that ends in seconds on the tiny model (the settings of tests/test_align_tab.py), in the order of the
 # trainer tab's Advanced widgets: pairs, beta, learning rate, LoRA r, max length, micro-batch, precision, max steps,
-# checkpoint every, free prompt.
+# checkpoint every, free prompt, gradient checkpointing.
 TINY_DPO = dict(pairs=8, beta=0.1, learning_rate=1e-3, lora_r=4, max_length=192, micro_batch=1, precision="4bit",
-                max_steps=3, save_steps=1, free_prompt="What is a pencil made of?")
+                max_steps=3, save_steps=1, free_prompt="What is a pencil made of?", gradient_checkpointing="auto")
 
 
 def preference_row(i: int) -> dict:

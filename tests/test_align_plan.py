@@ -7,18 +7,21 @@ from core import align, profiles
 from core import __main__ as core_main
 from core.align import AlignConfig
 from core.align import cli as align_cli
-from core.align.plan import GIB, ModelShape, choose_micro_batch, lora_parameters, training_bytes
+from core.align.plan import AUTO_PEAK, GIB, ModelShape, choose_micro_batch, lora_parameters, training_bytes
 from core.training import cpu_threads
 from core.training import TorchChunkedLogProb
 
 LLAMA_3B = ModelShape(layers=28, hidden=3072, intermediate=8192, kv_hidden=1024, vocab=128256)
 LORA_3B = lora_parameters(LLAMA_3B, 64, align.TARGET_MODULES)
+SMOLLM2 = ModelShape(layers=30, hidden=576, intermediate=1536, kv_hidden=192, vocab=49152)  # the lite generator
 
 
-def _estimate(method, seq_len=1024, unsloth=True):
+def _estimate(method, seq_len=1024, unsloth=True, shape=LLAMA_3B):
+    lora = lora_parameters(shape, 64, align.TARGET_MODULES)
+
     def estimate(micro_batch, recompute=True):
         checkpoints = ("offloaded" if unsloth else "kept") if recompute else "none"
-        return training_bytes(LLAMA_3B, micro_batch, seq_len, method, LORA_3B, checkpoints=checkpoints)
+        return training_bytes(shape, micro_batch, seq_len, method, lora, checkpoints=checkpoints)
     return estimate
 
 
@@ -35,21 +38,38 @@ def test_the_chosen_plan_never_exceeds_the_free_memory(method, free_gib, checkpo
         return
     plan = choose_micro_batch(8, free, estimate, checkpointing)
     assert estimate(plan.micro_batch, plan.checkpointing) <= free and plan.micro_batch * plan.grad_accum == 8
+    if checkpointing == "auto" and not plan.checkpointing:
+        assert estimate(plan.micro_batch, False) <= AUTO_PEAK
     earlier = tried[:tried.index((plan.micro_batch, plan.checkpointing))]
-    assert all(estimate(*option) > free for option in earlier), "a faster plan would have fit"
+    room = {True: free, False: free if checkpointing != "auto" else min(free, AUTO_PEAK)}
+    assert all(estimate(*option) > room[option[1]] for option in earlier), "a faster plan would have fit"
     if checkpointing != "auto":
         assert plan.checkpointing is (checkpointing == "on")
 
 
-def test_auto_checkpointing_drops_recomputation_where_memory_allows_and_keeps_it_on_a_small_card():
+def test_auto_checkpointing_drops_recomputation_only_within_a_24gb_cards_peak():
+    """"auto" leaves checkpointing off only where the whole peak stays within 20 GiB: the lite generator on any
+    GPU, never the 3B ORPO (28.9 GB measured without it), whose default is then the same plan on an H200 as on a
+    24 GB card; "off" lifts the limit."""
+    small = _estimate("orpo", seq_len=500, shape=SMOLLM2)
+    roomy_small = choose_micro_batch(8, 130 * GIB, small, "auto", held_bytes=GIB)
+    assert (roomy_small.micro_batch, roomy_small.checkpointing) == (8, False), roomy_small.reason
+    assert "without gradient checkpointing" in roomy_small.reason
+    crowded = choose_micro_batch(8, 130 * GIB, small, "auto", held_bytes=AUTO_PEAK - small(8, False) + 1)
+    assert (crowded.micro_batch, crowded.checkpointing) == (8, True), "the held bytes count in the peak"
+
     estimate = _estimate("orpo", seq_len=500)
-    roomy = choose_micro_batch(8, 130 * GIB, estimate, "auto")
-    assert (roomy.micro_batch, roomy.checkpointing) == (8, False) and "without gradient checkpointing" in roomy.reason
+    assert estimate(8, False) + 2.4 * GIB > AUTO_PEAK  # the case the limit is for
+    roomy = choose_micro_batch(8, 130 * GIB, estimate, "auto", held_bytes=int(2.4 * GIB))
+    assert (roomy.micro_batch, roomy.checkpointing) == (8, True), roomy.reason
+    assert "over the 20 GiB peak a plan without checkpointing keeps to" in roomy.reason
+    assert choose_micro_batch(8, 130 * GIB, estimate, "off").checkpointing is False
     card = choose_micro_batch(8, 20 * GIB, estimate, "auto")  # a 24 GB card (22.5 GiB) with the 4-bit 3B loaded
     assert (card.micro_batch, card.checkpointing) == (8, True), card.reason
     assert "micro-batch 8 without checkpointing would need" in card.reason
     tight = choose_micro_batch(8, 12 * GIB, estimate, "auto")
     assert (tight.micro_batch, tight.checkpointing) == (4, True) and "with gradient checkpointing" in tight.reason
+    assert "more than is free" in tight.reason
     assert align.plan.options(8, "auto") == [(8, False), (8, True), (4, True), (2, True), (1, True)]
     assert align.plan.options(2, "auto") == [(2, False), (2, True), (1, True)]
     with pytest.raises(ValueError, match="gradient checkpointing must be one of"):
@@ -197,7 +217,7 @@ def test_a_half_written_last_checkpoint_is_skipped_for_the_whole_one_before(tmp_
 
 
 @pytest.mark.parametrize("backend, checkpointing, micro_batch, free_gib, expected", [
-    ("unsloth", "auto", 0, 130, (8, False)),
+    ("unsloth", "auto", 0, 130, (8, True)),  # without checkpointing: over AUTO_PEAK
     ("unsloth", "auto", 0, 20, (8, True)),
     ("unsloth", "on", 0, 130, (8, True)),
     ("unsloth", "off", 0, 20, (4, False)),
@@ -219,6 +239,7 @@ def test_the_job_plans_micro_batch_and_checkpointing_from_the_free_memory(monkey
     align_train = importlib.import_module("core.align.train")  # the package exports its train() under that name
 
     monkeypatch.setattr(align_train, "free_accelerator_bytes", lambda: free_gib * GIB)
+    monkeypatch.setattr(align_train, "held_accelerator_bytes", lambda: int(2.4 * GIB))  # the 4-bit 3B loaded
     device = "cpu" if backend.endswith("-cpu") else "cuda"
     policy = Policy(None, None, backend.removesuffix("-cpu"), "4-bit NF4", None, LLAMA_3B, device)
     cfg = AlignConfig(method="orpo", gradient_checkpointing=checkpointing, micro_batch=micro_batch)

@@ -14,7 +14,7 @@ from tests.test_align_train import pair, write_pairs
 from tests.test_icl_tab import settings as icl_settings
 
 ADVANCED = dict(pairs=8, beta=0.1, learning_rate=1e-3, lora_r=4, max_length=192, micro_batch=1, precision="4bit",
-                max_steps=3, save_steps=1, free_prompt="What is a pencil made of?")
+                max_steps=3, save_steps=1, free_prompt="What is a pencil made of?", gradient_checkpointing="auto")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def wait_until_done(run_id: str, timeout: float = 300) -> jobs.RunInfo:
 
 def test_a_run_from_the_page_trains_draws_curves_and_is_scored(served):
     client = served
-    run_id = start(client)
+    run_id = start(client, gradient_checkpointing="off")
     assert run_id.startswith("dpo-")
     icl_error = None
     try:  # while the job runs, a model event elsewhere is told who holds the accelerator, and until about when
@@ -56,6 +56,8 @@ def test_a_run_from_the_page_trains_draws_curves_and_is_scored(served):
         icl_error = str(exc)
     info = wait_until_done(run_id)
     assert info.status == "finished", info.summary
+    assert info.config["gradient_checkpointing"] == "off" and info.config["checkpointing"] is False, \
+        "the Advanced choice reaches the job; a CPU plan never recomputes"
     assert icl_error is None or "holds the accelerator" in icl_error or "training align/" in icl_error
     polled = client.predict(api_name="/align_poll")  # a fresh page: the newest run is picked
     progress, loss, rewards, accuracy, orpo, rate, grad_norm, table, picker = polled[:9]
@@ -77,6 +79,7 @@ def test_a_run_from_the_page_trains_draws_curves_and_is_scored(served):
     ({"learning_rate": 0}, "learning rate must be > 0"),
     ({"micro_batch": 3}, "micro-batch must be 0"),
     ({"max_steps": 0}, "max steps must be -1"),
+    ({"gradient_checkpointing": "sometimes"}, "sometimes"),
 ])
 def test_bad_settings_are_refused_before_anything_starts(served, changes, message):
     from gradio_client.exceptions import AppError

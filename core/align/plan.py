@@ -86,6 +86,9 @@ def training_bytes(shape: ModelShape, micro_batch: int, seq_len: int, method: st
 # without checkpointing 0.275-0.286 s/step (28.9 GB peak), 8 with it 0.362-0.367 s (13.0 GB), 4 x 2 without it
 # 0.507 s (16.2 GB, under a 22.5 GiB cap). A smaller micro-batch without checkpointing was the slowest of the three,
 # so after the first option every plan checkpoints.
+AUTO_PEAK = 20 * GIB  # "auto" drops checkpointing only when the job's whole peak stays within this: what a 24 GB card
+# (a Space's A10G or L4) gives a job. So the default path is the same plan, with the same peak, on the H200 as on the
+# Space (the 3B ORPO above keeps checkpointing everywhere); "off" trades the memory for the speed on a larger card.
 CHECKPOINTING_CHOICES = ("auto", "on", "off")
 
 
@@ -102,18 +105,25 @@ def options(effective_batch: int, checkpointing: str = "on") -> list[tuple[int, 
 
 
 def choose_micro_batch(effective_batch: int, free_bytes: int, estimate: Callable[..., int],
-                       checkpointing: str = "on") -> BatchPlan:
-    """The first of `options` whose estimate(micro_batch, checkpointing) fits in `free_bytes`; gradient accumulation
-    makes up the rest of the effective batch. Raises ValueError when not even one pair fits."""
+                       checkpointing: str = "on", held_bytes: int = 0) -> BatchPlan:
+    """The first of `options` whose estimate(micro_batch, checkpointing) fits in `free_bytes`; under "auto" a plan
+    without checkpointing must also keep the peak (`held_bytes`, what the job holds already, the loaded model, plus
+    the estimate) within AUTO_PEAK. Gradient accumulation makes up the rest of the effective batch. Raises
+    ValueError when not even one pair fits."""
     tried = options(effective_batch, checkpointing)
+    room = {True: free_bytes, False: free_bytes if checkpointing != "auto" else
+            min(free_bytes, AUTO_PEAK - held_bytes)}  # recompute -> the bytes its plans may take
     for i, (m, recompute) in enumerate(tried):
         need = estimate(m, recompute)
-        if need <= free_bytes:
+        if need <= room[recompute]:
             why = ""
             if i:
                 bm, bc = tried[i - 1]
+                past = (f"over the {AUTO_PEAK / GIB:.0f} GiB peak a plan without checkpointing keeps to (a 24 GB "
+                        "card; gradient checkpointing 'off' lifts it)" if estimate(bm, bc) <= free_bytes
+                        else "more than is free")
                 why = (f"micro-batch {bm}{'' if bc else ' without checkpointing'} would need "
-                       f"~{estimate(bm, bc) / GIB:.1f} GiB; ")
+                       f"~{estimate(bm, bc) / GIB:.1f} GiB, {past}; ")
             how = "with gradient checkpointing" if recompute else "without gradient checkpointing"
             return BatchPlan(m, effective_batch // m, f"{why}micro-batch {m} {how} needs ~{need / GIB:.1f} GiB of "
                                                       f"the {free_bytes / GIB:.1f} GiB free on the accelerator",

@@ -15,12 +15,13 @@ from core.align.data import prepare
 from core.align.meter import TokenCounter, throughput_callback
 from core.align.model import (ADAPTER_DIR, Policy, attach_unsloth_lora, check_base_model, last_checkpoint,
                               load_policy, read_checkpoint)
-from core.align.plan import (BatchPlan, choose_micro_batch, cpu_plan, lora_parameters,
+from core.align.plan import (AUTO_PEAK, BatchPlan, choose_micro_batch, cpu_plan, lora_parameters,
                              share_per_process, steps_per_run, training_bytes)
 from core.jobs import RunRecorder, world_size
 from core.runs import publish_folder, write_json
-from core.training import (apply_memory_cap, free_accelerator_bytes, rank_record_callback, recorder_callback,
-                           set_cpu_threads, smallest_across_processes, summed_over_processes, use_cpu_lm_head)
+from core.training import (apply_memory_cap, free_accelerator_bytes, held_accelerator_bytes, rank_record_callback,
+                           recorder_callback, set_cpu_threads, smallest_across_processes, summed_over_processes,
+                           use_cpu_lm_head)
 
 MIN_ANSWER_TOKENS = 16  # a pair whose prompt leaves fewer than this many tokens of max_length teaches nothing
 SPECIAL_TOKENS = 2  # the bos/eos the trainers may add around a pair
@@ -83,10 +84,11 @@ def fit_to_length(dataset, subset, tokenizer, max_length: int):
 
 def plan_batches(cfg: AlignConfig, policy: Policy, seq_len: int, processes: int = 1) -> BatchPlan:
     """The config's micro-batch when set; on a CPU a fixed short one; on CUDA the fastest plan (micro-batch, and
-    whether to checkpoint) that fits in the free accelerator memory measured now (the base model is loaded, so its
-    weights are already taken; unsloth's adapter, added after the plan, is counted here). With several processes
-    each plans its share of the effective batch, and they agree on the smallest micro-batch any of them can take
-    (different ones would mean different numbers of gradient all-reduces: a hang)."""
+    whether to checkpoint) that fits in the free accelerator memory measured now (the base model is loaded: its
+    weights are already taken, and count in the AUTO_PEAK that "auto" holds a plan without checkpointing to;
+    unsloth's adapter, added after the plan, is counted here). With several processes each plans its share of the
+    effective batch, and they agree on the smallest micro-batch any of them can take (different ones would mean
+    different numbers of gradient all-reduces: a hang)."""
     share = share_per_process(cfg.effective_batch, processes)
     unsloth = policy.backend == "unsloth"
     # auto checkpointing: unsloth decides by memory; plain transformers keeps the notebook's checkpointing
@@ -105,13 +107,13 @@ def plan_batches(cfg: AlignConfig, policy: Policy, seq_len: int, processes: int 
         checkpoints = ("offloaded" if unsloth else "kept") if recompute else "none"
         return adapter + training_bytes(policy.shape, micro_batch, seq_len, cfg.method, lora,
                                         eight_bit_optim=eight_bit, checkpoints=checkpoints)
-    free = free_accelerator_bytes()
+    free, held = free_accelerator_bytes(), held_accelerator_bytes()
     if cfg.micro_batch:
-        recompute = checkpointing == "on" or (checkpointing == "auto"
-                                              and estimate(cfg.micro_batch, False) > free)
+        recompute = checkpointing == "on" or (checkpointing == "auto" and estimate(cfg.micro_batch, False)
+                                              > min(free, AUTO_PEAK - held))
         return BatchPlan(cfg.micro_batch, share // cfg.micro_batch, "set in the config"
                          + ("" if recompute else ", without gradient checkpointing"), recompute)
-    plan = choose_micro_batch(share, free, estimate, checkpointing)
+    plan = choose_micro_batch(share, free, estimate, checkpointing, held)
     agreed = smallest_across_processes(plan.micro_batch)
     if agreed == plan.micro_batch:
         return plan

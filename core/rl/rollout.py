@@ -1,6 +1,6 @@
 """Rollouts: left-padded prompts, sampled (or greedy) responses cut after their first EOS, and the mask of the
 real response tokens that every PPO quantity is averaged over. Two samplers with the same output: `sample`
-(transformers' generate) and `FixedShapeSampler` (a static KV cache and one compiled decode step, for CUDA)."""
+(transformers' generate) and `FixedShapeSampler` (a static KV cache and one recorded decode step, for CUDA)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,8 +73,8 @@ def sample(model, tokenizer, query: torch.Tensor, query_mask: torch.Tensor, max_
 
 class FixedShapeSampler:
     """Pure sampling (or greedy at temperature 0) with a static KV cache of `capacity` tokens and a decode step whose
-    inputs have the same shapes at every token, compiled once (CUDA graphs through torch.compile's
-    "reduce-overhead") and replayed for every token of every rollout.
+    inputs have the same shapes at every token, so that it can be recorded once and replayed for every token of
+    every rollout.
 
     Why not generate(cache_implementation="static"), which compiles the decode step too: generate grows the attention
     mask by one column per token, so the compiled step sees a new shape at each of the 128 tokens (a second,
@@ -83,34 +83,51 @@ class FixedShapeSampler:
     place, so there is one graph. Measured on the H200 (bench/RESULTS.md, GPT-2 small, batch 4, 512 + 128 tokens): a
     PPO step took 0.452 s with generate (0.292 s of it the rollout), 0.334-0.371 s with this sampler. The output
     matches generate's: tests/test_rl_rollout.py compares them token for token (greedy, and sampling with the same
-    seed)."""
+    seed).
+
+    How the step is recorded (`compiler`):
+    - "inductor": torch.compile(mode="reduce-overhead"): fused kernels in a CUDA graph; the first rollout compiles
+      (16.9-18.0 s of the first PPO step on the H200).
+    - "cuda-graph": the model's own kernels recorded as they run, with torch.cuda.CUDAGraph (DecodeStep): no
+      compiler, so the first rollout only records (one eager token, then the capture).
+    - "none": eager, every token launched from Python (a CPU).
+    torch.compile's own "cudagraphs" backend is not offered: it took 0.685 s per PPO step on the H200 against
+    inductor's 0.371 (it replays nothing when its inputs are mutated, and the static cache is)."""
 
     STOP_CHECK_EVERY = 16  # tokens between the one host sync that asks whether every row has reached EOS
 
-    COMPILERS = ("inductor", "cudagraphs", "none")
+    COMPILERS = ("inductor", "cuda-graph", "none")
 
     def __init__(self, model, capacity: int, compiler: str = "inductor"):
-        """compiler: "inductor" (fused kernels in a CUDA graph; a long first compile), "cudagraphs" (the model's
-        own kernels recorded in a CUDA graph; a short one), or "none" (eager, for a CPU)."""
         if compiler not in self.COMPILERS:
             raise ValueError(f"decode compiler must be one of {', '.join(self.COMPILERS)}, got {compiler!r}")
-        self.model, self.capacity, self.compile = model, capacity, compiler != "none"
-        self.cache, self.cache_batch = None, None
-        self.step = {"inductor": lambda f: torch.compile(f, mode="reduce-overhead"),
-                     "cudagraphs": lambda f: torch.compile(f, backend="cudagraphs"),
-                     "none": lambda f: f}[compiler](model.forward)
+        self.model, self.capacity, self.compiler = model, capacity, compiler
+        self.cache, self.cache_batch, self.mask, self.step = None, None, None, None
+        self.compiled = torch.compile(model.forward, mode="reduce-overhead") if compiler == "inductor" else None
 
-    def _fresh_cache(self, batch: int, needed: int):
+    def _fresh_cache(self, batch: int, needed: int, device):
         """The cache, emptied in place (its tensors keep their addresses, so the recorded graph stays valid); a new
-        one only for a new batch size or a longer prompt than it holds."""
+        one, with a new mask and decode step, only for a new batch size or a longer prompt than it holds."""
         from transformers import StaticCache
 
         if self.cache is None or self.cache_batch != batch or needed > self.capacity:
             self.capacity = max(self.capacity, needed)
             self.cache, self.cache_batch = StaticCache(config=self.model.config, max_cache_len=self.capacity), batch
+            self.mask = torch.zeros(batch, self.capacity, dtype=torch.long, device=device)
+            if self.compiler != "inductor":
+                self.step = DecodeStep(self.model, self.cache, self.mask, record=self.compiler == "cuda-graph")
         else:
             self.cache.reset()
+            self.mask.zero_()
         return self.cache
+
+    def _decode(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Logits [B,V] of the next token after `token` [B] at `position` [B,1]; the mask already covers it."""
+        if self.compiled is None:
+            return self.step(token, position)
+        torch.compiler.cudagraph_mark_step_begin()  # the last replay's outputs are consumed: reuse them
+        return self.compiled(input_ids=token[:, None], attention_mask=self.mask, position_ids=position,
+                             past_key_values=self.cache, use_cache=True).logits[:, -1]
 
     @torch.no_grad()
     def __call__(self, tokenizer, query: torch.Tensor, query_mask: torch.Tensor, max_new_tokens: int,
@@ -118,12 +135,12 @@ class FixedShapeSampler:
         from core.rl.policy import position_ids
 
         batch, prompt_len = query.shape
-        cache = self._fresh_cache(batch, prompt_len + max_new_tokens)
-        mask = query_mask.new_zeros(batch, self.capacity)
+        cache = self._fresh_cache(batch, prompt_len + max_new_tokens, query.device)
+        mask = self.mask
         mask[:, :prompt_len] = query_mask
         positions = position_ids(query_mask)
         out = self.model(input_ids=query, attention_mask=mask[:, :prompt_len], position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)  # the prefill, not compiled
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)  # the prefill, not recorded
         logits, next_position = out.logits[:, -1].float(), positions[:, -1:] + 1
         tokens = query.new_full((batch, max_new_tokens), tokenizer.pad_token_id)
         done = torch.zeros(batch, dtype=torch.bool, device=query.device)
@@ -136,12 +153,65 @@ class FixedShapeSampler:
                 made = t + 1
                 break
             mask[:, prompt_len + t] = 1
-            if self.compile:
-                torch.compiler.cudagraph_mark_step_begin()  # the last replay's outputs are consumed: reuse them
-            out = self.step(input_ids=token[:, None], attention_mask=mask, position_ids=next_position + t,
-                            past_key_values=cache, use_cache=True)
-            logits = out.logits[:, -1].float()
+            logits = self._decode(token, next_position + t).float()
         return make_rollout(tokenizer, query, query_mask, tokens[:, :made])
+
+
+class DecodeStep:
+    """One decode token through the model, its inputs in fixed buffers (token [B,1], position [B,1], the sampler's
+    mask [B,capacity] and static cache), so that on CUDA it can be recorded once with torch.cuda.CUDAGraph and
+    replayed: every kernel of the step launched by one call, none from Python. Written by hand because torch offers
+    the recording (torch.cuda.graph) but nothing that records a model step whose inputs are mutated in place (the
+    KV cache), and transformers' generate records none.
+
+    What makes the step recordable: it reads nothing back to the host. The cache's write position is a GPU counter
+    (StaticLayer.cumulative_length), advanced in place by each replay, and transformers builds a decode token's mask
+    without asking the GPU anything (the prefill, which is not recorded, does ask: whether any row is padded).
+    tests/test_rl_rollout.py checks on the CPU that the step makes no host read, and on CUDA that replays give the
+    eager step's tokens."""
+
+    def __init__(self, model, cache, mask: torch.Tensor, record: bool):
+        self.model, self.cache, self.mask, self.record = model, cache, mask, record
+        self.token = mask.new_zeros(mask.shape[0], 1)
+        self.position = mask.new_zeros(mask.shape[0], 1)
+        self.graph, self.logits = None, None
+
+    def forward(self) -> torch.Tensor:
+        """Logits [B,V] of the token in the buffers (the step as recorded)."""
+        return self.model(input_ids=self.token, attention_mask=self.mask, position_ids=self.position,
+                          past_key_values=self.cache, use_cache=True).logits[:, -1]
+
+    def __call__(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        self.token.copy_(token[:, None])
+        self.position.copy_(position)
+        if not self.record:
+            return self.forward()
+        if self.graph is None:
+            self._capture()
+        self.graph.replay()
+        return self.logits
+
+    def warm_up(self) -> None:
+        """One eager step (it initialises cuBLAS and any lazy state before recording), then the cache's write
+        positions put back, so that the recorded step writes the same token's keys and values again."""
+        lengths = [layer.cumulative_length.clone() for layer in self.cache.layers]
+        self.forward()
+        for layer, length in zip(self.cache.layers, lengths):
+            layer.cumulative_length.copy_(length)
+
+    def _capture(self) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self.warm_up()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        # autocast's cache of cast weights would be freed after recording while the graph still reads it
+        autocast = torch.is_autocast_enabled("cuda")
+        dtype = torch.get_autocast_dtype("cuda")
+        with torch.autocast("cuda", dtype=dtype, enabled=autocast, cache_enabled=False), \
+                torch.cuda.graph(self.graph):
+            self.logits = self.forward()
 
 
 def pick_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
