@@ -76,11 +76,12 @@ def test_auto_checkpointing_drops_recomputation_only_within_a_24gb_cards_peak():
         align.plan.options(8, "sometimes")
 
 
-ESTIMATES = [  # (method, checkpoints, micro-batch, measured peak GB on an H200, why)
+ESTIMATES = [  # (method, checkpoints, micro-batch, measured peak GiB allocated on an H200, why)
     ("dpo", "offloaded", 8, 4.38, "unsloth, micro-batch 8 (shared/gpu/README.md)"),
     ("orpo", "offloaded", 8, 13.0, "unsloth ORPO materialises the logits (bench/RESULTS.md)"),
     ("orpo", "none", 8, 28.86, "unsloth ORPO without checkpointing, micro-batch 8 (H200, 2026-12-01)"),
     ("orpo", "none", 4, 16.20, "unsloth ORPO without checkpointing, micro-batch 4 x 2"),
+    ("dpo", "none", 8, 19.92, "unsloth DPO without checkpointing, micro-batch 8 (H200, 2026-12-01 19:3x UTC)"),
     ("dpo", "kept", 2, 5.00, "plain transformers + bnb + peft, the notebook's 2 x 4"),
     ("orpo", "kept", 2, 7.64, "plain ORPO, 2 x 4"),
 ]

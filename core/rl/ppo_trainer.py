@@ -57,7 +57,7 @@ class PpoTrainer:
         set_seed(cfg.seed)
         self.policy = build_policy(cfg.policy, cfg.lora, cfg.lora_r, cfg.lora_alpha, checkpoint)
         self.static_cache = cuda and cfg.static_cache and static_cache_fits(self.policy.module.lm.config, cfg.bf16)
-        # on CUDA with a static cache: one compiled decode step of fixed shapes (core.rl.rollout says why)
+        # on CUDA with a static cache: one decode step of fixed shapes, recorded once (core.rl.rollout says why)
         self.sampler = (FixedShapeSampler(self.policy.module.lm, cfg.max_prompt_tokens + cfg.max_new_tokens,
                                           cfg.decode_compiler) if self.static_cache else None)
         self.rows = with_prompts(self.policy.tokenizer, rows, cfg.max_prompt_tokens)

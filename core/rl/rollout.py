@@ -80,25 +80,26 @@ class FixedShapeSampler:
     mask by one column per token, so the compiled step sees a new shape at each of the 128 tokens (a second,
     dynamic-shape compile, and a CUDA graph recorded per length), and runs its logits processors and stopping
     criteria around it. Here the mask is allocated at the cache's full length (future positions 0) and filled in
-    place, so there is one graph. Measured on the H200 (bench/RESULTS.md, GPT-2 small, batch 4, 512 + 128 tokens): a
-    PPO step took 0.452 s with generate (0.292 s of it the rollout), 0.334-0.371 s with this sampler. The output
-    matches generate's: tests/test_rl_rollout.py compares them token for token (greedy, and sampling with the same
-    seed).
+    place, so there is one graph. The output matches generate's: tests/test_rl_rollout.py compares them token for
+    token (greedy, and sampling with the same seed).
 
-    How the step is recorded (`compiler`):
-    - "inductor": torch.compile(mode="reduce-overhead"): fused kernels in a CUDA graph; the first rollout compiles
-      (16.9-18.0 s of the first PPO step on the H200).
-    - "cuda-graph": the model's own kernels recorded as they run, with torch.cuda.CUDAGraph (DecodeStep): no
-      compiler, so the first rollout only records (one eager token, then the capture).
+    How the step is recorded (`compiler`), measured on the H200 (bench/RESULTS.md, GPT-2 small, batch 4, 512 + 128
+    tokens, 100 PPO steps; generate with a static cache took 0.452 s per step):
+    - "cuda-graph" (the default): the model's own kernels recorded as they run, with torch.cuda.CUDAGraph
+      (DecodeStep): no compiler, so the first rollout only records. 0.424-0.439 s per step, first step 0.5-2.8 s,
+      43.4-44.6 s for 100 steps.
+    - "inductor": torch.compile(mode="reduce-overhead"), fused kernels in a CUDA graph: 0.369-0.382 s per step, but
+      the first rollout compiles: 21.9 s on a fresh machine (60.8 s for 100 steps), 5.7 s once torch's compile
+      cache under /tmp holds the step (43.6 s).
     - "none": eager, every token launched from Python (a CPU).
-    torch.compile's own "cudagraphs" backend is not offered: it took 0.685 s per PPO step on the H200 against
-    inductor's 0.371 (it replays nothing when its inputs are mutated, and the static cache is)."""
+    torch.compile's own "cudagraphs" backend is not offered: 0.685 s per step, slower than both (first step 10.5 s).
+    The default is "cuda-graph" because every fresh Space container and every new machine starts cold."""
 
     STOP_CHECK_EVERY = 16  # tokens between the one host sync that asks whether every row has reached EOS
 
     COMPILERS = ("inductor", "cuda-graph", "none")
 
-    def __init__(self, model, capacity: int, compiler: str = "inductor"):
+    def __init__(self, model, capacity: int, compiler: str = "cuda-graph"):
         if compiler not in self.COMPILERS:
             raise ValueError(f"decode compiler must be one of {', '.join(self.COMPILERS)}, got {compiler!r}")
         self.model, self.capacity, self.compiler = model, capacity, compiler
@@ -160,9 +161,10 @@ class FixedShapeSampler:
 class DecodeStep:
     """One decode token through the model, its inputs in fixed buffers (token [B,1], position [B,1], the sampler's
     mask [B,capacity] and static cache), so that on CUDA it can be recorded once with torch.cuda.CUDAGraph and
-    replayed: every kernel of the step launched by one call, none from Python. Written by hand because torch offers
-    the recording (torch.cuda.graph) but nothing that records a model step whose inputs are mutated in place (the
-    KV cache), and transformers' generate records none.
+    replayed: every kernel of the step launched by one call, none from Python. The buffers, warm-up and recording
+    are written here because torch's wrapper, make_graphed_callables, records forward and backward passes of
+    autograd inputs, not a no-grad step that writes a cache in place, and transformers' generate compiles its step
+    rather than recording it.
 
     What makes the step recordable: it reads nothing back to the host. The cache's write position is a GPU counter
     (StaticLayer.cumulative_length), advanced in place by each replay, and transformers builds a decode token's mask

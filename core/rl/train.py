@@ -59,7 +59,7 @@ class RlConfig:
     samples_per_step: int = 2  # lines per step in samples.jsonl
     bf16: bool = True  # CUDA only: bf16 autocast; a CPU always runs fp32
     static_cache: bool = True  # CUDA only: a static KV cache for generation
-    decode_compiler: str = "inductor"  # CUDA, static cache: how the PPO rollout's decode step is compiled (rollout.py)
+    decode_compiler: str = "cuda-graph"  # CUDA, static cache: how PPO's rollout decode step is recorded (rollout.py)
 
     def __post_init__(self):
         for name, value, choices in (("algo", self.algo, ALGOS), ("kl", self.kl, ("adaptive", "fixed")),
