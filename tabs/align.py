@@ -23,8 +23,6 @@ METHOD_CHOICES = [("DPO", "dpo"), ("ORPO", "orpo"),
                   ("Both: DPO, then ORPO, then scores (the whole comparison)", "both")]
 ADVANCED = ("pairs", "beta", "learning_rate", "lora_r", "max_length", "micro_batch", "precision", "max_steps",
             "save_steps", "free_prompt", "gradient_checkpointing")
-CHECKPOINTING_CHOICES = [("auto: off where the peak stays within 20 GiB", "auto"), ("on", "on"),
-                         ("off: faster, more memory", "off")]
 
 
 def _removed_frame(result: align.PreferenceDataResult) -> pd.DataFrame:
@@ -152,8 +150,10 @@ def _advanced(profile) -> list:
                        gr.Radio(["4bit", "16bit"], value=cfg.precision, label="precision (GPU; a CPU trains fp32)"),
                        gr.Number(cfg.max_steps, precision=0, label="max steps (-1 = one epoch)"),
                        gr.Number(cfg.save_steps, precision=0, label="checkpoint every (steps)")]
-            checkpointing = gr.Radio(CHECKPOINTING_CHOICES, value=cfg.gradient_checkpointing,
-                                     label="gradient checkpointing (GPU: recompute activations to save memory)")
+            checkpointing = gr.Radio(list(align.CHECKPOINTING_CHOICES), value=cfg.gradient_checkpointing,
+                                     label="gradient checkpointing (GPU)",
+                                     info="recompute activations to save memory; auto: off only where the peak "
+                                          "stays within 20 GiB; off: faster, more memory")
         fields += [gr.Textbox(cfg.free_prompt, label="your own prompt, answered after training (optional)"),
                    checkpointing]  # last in the endpoint's arguments, as in ADVANCED
     return fields

@@ -12,10 +12,11 @@ from core.align.data import (RULES, TOXIC_SOURCE, PreferenceDataConfig, Preferen
                              filter_pairs, format_for_training, format_pair, prepare, prompt_messages, removal_reason,
                              select_subset)
 from core.align.model import load_adapter_model
-from core.align.plan import BatchPlan, ModelShape, choose_micro_batch, training_bytes
+from core.align.plan import CHECKPOINTING_CHOICES, BatchPlan, ModelShape, choose_micro_batch, training_bytes
 from core.align.train import train
 
-__all__ = ["METHODS", "PRESETS", "TARGET_MODULES", "AlignConfig", "BatchPlan", "ModelShape", "Preset", "RULES",
+__all__ = ["CHECKPOINTING_CHOICES", "METHODS", "PRESETS", "TARGET_MODULES", "AlignConfig", "BatchPlan", "ModelShape",
+           "Preset", "RULES",
            "TOXIC_SOURCE", "PreferenceDataConfig", "PreferenceDataResult", "answer_text", "choose_micro_batch",
            "data_config", "filter_pairs", "format_for_training", "format_pair", "load_adapter_model",
            "preset_config", "prepare", "prompt_messages", "removal_reason", "select_subset", "train",
