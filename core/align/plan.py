@@ -105,18 +105,22 @@ def options(effective_batch: int, checkpointing: str = "on") -> list[tuple[int, 
     return [(sizes[0], False)] + [(m, True) for m in sizes]
 
 
+def room(free_bytes: int, held_bytes: int, checkpointing: str, recompute: bool) -> int:
+    """The bytes a plan may take: the free memory; under "auto" a plan without checkpointing must also keep the
+    peak (`held_bytes`, what the job holds already, the loaded model, plus its estimate) within AUTO_PEAK."""
+    if checkpointing == "auto" and not recompute:
+        return min(free_bytes, AUTO_PEAK - held_bytes)
+    return free_bytes
+
+
 def choose_micro_batch(effective_batch: int, free_bytes: int, estimate: Callable[..., int],
                        checkpointing: str = "on", held_bytes: int = 0) -> BatchPlan:
-    """The first of `options` whose estimate(micro_batch, checkpointing) fits in `free_bytes`; under "auto" a plan
-    without checkpointing must also keep the peak (`held_bytes`, what the job holds already, the loaded model, plus
-    the estimate) within AUTO_PEAK. Gradient accumulation makes up the rest of the effective batch. Raises
-    ValueError when not even one pair fits."""
+    """The first of `options` whose estimate(micro_batch, checkpointing) fits in its `room`; gradient accumulation
+    makes up the rest of the effective batch. Raises ValueError when not even one pair fits."""
     tried = options(effective_batch, checkpointing)
-    room = {True: free_bytes, False: free_bytes if checkpointing != "auto" else
-            min(free_bytes, AUTO_PEAK - held_bytes)}  # recompute -> the bytes its plans may take
     for i, (m, recompute) in enumerate(tried):
         need = estimate(m, recompute)
-        if need <= room[recompute]:
+        if need <= room(free_bytes, held_bytes, checkpointing, recompute):
             why = ""
             if i:
                 bm, bc = tried[i - 1]

@@ -15,8 +15,8 @@ from core.align.data import prepare
 from core.align.meter import TokenCounter, throughput_callback
 from core.align.model import (ADAPTER_DIR, Policy, attach_unsloth_lora, check_base_model, last_checkpoint,
                               load_policy, read_checkpoint)
-from core.align.plan import (AUTO_PEAK, BatchPlan, choose_micro_batch, cpu_plan, lora_parameters,
-                             share_per_process, steps_per_run, training_bytes)
+from core.align.plan import (BatchPlan, choose_micro_batch, cpu_plan, lora_parameters, room, share_per_process,
+                             steps_per_run, training_bytes)
 from core.jobs import RunRecorder, world_size
 from core.runs import publish_folder, write_json
 from core.training import (apply_memory_cap, free_accelerator_bytes, held_accelerator_bytes, rank_record_callback,
@@ -85,7 +85,7 @@ def fit_to_length(dataset, subset, tokenizer, max_length: int):
 def plan_batches(cfg: AlignConfig, policy: Policy, seq_len: int, processes: int = 1) -> BatchPlan:
     """The config's micro-batch when set; on a CPU a fixed short one; on CUDA the fastest plan (micro-batch, and
     whether to checkpoint) that fits in the free accelerator memory measured now (the base model is loaded: its
-    weights are already taken, and count in the AUTO_PEAK that "auto" holds a plan without checkpointing to;
+    weights are already taken, and count in the peak that "auto" holds a plan without checkpointing to: `room`;
     unsloth's adapter, added after the plan, is counted here). With several processes each plans its share of the
     effective batch, and they agree on the smallest micro-batch any of them can take (different ones would mean
     different numbers of gradient all-reduces: a hang)."""
@@ -110,7 +110,7 @@ def plan_batches(cfg: AlignConfig, policy: Policy, seq_len: int, processes: int 
     free, held = free_accelerator_bytes(), held_accelerator_bytes()
     if cfg.micro_batch:
         recompute = checkpointing == "on" or (checkpointing == "auto" and estimate(cfg.micro_batch, False)
-                                              > min(free, AUTO_PEAK - held))
+                                              > room(free, held, checkpointing, False))
         return BatchPlan(cfg.micro_batch, share // cfg.micro_batch, "set in the config"
                          + ("" if recompute else ", without gradient checkpointing"), recompute)
     plan = choose_micro_batch(share, free, estimate, checkpointing, held)
