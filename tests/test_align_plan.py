@@ -252,6 +252,24 @@ def test_the_job_plans_micro_batch_and_checkpointing_from_the_free_memory(monkey
         assert args["gradient_checkpointing"] is plan.checkpointing
 
 
+@pytest.mark.parametrize("checkpointing, expected", [("auto", True), ("on", True), ("off", False)])
+def test_processes_agreeing_on_a_smaller_micro_batch_keep_the_checkpointing_choice(monkeypatch, checkpointing,
+                                                                                   expected):
+    """Under accelerate every process takes the smallest micro-batch any of them planned; "off" stays off there."""
+    import importlib
+
+    from core.align.model import Policy
+
+    align_train = importlib.import_module("core.align.train")
+    monkeypatch.setattr(align_train, "free_accelerator_bytes", lambda: 130 * GIB)
+    monkeypatch.setattr(align_train, "held_accelerator_bytes", lambda: int(2.4 * GIB))
+    monkeypatch.setattr(align_train, "smallest_across_processes", lambda value: 2)  # another process had less room
+    policy = Policy(None, None, "unsloth", "4-bit NF4", None, LLAMA_3B, "cuda")
+    plan = align_train.plan_batches(AlignConfig(method="orpo", gradient_checkpointing=checkpointing), policy, 500)
+    assert (plan.micro_batch, plan.grad_accum, plan.checkpointing) == (2, 4, expected), plan.reason
+    assert "what the process with the least free memory can take" in plan.reason
+
+
 def test_an_unknown_checkpointing_choice_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="unknown gradient_checkpointing 'sometimes': choose one of auto, on, off"):
         AlignConfig(gradient_checkpointing="sometimes")

@@ -117,8 +117,9 @@ def plan_batches(cfg: AlignConfig, policy: Policy, seq_len: int, processes: int 
     agreed = smallest_across_processes(plan.micro_batch)
     if agreed == plan.micro_batch:
         return plan
+    # a smaller micro-batch than this process's first choice: "auto" checkpoints there (options), "off" never does
     return BatchPlan(agreed, share // agreed, f"micro-batch {agreed}: what the process with the least free memory "
-                                              f"can take (this one: {plan.reason})", True)
+                                              f"can take (this one: {plan.reason})", checkpointing != "off")
 
 
 def resolve_optim(cfg: AlignConfig, policy: Policy) -> str:
