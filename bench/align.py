@@ -32,7 +32,8 @@ from bench.icl import LLAMA_3B, SMOKE, save_random_llama
 
 REPO = Path(__file__).resolve().parent.parent
 SHAPES = {"gpu": (LLAMA_3B, 120, 380), "smoke": (SMOKE, 12, 38)}  # model shape, prompt words, answer words
-# (label, extra CLI flags, extra environment): the project's default path, then the notebook's plain stack
+# (label, extra CLI flags, extra environment): the project's default path, the notebook's plain stack, and the
+# default with gradient checkpointing off
 PLAIN = ("plain transformers + bnb + peft + trl, 2 x 4", ["--no-unsloth", "--micro-batch", "2"],
          {"ALAB_NO_UNSLOTH": "1"})  # the baseline each default is compared with
 PATHS = [("project default (auto plan)", [], {}), PLAIN,
