@@ -11,6 +11,7 @@ from pathlib import Path
 from core import profiles
 from core.jobs import launch_warning, rank
 from core.runs import new_run_dir, write_json
+from core.training import hold_memory_as_card
 
 # job -> the package whose cli.py exposes add_arguments(parser) and main(args, profile) -> (table, payload)
 JOBS = {name: f"core.{name}.cli" for name in ("icl", "reward", "rag", "align", "rl")}
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     job = next((a for a in argv if a in JOBS), None)
+    hold_memory_as_card()  # ALAB_FREE_GIB: run as on a smaller card
     args = build_parser(job).parse_args(argv)
     if launch_warning():
         logging.getLogger("core").warning(launch_warning())

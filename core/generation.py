@@ -1,6 +1,7 @@
 """Batched chat generation for any loaded LanguageModel: chat template applied, left padding, prompts sorted by
 length so each batch pads little, results returned in the caller's order. One call = one pass over all prompts.
-The batch size is chosen from free accelerator memory unless set, and halves on an out-of-memory error."""
+The batch size is chosen from free accelerator memory unless set, and halves when the accelerator runs out of memory
+(an out-of-memory error, or an attention kernel that could not get its workspace)."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from core.runs import RunControl
+from core.training import free_accelerator_bytes
 
 log = logging.getLogger(__name__)
 AUTO = 0  # batch_size 0: the largest batch that fits the free accelerator memory (16 on a CPU)
@@ -96,17 +98,24 @@ def kv_bytes_per_token(config, dtype_bytes: int = 2) -> int:
     return 2 * text.num_hidden_layers * kv_heads * head_dim * dtype_bytes
 
 
-def auto_batch_size(config, prompt_tokens: int, max_new_tokens: int, n_prompts: int, free_bytes: int | None) -> int:
-    """The largest batch whose generation fits MEMORY_SHARE of the free accelerator memory for the longest prompt:
-    per sequence the KV cache of prompt + answer, the prefill's activations (hidden and MLP widths per prompt token)
-    and fp32 logits over the vocabulary. On a CPU (free_bytes None): CPU_BATCH."""
-    if free_bytes is None:
-        return max(1, min(CPU_BATCH, n_prompts))
+def sequence_bytes(config, prompt_tokens: int, max_new_tokens: int) -> int:
+    """Accelerator bytes one sequence of a generation pass needs at its peak: the KV cache of prompt + answer (it
+    grows to that over the whole generation), the prefill's activations (hidden and MLP widths per prompt token),
+    the prefill's attention scores of one layer in fp32 (heads x prompt x prompt: what the attention kernels'
+    workspace or the math fallback takes) and fp32 logits over the vocabulary."""
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     activations = 2 * (4 * text.hidden_size + 2 * getattr(text, "intermediate_size", 4 * text.hidden_size))
-    per_sequence = ((prompt_tokens + max_new_tokens) * kv_bytes_per_token(config) + prompt_tokens * activations
-                    + 4 * 2 * text.vocab_size)
-    fits = int(free_bytes * MEMORY_SHARE // per_sequence)
+    attention = 4 * getattr(text, "num_attention_heads", 1) * prompt_tokens ** 2
+    return ((prompt_tokens + max_new_tokens) * kv_bytes_per_token(config) + prompt_tokens * activations + attention
+            + 4 * 2 * text.vocab_size)
+
+
+def auto_batch_size(config, prompt_tokens: int, max_new_tokens: int, n_prompts: int, free_bytes: int | None) -> int:
+    """The largest batch whose generation fits MEMORY_SHARE of the free accelerator memory, each sequence as long as
+    the longest prompt (sequence_bytes). On a CPU (free_bytes None): CPU_BATCH."""
+    if free_bytes is None:
+        return max(1, min(CPU_BATCH, n_prompts))
+    fits = int(free_bytes * MEMORY_SHARE // sequence_bytes(config, prompt_tokens, max_new_tokens))
     return max(1, min(fits, n_prompts, MAX_BATCH))
 
 
@@ -126,15 +135,26 @@ def chat_text(tokenizer, prompt: str | list[dict]) -> str:
 
 
 def _free_bytes(lm) -> int | None:
-    import torch
-
-    if lm.device != "cuda" or not torch.cuda.is_available():
+    """Free accelerator memory for the model's pass (within ALAB_GPU_MEMORY_GIB when set); None on a CPU."""
+    if lm.device != "cuda":
         return None
-    return torch.cuda.mem_get_info()[0]
+    return free_accelerator_bytes()
+
+
+# What a kernel says when it could not get the memory it needed without raising torch's OutOfMemoryError: cuDNN's
+# attention (`mha_graph.execute(...).is_good()`, seen in unsloth's scaled_dot_product_attention on a 24 GB card),
+# cuDNN and cuBLAS allocation statuses.
+MEMORY_FAILURES = ("out of memory", "mha_graph.execute", "cudnn_status_alloc_failed", "cublas_status_alloc_failed")
 
 
 def is_oom(exc: BaseException) -> bool:
-    return "OutOfMemory" in type(exc).__name__ or "out of memory" in str(exc).lower()
+    """Whether `exc` means the accelerator ran out of memory (torch's error, or a kernel's allocation failure)."""
+    text = str(exc).lower()
+    return "OutOfMemory" in type(exc).__name__ or any(sign in text for sign in MEMORY_FAILURES)
+
+
+class BatchTooLarge(ValueError):
+    """Even one prompt at a time does not fit the accelerator's free memory."""
 
 
 def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = GenerationConfig(),
@@ -169,8 +189,13 @@ def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = Genera
             try:
                 outputs, cut = _generate_batch(lm, [texts[i] for i in batch], kwargs)
             except Exception as exc:
-                if not is_oom(exc) or len(batch) == 1:
+                if not is_oom(exc):
                     raise
+                if len(batch) == 1:
+                    raise BatchTooLarge(
+                        f"the accelerator ran out of memory even for one prompt ({lengths[batch[0]]} prompt tokens + "
+                        f"{cfg.max_new_tokens} new tokens): lower max new tokens or use fewer shots, or free the GPU "
+                        f"({type(exc).__name__}: {str(exc)[:120]})") from exc
                 report.oom_retries += 1
                 half = len(batch) // 2
                 log.warning("out of accelerator memory at batch %d: retrying as %d + %d", len(batch), half,

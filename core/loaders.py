@@ -117,22 +117,43 @@ def load_tokenizer(model_id: str):
         raise ValueError(f"could not load the tokenizer of {model_id!r} ({exc}): check the model id") from exc
 
 
-def _load_unsloth(name: str, revision: str | None) -> tuple[Any, Any]:
+def loads_in_4bit(name: str) -> bool:
+    """Whether `name` loads with 4-bit NF4 weights on CUDA. A model: when its name says so (unsloth's *-bnb-4bit
+    checkpoints). A saved adapter: exactly as its run trained it, the run's config.json "precision" beside adapter/
+    (training quantizes any base to 4-bit when asked), else its base's name; so Baseline, Post-DPO and Post-ORPO run
+    on the same base weights."""
+    base = adapter_base(name)
+    if base is None:
+        return "4bit" in name.lower()
+    try:
+        precision = json.loads((Path(name).parent / "config.json").read_text()).get("precision")
+    except (OSError, ValueError):
+        precision = None
+    return precision == "4bit" if precision in ("4bit", "16bit") else "4bit" in base.lower()
+
+
+def _load_unsloth(name: str, revision: str | None, four_bit: bool) -> tuple[Any, Any]:
     from unsloth import FastLanguageModel
 
     model, tokenizer = FastLanguageModel.from_pretrained(
-        name, revision=revision, max_seq_length=MAX_SEQ_LENGTH, dtype=None,
-        load_in_4bit="4bit" in name.lower())
+        name, revision=revision, max_seq_length=MAX_SEQ_LENGTH, dtype=None, load_in_4bit=four_bit,
+        load_in_16bit=not four_bit)
     FastLanguageModel.for_inference(model)
     return model, tokenizer
 
 
-def _load_transformers(name: str, revision: str | None, dev: str) -> tuple[Any, Any]:
+def _load_transformers(name: str, revision: str | None, dev: str, four_bit: bool = False) -> tuple[Any, Any]:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    if dev == "cuda" and four_bit:  # as core.align's plain-transformers policy quantizes its base
+        nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=torch.bfloat16,
+                                                     device_map={"": 0}, quantization_config=nf4).eval()
+        return model, tokenizer
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=dtype).to(dev).eval()
     return model, tokenizer
 
@@ -150,12 +171,14 @@ def adapter_base(folder: str) -> str | None:
 
 
 def _load_with_adapter(folder: str, dev: str, use_unsloth: bool) -> tuple[Any, Any]:
-    """A base model with a saved LoRA adapter on top (unsloth reads the adapter folder itself)."""
+    """A base model with a saved LoRA adapter on top, at the precision it was trained on (unsloth reads the adapter
+    folder itself)."""
+    four_bit = loads_in_4bit(folder)
     if use_unsloth:
-        return _load_unsloth(folder, None)
+        return _load_unsloth(folder, None, four_bit)
     from peft import PeftModel
 
-    model, tokenizer = _load_transformers(resolve_local(adapter_base(folder)), None, dev)
+    model, tokenizer = _load_transformers(resolve_local(adapter_base(folder)), None, dev, four_bit)
     return PeftModel.from_pretrained(model, folder).eval(), tokenizer
 
 
@@ -192,7 +215,7 @@ def load_language_model(model_id: str) -> LanguageModel:
     if adapter_base(name) is not None:
         model, tokenizer = _load_with_adapter(name, dev, use_unsloth)
     elif use_unsloth:
-        model, tokenizer = _load_unsloth(resolve_local(name), revision)
+        model, tokenizer = _load_unsloth(resolve_local(name), revision, loads_in_4bit(name))
     else:
         model, tokenizer = _load_transformers(resolve_local(name), revision, dev)
     tokenizer.padding_side = "left"

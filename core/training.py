@@ -219,3 +219,44 @@ def set_cpu_threads(device: str) -> dict:
     torch.set_num_threads(cpu_threads(cores, load))
     return {"cpu_threads": torch.get_num_threads(),
             "cpu_threads_reason": f"load average {load:.1f} on {cores} cores when training began"}
+
+
+_CARD_HOLD: list = []  # the allocation that ALAB_FREE_GIB keeps for the life of the process
+
+
+def hold_memory_as_card() -> int:
+    """ALAB_FREE_GIB: leaves only that many GiB of this process's GPU free, as on a smaller card (22 for a 24 GB
+    card after the CUDA context, 46 for a 48 GB one), by holding the rest in one allocation made through the CUDA
+    driver (invisible to torch's own counters, like another process's memory); the bytes held, 0 when unset or on a
+    CPU. Call it first in an entry point: it initialises CUDA."""
+    value = os.environ.get("ALAB_FREE_GIB", "").strip()
+    if not value or _CARD_HOLD:
+        return 0
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0
+    keep = float(value)
+    if not keep > 0:
+        raise ValueError(f"ALAB_FREE_GIB must be a positive number of GiB, got {value!r}")
+    device = rank(local=True)
+    torch.cuda.set_device(device)
+    torch.empty(1, device=device)  # makes the primary context current on this thread
+    extra = torch.cuda.mem_get_info(device)[0] - int(keep * 2 ** 30)
+    if extra > 0:
+        _CARD_HOLD.append(_driver_alloc(extra))
+    log.info("ALAB_FREE_GIB=%s: holding %.1f GiB, %.1f GiB free", value, max(extra, 0) / 2 ** 30,
+             torch.cuda.mem_get_info(device)[0] / 2 ** 30)
+    return max(extra, 0)
+
+
+def _driver_alloc(size: int):
+    """`size` bytes from cuMemAlloc in the current context; torch's caching allocator never sees them."""
+    import ctypes
+
+    driver = ctypes.CDLL("libcuda.so.1")
+    pointer = ctypes.c_uint64()
+    status = driver.cuMemAlloc_v2(ctypes.byref(pointer), ctypes.c_size_t(size))
+    if status != 0:
+        raise RuntimeError(f"cuMemAlloc of {size / 2 ** 30:.1f} GiB failed with CUDA driver status {status}")
+    return pointer

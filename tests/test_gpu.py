@@ -4,6 +4,7 @@ model, and one DPO, one ORPO, one PPO and one GRPO step on CUDA, with accelerato
 each. Run on the GPU machine: `python -m pytest -m gpu tests/test_gpu.py` (skipped without CUDA)."""
 import gc
 import json
+import os
 import subprocess
 import sys
 
@@ -122,3 +123,31 @@ def test_one_ppo_and_one_grpo_step_on_cuda_as_the_job_runs_them(algo, small_llam
     assert summary["status"] == "finished" and summary["steps_done"] == 1, summary
     assert summary["peak_allocated_gb"] > 0 and any("reward" in m for m in read_lines(run_dir / "metrics.jsonl"))
     assert free_bytes() >= before - LEAK, "the job's accelerator memory came back when it ended"
+
+
+def test_an_adapter_trained_on_a_4bit_base_loads_on_that_4bit_base(small_llama, tmp_path):
+    """Post-DPO / Post-ORPO in the ICL lab must run on the base they trained on: the adapter folder's path says
+    nothing about 4-bit, the run's config.json does."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    base = AutoModelForCausalLM.from_pretrained(small_llama, device_map={"": 0}, quantization_config=nf4)
+    run = tmp_path / "runs" / "align" / "20261204-quick-dpo"
+    get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])).save_pretrained(
+        run / "adapter")
+    (run / "config.json").write_text(json.dumps({"method": "dpo", "precision": "4bit"}))
+    del base
+    with ModelManager().use("generator", str(run / "adapter"), load_language_model) as lm:
+        assert any(type(m).__name__ == "Linear4bit" for m in lm.model.modules()), "the adapter's base stayed 4-bit"
+        assert all(generate(lm, ["2+2"], GenerationConfig(max_new_tokens=4, min_new_tokens=4)))
+
+
+def test_the_icl_sweep_completes_with_only_22_gib_free():
+    """A 24 GB card (a10g-large, L4) leaves about 22 GiB after the CUDA context: the app's default sweep (automatic
+    batch) over the full profile's 3B shape must finish there, halving where the estimate was short."""
+    env = {**os.environ, "ALAB_FREE_GIB": "22", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run([sys.executable, "-m", "bench", "icl", "--questions", "50", "--slice", "1"], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "the app's default, batch" in done.stdout

@@ -1,4 +1,5 @@
 """The one-slot model manager: eviction, serialization, failed loads, and the real language-model loader."""
+import json
 import gc
 import threading
 import time
@@ -290,3 +291,30 @@ def test_a_model_of_a_class_unsloth_patched_gets_what_unsloths_loader_adds(tiny_
     loaders.fit_unsloth_patches(model)
     assert {m.max_seq_length for m in model.modules()} == {model.config.max_position_embeddings}
     assert all(layer.self_attn.rotary_emb is model.model.rotary_emb for layer in model.model.layers)
+
+
+@pytest.mark.parametrize("base, run_precision, expected, why", [
+    ("unsloth/Llama-3.2-3B-Instruct-bnb-4bit", "4bit", True, "the full profile's quick run: its 4-bit base"),
+    ("unsloth/Llama-3.2-3B-Instruct-bnb-4bit", "16bit", False, "a run trained in 16-bit stays 16-bit"),
+    ("meta-llama/Llama-3.2-3B-Instruct", "4bit", True, "training quantized a 16-bit checkpoint: so does loading"),
+    ("unsloth/Llama-3.2-3B-Instruct-bnb-4bit", None, True, "no run config beside the adapter: the base's name"),
+    ("meta-llama/Llama-3.2-3B-Instruct", None, False, "no run config and a 16-bit name"),
+])
+def test_an_adapter_loads_at_the_precision_its_run_trained_it(tmp_path, base, run_precision, expected, why):
+    """The adapter folder's path says nothing about 4-bit (runs/align/<run>/adapter): the decision must not read it."""
+    from core.loaders import loads_in_4bit
+
+    adapter = tmp_path / "runs" / "align" / "20261204-quick-dpo" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base}))
+    if run_precision:
+        (adapter.parent / "config.json").write_text(json.dumps({"method": "dpo", "precision": run_precision}))
+    assert loads_in_4bit(str(adapter)) is expected, why
+
+
+@pytest.mark.parametrize("name, expected", [("unsloth/Llama-3.2-3B-Instruct-bnb-4bit", True),
+                                            ("microsoft/Phi-3-mini-4k-instruct", False)])
+def test_a_plain_model_loads_4bit_when_its_name_says_so(name, expected):
+    from core.loaders import loads_in_4bit
+
+    assert loads_in_4bit(name) is expected

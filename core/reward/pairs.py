@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from core import data
 from core.align import TOXIC_SOURCE, answer_text, prompt_messages
 from core.generation import auto_batch_size
+from core.training import free_accelerator_bytes
 from core.icl import wilson_interval
 from core.loaders import load_language_model
 from core.models import MODELS
@@ -239,11 +240,9 @@ def batch_pairs(scorer, texts: list[dict], batch_size: int) -> int:
         return batch_size
     if scorer.model.device.type != "cuda":
         return 8
-    import torch
-
     longest = max(p["chosen_tokens"] + p["rejected_tokens"] for p in texts) + TEMPLATE_ROOM
     sequences = auto_batch_size(scorer.model.config, min(longest, scorer.limit), 0, len(texts) * scorer.per_pair,
-                                torch.cuda.mem_get_info()[0])
+                                free_accelerator_bytes())
     return max(1, sequences // scorer.per_pair)
 
 
