@@ -149,5 +149,6 @@ def test_the_icl_sweep_completes_with_only_22_gib_free():
     env = {**os.environ, "ALAB_FREE_GIB": "22", "PYTHONUNBUFFERED": "1"}
     done = subprocess.run([sys.executable, "-m", "bench", "icl", "--questions", "50", "--slice", "1"], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=900)
+    print(done.stdout)  # the bench's table (pytest -s shows it)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "the app's default, batch" in done.stdout
