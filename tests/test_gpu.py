@@ -134,7 +134,7 @@ def test_an_adapter_trained_on_a_4bit_base_loads_on_that_4bit_base(small_llama, 
     nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
     base = AutoModelForCausalLM.from_pretrained(small_llama, device_map={"": 0}, quantization_config=nf4)
     run = tmp_path / "runs" / "align" / "20261204-quick-dpo"
-    get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])).save_pretrained(
+    get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")).save_pretrained(
         run / "adapter")
     (run / "config.json").write_text(json.dumps({"method": "dpo", "precision": "4bit"}))
     del base
