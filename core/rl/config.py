@@ -1,0 +1,114 @@
+"""The RL run's settings: `RlConfig` (defaults: the course notebook's PPO settings), its checks, and the presets the
+tab and the CLI offer. Holds no model code; core.rl.job turns a config into a run."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.presets import Preset, preset_values
+from core.profiles import FULL
+from core.rl.rollout import FixedShapeSampler
+
+ALGOS = ("ppo", "grpo")
+
+
+@dataclass(frozen=True)
+class RlConfig:
+    """One RL run. PPO fields follow trl 0.11's PPOConfig as the notebook set it; GRPO uses the shared ones
+    (batch_size completions per step, learning rate, temperature, lengths, cliprange as epsilon)."""
+    algo: str = "ppo"  # ppo (ours) | grpo (trl)
+    policy: str = FULL.summarizer
+    news: str = FULL.news
+    n_articles: int = 400  # the notebook's loop stopped after ~100 batches of 4 validation articles
+    max_prompt_tokens: int = 512
+    max_new_tokens: int = 128
+    temperature: float = 1.0  # pure sampling: top_k 0, top_p 1.0
+    learning_rate: float = 1.41e-5
+    batch_size: int = 4
+    mini_batch_size: int = 4
+    ppo_epochs: int = 4
+    vf_coef: float = 0.1
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl: str = "adaptive"  # adaptive | fixed
+    init_kl_coef: float = 0.2
+    target_kl: float = 6.0
+    horizon: int = 10000
+    max_grad_norm: float = 1.0  # 0 = no clipping (trl 0.11's default)
+    missing_eos_penalty: float = 0.0  # subtracted from the score of a response that never ended
+    score_scaling: str = "none"  # none | std (divide by the running std) | norm (also subtract the running mean)
+    score_clip: float = 0.0  # 0 = off
+    max_steps: int = 100  # training steps, each on one batch (batch_size articles; GRPO: batch_size completions)
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    num_generations: int = 4  # GRPO: summaries per article
+    grpo_beta: float = 0.04  # GRPO's KL coefficient (> 0, so trl computes and logs kl)
+    save_steps: int = 25
+    seed: int = 0
+    eval_articles: int = 4  # articles in before_after.json
+    samples_per_step: int = 2  # lines per step in samples.jsonl
+    bf16: bool = True  # CUDA only: bf16 autocast; a CPU always runs fp32
+    static_cache: bool = True  # CUDA only: a static KV cache for generation
+    decode_compiler: str = "cuda-graph"  # CUDA, static cache: how PPO's rollout decode step is recorded (rollout.py)
+
+    def __post_init__(self):
+        for name, value, choices in (("algo", self.algo, ALGOS), ("kl", self.kl, ("adaptive", "fixed")),
+                                     ("score_scaling", self.score_scaling, ("none", "std", "norm")),
+                                     ("decode_compiler", self.decode_compiler, FixedShapeSampler.COMPILERS)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        for name in ("policy", "news"):
+            if not str(getattr(self, name)).strip():
+                raise ValueError(f"{name} is empty: give a model/dataset id or a local path")
+        self._check_positive()
+        self._check_batches()
+        if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ValueError(f"gamma must be in (0, 1] and lam in [0, 1], got {self.gamma} and {self.lam}")
+        if self.kl == "adaptive" and self.init_kl_coef <= 0:
+            raise ValueError("the adaptive KL controller multiplies beta, so init_kl_coef must be > 0: "
+                             "use kl='fixed' with init_kl_coef 0 for no KL penalty")
+
+    def _check_positive(self) -> None:
+        positive = ("max_steps", "n_articles", "batch_size", "mini_batch_size", "ppo_epochs", "learning_rate",
+                    "temperature", "max_new_tokens", "max_prompt_tokens", "cliprange", "cliprange_value",
+                    "target_kl", "horizon", "save_steps", "lora_r", "lora_alpha")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        non_negative = ("vf_coef", "init_kl_coef", "max_grad_norm", "missing_eos_penalty", "score_clip",
+                        "grpo_beta", "eval_articles", "samples_per_step")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def _check_batches(self) -> None:
+        if self.batch_size % self.mini_batch_size:
+            raise ValueError(f"batch_size ({self.batch_size}) must be divisible by mini_batch_size "
+                             f"({self.mini_batch_size})")
+        if self.n_articles < self.batch_size:
+            raise ValueError(f"n_articles ({self.n_articles}) must be at least batch_size ({self.batch_size})")
+        if self.algo == "grpo" and (self.num_generations < 2 or self.batch_size % self.num_generations):
+            raise ValueError(f"GRPO needs num_generations >= 2 dividing batch_size ({self.batch_size}), got "
+                             f"{self.num_generations}")
+
+
+PRESETS = {
+    "lite": Preset("Lite", "sized for a 2-core laptop: ~128-token articles, 48 new tokens, LoRA, 2 PPO epochs",
+                   dict(max_prompt_tokens=128, max_new_tokens=48, lora=True, ppo_epochs=2, learning_rate=1e-4,
+                        n_articles=20, max_steps=20, save_steps=5, eval_articles=2)),
+    "kl-too-strong": Preset("KL too strong",
+                            "a heavy fixed KL penalty outweighs ROUGE: the reward falls (the notebook's plot B)",
+                            dict(kl="fixed", init_kl_coef=2.0)),
+    "no-kl": Preset("No KL",
+                    "beta 0: the reward rises while the text drifts away from fluent summaries (reward hacking)",
+                    dict(kl="fixed", init_kl_coef=0.0)),
+    "high-vf-coef": Preset("High vf_coef", "the notebook's bonus question: the value loss dominates the shared update",
+                           dict(vf_coef=1.0)),
+}
+
+
+def preset_config(names: list[str], **overrides) -> RlConfig:
+    """RlConfig from presets applied in order, then `overrides`; an unknown name lists the valid ones."""
+    return RlConfig(**{**preset_values(PRESETS, names), **overrides})
