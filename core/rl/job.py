@@ -1,5 +1,6 @@
 """The RL training job: `train(cfg, recorder)` runs our PPO or trl's GRPO on the news articles with ROUGE as the
-reward and writes the run folder (config.json, metrics, samples, checkpoints, adapter/, before_after.json).
+reward and writes the run folder (after the events.jsonl that core.jobs.run_job starts: config.json, metrics,
+samples, checkpoints, adapter/, before_after.json).
 The settings and presets are core.rl.config's."""
 from __future__ import annotations
 
