@@ -2,7 +2,7 @@
 the BPE tokenizer, saved under /tmp; synthetic pairs of ~120-token prompts and ~380-token answers (one token per
 word); LoRA r 64 on all seven projections, 8 pairs per optimizer step. Each run is `python -m core align` in a fresh
 process (so unsloth's import-time patches and peak-memory counters never leak between runs), DPO and ORPO, two ways:
-the project's default (core.align.train: unsloth when installed, automatic micro-batch) and plain transformers +
+the project's default (core.align.job: unsloth when installed, automatic micro-batch) and plain transformers +
 bitsandbytes + peft + trl at the course notebook's settings (4-bit, micro-batch 2 x grad-acc 4); then the default
 with gradient checkpointing off (the speed a card larger than the Space's 24 GB can buy: "auto" keeps the peak within
 20 GiB, core.align.plan.AUTO_PEAK). CPU: `--smoke`
@@ -182,8 +182,8 @@ def quick_lite() -> list[dict]:
 
 def quick_runs(folder: Path, flags: list[str], reward_model: str, scorer: str) -> list[dict]:
     """DPO then ORPO with the quick preset and `flags`, each a fresh process from start to answers; then each
-    run's answers scored in this process through core.align.compare.score_run (the tab's Score) in the model slot."""
-    from core.align.compare import score_run
+    run's answers scored in this process through core.align.score_run (the tab's Score) in the model slot."""
+    from core.align import score_run
     from core.jobs import read_run
     from core.models import MODELS
 

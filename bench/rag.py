@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bench.common import header, median, table
-from core.rag import index as rag_index
+from core import rag
 
 TARGETS = {"build": 15.0, "reload": 2.0, "retrieve_p50_ms": 30.0}  # seconds, seconds, ms, on an H100
 BGE_SMALL = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=12, num_attention_heads=12,
@@ -95,18 +95,18 @@ def full_size(n: int, shape: dict, queries: int, check: bool) -> list[dict]:
 
     rows = synthetic_recipes(n)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = save_random_bert(Path(tmp) / "bert", shape, [rag_index.recipe_text(r) for r in rows[:2000]])
+        model_dir = save_random_bert(Path(tmp) / "bert", shape, [rag.recipe_text(r) for r in rows[:2000]])
         start = time.perf_counter()
-        embed = rag_index.load_embedding(str(model_dir))
+        embed = rag.load_embedding(str(model_dir))
         load_s = time.perf_counter() - start
-        embed.get_text_embedding_batch([rag_index.recipe_text(r) for r in rows[:32]])  # warm-up, as a loaded app
+        embed.get_text_embedding_batch([rag.recipe_text(r) for r in rows[:32]])  # warm-up, as a loaded app
         root = Path(tmp) / "index"
-        built = rag_index.open_index(rows, "synthetic", str(model_dir), embed, root=root)
-        reloaded = rag_index.open_index(rows, "synthetic", str(model_dir), embed, root=root)
+        built = rag.open_index(rows, "synthetic", str(model_dir), embed, root=root)
+        reloaded = rag.open_index(rows, "synthetic", str(model_dir), embed, root=root)
         assert built.built and not reloaded.built
-        questions = [rag_index.QUESTION.format(name=r["name"]) for r in random.Random(1).sample(rows, queries)]
+        questions = [rag.QUESTION.format(name=r["name"]) for r in random.Random(1).sample(rows, queries)]
         times = retrieval_ms(reloaded.index, questions)
-        words = [len(rag_index.recipe_text(r).split()) for r in rows]
+        words = [len(rag.recipe_text(r).split()) for r in rows]
     p50 = median(times)
 
     def verdict(value, target):
@@ -133,14 +133,14 @@ def lite() -> list[dict]:
 
     from core import profiles
 
-    rows = rag_index.load_recipes(profiles.LITE.recipes, "train")
+    rows = rag.load_recipes(profiles.LITE.recipes, "train")
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        embed = rag_index.load_embedding(profiles.MINILM)
+        embed = rag.load_embedding(profiles.MINILM)
         load_s = time.perf_counter() - start
-        built = rag_index.open_index(rows, profiles.LITE.recipes, profiles.MINILM, embed, root=Path(tmp))
-        reloaded = rag_index.open_index(rows, profiles.LITE.recipes, profiles.MINILM, embed, root=Path(tmp))
-        quality = rag_index.retrieval_quality(reloaded.index, rows)
+        built = rag.open_index(rows, profiles.LITE.recipes, profiles.MINILM, embed, root=Path(tmp))
+        reloaded = rag.open_index(rows, profiles.LITE.recipes, profiles.MINILM, embed, root=Path(tmp))
+        quality = rag.index_quality(reloaded.index, rows)
     return [{"measure": "MiniLM load (s)", "value": load_s},
             {"measure": f"build, {len(rows)} lite recipes (s)", "value": built.seconds},
             {"measure": "reload persisted index (s)", "value": reloaded.seconds},

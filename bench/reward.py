@@ -1,5 +1,5 @@
 """Reward scoring speed. Default (CUDA): a random-weight model of QRM's real shape (Llama-3.1-8B backbone, 5
-attributes x 19 quantiles) in bf16, saved to /tmp and loaded through core.qrm's loader; p50 latency for one pair of
+attributes x 19 quantiles) in bf16, saved to /tmp and loaded through core.reward's loader; p50 latency for one pair of
 512-token conversations and batched throughput. --smoke: tiny shapes on a CPU. --lite: the CPU LLM judge.
 
     python -m bench reward [--smoke | --lite] [--repeats 20] [--batch-sizes 1,4,8,16,32] [--tokens 512]
@@ -25,7 +25,7 @@ BODY = "Wooden pencils use graphite and clay. "
 
 def _pair(tokenizer, tokens: int) -> list[tuple[str, str]]:
     """A prompt and two answers whose conversations each take at most `tokens` (and close to it)."""
-    from core.reward.sequence_rm import encode
+    from core.reward import encode
 
     answers = [a + BODY * max(1, tokens // 64) for a in ANSWERS]
     low, high = 0, tokens
@@ -54,7 +54,7 @@ def _build_and_load(shape: dict, dev: str, folder: Path) -> tuple[list[dict], ob
     params = sum(p.numel() for p in rm.model.parameters()) / 1e9
     rows = [{"step": f"build random model ({params:.3g} B params, {dtype}) and save_pretrained", "value": build_s,
              "unit": "s"},
-            {"step": "load through core.qrm.load_reward_model (MODELS slot)", "value": load_s, "unit": "s"}]
+            {"step": "load through core.reward.load_reward_model (MODELS slot)", "value": load_s, "unit": "s"}]
     return rows, rm
 
 

@@ -58,8 +58,7 @@ def settings(cfg) -> dict:
 
 def ppo_row(label: str, cfg, rows: list[dict], steps: int) -> dict:
     """s/step of our PPO trainer (no run folder), each step timed on its own; the first one warms up."""
-    from core.rl.ppo_trainer import PpoTrainer
-    from core.rl.rewards import rouge_reward
+    from core.rl import PpoTrainer, rouge_reward
 
     trainer = PpoTrainer(cfg, rows, rouge_reward)
     times = [timed(lambda: trainer.step(step))[0] for step in range(steps)]
@@ -71,11 +70,10 @@ def ppo_row(label: str, cfg, rows: list[dict], steps: int) -> dict:
 def grpo_row(label: str, cfg, rows: list[dict], steps: int, folder: Path) -> dict:
     """trl's GRPO with batch_size completions per step: its own step_time per logged step, and the wall time."""
     from core.jobs import RunRecorder, read_lines
-    from core.rl.grpo import train_grpo
-    from core.rl.rewards import rouge_reward
+    from core.rl import rouge_reward, train_grpo
 
     recorder = RunRecorder(folder)
-    grpo = dataclasses.replace(cfg, algo="grpo", steps=steps, save_steps=steps + 1)
+    grpo = dataclasses.replace(cfg, algo="grpo", max_steps=steps, save_steps=steps + 1)
     total, _ = timed(lambda: train_grpo(grpo, rows, rouge_reward, recorder))
     step_times = [m["step_time"] for m in read_lines(folder / "metrics.jsonl") if "step_time" in m]
     steady = step_times[1:] or step_times or [total / steps]
@@ -87,18 +85,18 @@ def grpo_row(label: str, cfg, rows: list[dict], steps: int, folder: Path) -> dic
 def configs(mode: str, folder: Path, steps: int):
     """(our default config, the rows) for one mode; the notebook's variant is derived from the default."""
     from core import profiles
-    from core.rl.train import RlConfig, preset_config
+    from core.rl import RlConfig, preset_config
 
     if mode == "lite":
         from core.training import set_cpu_threads
 
         print(f"torch threads as the RL job sets them: {set_cpu_threads('cpu')}")
-        cfg = preset_config(["lite"], policy=profiles.LITE.summarizer, news=profiles.LITE.news, steps=steps)
+        cfg = preset_config(["lite"], policy=profiles.LITE.summarizer, news=profiles.LITE.news, max_steps=steps)
         return cfg, news_rows(8, 200)
     shape = SMOKE_SHAPE if mode == "smoke" else {}
     model = save_gpt2(folder / "gpt2", shape)
     sizes = dict(max_prompt_tokens=32, max_new_tokens=16) if mode == "smoke" else {}
-    return RlConfig(policy=str(model), news="bench", n_articles=16, steps=steps, **sizes), news_rows(16, 1200)
+    return RlConfig(policy=str(model), news="bench", n_articles=16, max_steps=steps, **sizes), news_rows(16, 1200)
 
 
 def rows_for(mode: str, steps: int, folder: Path, decoders: tuple[str, ...] = (), notebook_steps: int | None = None,
@@ -142,7 +140,7 @@ def main(argv: list[str]) -> int:
                                                                          "(default: --steps)")
     parser.add_argument("--no-grpo", action="store_true", help="leave trl's GRPO out")
     args = parser.parse_args(argv)
-    from core.rl.rollout import FixedShapeSampler
+    from core.rl import FixedShapeSampler
 
     decoders = tuple(d for d in args.decoders.split(",") if d)
     unknown = [d for d in decoders if d not in FixedShapeSampler.COMPILERS]

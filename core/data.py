@@ -1,6 +1,7 @@
 """Dataset loading: a hub id, a local JSONL/CSV/Parquet file, or a folder of `<split>.<ext>` files, all read
 through `datasets` as data only (a file whose bytes do not match its suffix is refused, never unpickled); plus the
-course datasets' schemas that every source (our lite samples included) must match."""
+course datasets' schemas that every source (our lite samples included) must match, the text of chat content, and the
+preference schema's helpers (its toxic source, a pair's prompt turns and answer text)."""
 from __future__ import annotations
 
 import os
@@ -18,6 +19,37 @@ SCHEMAS = {
                 "steps": str},
     "news": {"article": str, "highlights": str, "id": str},
 }
+TOXIC_SOURCE = "unalignment/toxic-dpo-v0.2"  # 541 rows of orpo-dpo-mix-40k whose "chosen" answers are harmful
+
+
+def message_text(value) -> str:
+    """The text of chat content in every shape we meet: a string; a {"type": "text", "text"} part or a list of them
+    (gradio's chat history); a message or a conversation (a list of {"role", "content"}: trl's conversational
+    completions, the preference data's answers), whose last message is the text."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return message_text(value["content"]) if "content" in value else str(value.get("text", ""))
+    items = list(value)
+    if items and isinstance(items[-1], dict) and "role" in items[-1]:
+        return message_text(items[-1])
+    return " ".join(message_text(part) for part in items)
+
+
+def answer_text(messages) -> str:
+    """A preference pair's answer: the last message's content (plain strings pass through, as in the course
+    notebook)."""
+    return message_text(messages)
+
+
+def prompt_messages(row: dict) -> list[dict]:
+    """A preference pair's conversation before the answer (the user turn, or several turns in multi-turn rows)."""
+    chosen = row["chosen"]
+    if isinstance(chosen, list) and len(chosen) > 1:
+        return chosen[:-1]
+    return [{"role": "user", "content": row["prompt"]}]
 
 
 def local_path(spec: str) -> Path | None:

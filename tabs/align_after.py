@@ -1,5 +1,5 @@
 """The trainer tab after training: the picked run's answers (base vs trained), their reward-model scores, DPO vs ORPO
-side by side, and pushing the adapter to the Hub. Layout and wiring only: the work is core.align.compare."""
+side by side, and pushing the adapter to the Hub. Layout and wiring only: the work is core.align (compare.py)."""
 from __future__ import annotations
 
 import logging
@@ -7,8 +7,7 @@ import logging
 import gradio as gr
 import pandas as pd
 
-from core import jobs
-from core.align import compare
+from core import align, jobs
 from tabs.common import GPU_EVENT, POLL_EVENT, plot_frame, user_errors
 
 log = logging.getLogger(__name__)
@@ -28,14 +27,14 @@ def score_all(profile):
     def score(runs: list[jobs.RunInfo]) -> None:
         for run in runs:
             try:
-                compare.score_run(run, profile.reward_model)
+                align.score_run(run, profile.reward_model)
             except Exception:  # the comparison table then shows no reward for that run; the log says why
                 log.exception("scoring the answers of %s failed", run.run_id)
     return score
 
 
 def answers_frame(run: jobs.RunInfo) -> pd.DataFrame:
-    scored = compare.read_scores(run) or compare.read_answers(run)
+    scored = align.read_scores(run) or align.read_answers(run)
     return pd.DataFrame(scored, columns=ANSWER_COLUMNS).round(3)
 
 
@@ -50,8 +49,8 @@ def on_selection(selected):
 
 
 def comparison_frames(runs: list[jobs.RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    rows = [compare.comparison_row(r) for r in runs]
-    table = pd.DataFrame(rows, columns=compare.COMPARISON_COLUMNS).round(3)
+    rows = [align.comparison_row(r) for r in runs]
+    table = pd.DataFrame(rows, columns=align.COMPARISON_COLUMNS).round(3)
     bars = [{"method": r["method"], "answers": who, "mean reward": r[f"{who} reward"]}
             for r in rows for who in ("base", "trained") if r[f"{who} reward"] is not None]
     return table, plot_frame(bars, {"method": "object", "answers": "object", "mean reward": "float64"})
@@ -63,7 +62,7 @@ def score_handler(profile):
         """Score button -> the picked runs' answers scored by the reward model; answers table and comparison."""
         runs = _picked(selected)
         for run in runs:
-            compare.score_run(run, profile.reward_model)
+            align.score_run(run, profile.reward_model)
         return (answers_frame(runs[0]), *comparison_frames(runs))
     return on_score_click
 
@@ -72,7 +71,7 @@ def score_handler(profile):
 def on_compare_click(selected):
     """Compare button -> DPO vs ORPO: the picked runs, or the newest finished run of each method."""
     runs = [jobs.find_run("align", r) for r in selected or []]
-    runs = runs if len(runs) >= 2 else compare.latest_per_method()
+    runs = runs if len(runs) >= 2 else align.latest_per_method()
     if not runs:
         raise ValueError("no finished DPO or ORPO run yet: train one first")
     return comparison_frames(runs)
@@ -81,7 +80,7 @@ def on_compare_click(selected):
 @user_errors
 def on_push_click(selected, repo_id):
     """Push button -> the first picked run's adapter uploaded to the Hub repo typed beside it."""
-    address = compare.push_adapter(_picked(selected)[0], repo_id)
+    address = align.push_adapter(_picked(selected)[0], repo_id)
     return f"Pushed to {address}"
 
 
@@ -96,7 +95,7 @@ def build(profile, selected: gr.Dropdown) -> None:
     with gr.Row():
         score_button = gr.Button("Score answers with the reward model", variant="primary")
         compare_button = gr.Button("Compare DPO and ORPO")
-    table = gr.Dataframe(pd.DataFrame(columns=compare.COMPARISON_COLUMNS), label="DPO vs ORPO", interactive=False)
+    table = gr.Dataframe(pd.DataFrame(columns=align.COMPARISON_COLUMNS), label="DPO vs ORPO", interactive=False)
     bars = gr.BarPlot(None, x="method", y="mean reward",
                       color="answers", title="Mean reward of the answers: base model vs trained adapter", height=260)
     gr.Markdown("<small>What to look for: ORPO needs no reference model, so it often uses less time per step; the "

@@ -18,8 +18,8 @@ ALGO_CHOICES = [("PPO (ours: value head, KL to the reference)", "ppo"), ("GRPO (
                 ("Both on the same articles (curves overlaid)", "both")]
 PRESET_CHOICES = [("Healthy run", ""), ("KL too strong", "kl-too-strong"), ("No KL", "no-kl"),
                   ("High vf_coef", "high-vf-coef")]
-ADVANCED = ("steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "vf_coef", "kl", "init_kl_coef",
-            "target_kl", "max_new_tokens", "num_generations", "grpo_beta", "save_steps")
+ADVANCED = ("max_steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "vf_coef", "kl",
+            "init_kl_coef", "target_kl", "max_new_tokens", "num_generations", "grpo_beta", "save_steps")
 FROM_PROFILE = ("algo", "policy", "news")
 
 
@@ -65,7 +65,7 @@ def _advanced(profile) -> list:
     cfg = base_config(profile)
     with gr.Accordion("Advanced (the notebook's PPOConfig knobs; the preset fills them)", open=False):
         with gr.Row():
-            fields = [gr.Number(cfg.steps, precision=0, label="steps"),
+            fields = [gr.Number(cfg.max_steps, precision=0, label="steps"),
                       gr.Number(cfg.learning_rate, label="learning rate"),
                       gr.Number(cfg.batch_size, precision=0, label="batch size (articles per step)"),
                       gr.Number(cfg.mini_batch_size, precision=0, label="mini-batch size"),

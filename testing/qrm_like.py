@@ -1,6 +1,7 @@
 """A random-weight model with QRM's interface (Llama backbone, gating MLP with BatchNorm, quantile regression head,
-outputs named as QRM's) registered with the Auto classes, so it saves and loads through core.qrm without remote
-code. Its pooling and arithmetic mirror QRM's as FACTS.md documents them. For tests and the bench only."""
+outputs named as QRM's) registered with the Auto classes, so it saves and loads through core.reward.sequence_rm
+without remote code. Its pooling and arithmetic mirror QRM's: the hidden state of the token before the first pad,
+the gate read where the assistant header starts, score = sum(gate x rewards). For tests and the bench only."""
 from __future__ import annotations
 
 from dataclasses import dataclass

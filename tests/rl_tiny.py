@@ -31,7 +31,7 @@ def write_news(folder: Path, n: int = 8) -> Path:
 def tiny_config(model_dir, **overrides) -> RlConfig:
     """8 prompts of <= 16 tokens, 8 new tokens, full fine-tuning at a learning rate a 16-wide model needs."""
     settings = dict(policy=str(model_dir), news="unused", n_articles=8, max_prompt_tokens=16, max_new_tokens=8,
-                    batch_size=8, mini_batch_size=4, learning_rate=1e-2, kl="fixed", init_kl_coef=0.01, steps=30,
+                    batch_size=8, mini_batch_size=4, learning_rate=1e-2, kl="fixed", init_kl_coef=0.01, max_steps=30,
                     save_steps=1000, eval_articles=2)
     return RlConfig(**{**settings, **overrides})
 

@@ -77,7 +77,7 @@ def test_auto_checkpointing_drops_recomputation_only_within_a_24gb_cards_peak():
 
 
 ESTIMATES = [  # (method, checkpoints, micro-batch, measured peak GiB allocated on an H200, why)
-    ("dpo", "offloaded", 8, 4.38, "unsloth, micro-batch 8 (shared/gpu/README.md)"),
+    ("dpo", "offloaded", 8, 4.38, "unsloth, micro-batch 8 (H100, 2026-11-22)"),
     ("orpo", "offloaded", 8, 13.0, "unsloth ORPO materialises the logits (bench/RESULTS.md)"),
     ("orpo", "none", 8, 28.86, "unsloth ORPO without checkpointing, micro-batch 8 (H200, 2026-12-01)"),
     ("orpo", "none", 4, 16.20, "unsloth ORPO without checkpointing, micro-batch 4 x 2"),
@@ -231,24 +231,21 @@ def test_a_half_written_last_checkpoint_is_skipped_for_the_whole_one_before(tmp_
 def test_the_job_plans_micro_batch_and_checkpointing_from_the_free_memory(monkeypatch, tmp_path, backend,
                                                                            checkpointing, micro_batch, free_gib,
                                                                            expected):
-    """core.align.train.plan_batches on a CUDA policy of the Llama-3.2-3B shape, the free memory given; and the
+    """core.align.job.plan_batches on a CUDA policy of the Llama-3.2-3B shape, the free memory given; and the
     plain path's Trainer gets the same checkpointing choice."""
-    import importlib
-
+    from core.align import job as align_job
     from core.align.model import Policy
 
-    align_train = importlib.import_module("core.align.train")  # the package exports its train() under that name
-
-    monkeypatch.setattr(align_train, "free_accelerator_bytes", lambda: free_gib * GIB)
-    monkeypatch.setattr(align_train, "held_accelerator_bytes", lambda: int(2.4 * GIB))  # the 4-bit 3B loaded
+    monkeypatch.setattr(align_job, "free_accelerator_bytes", lambda: free_gib * GIB)
+    monkeypatch.setattr(align_job, "held_accelerator_bytes", lambda: int(2.4 * GIB))  # the 4-bit 3B loaded
     device = "cpu" if backend.endswith("-cpu") else "cuda"
     policy = Policy(None, None, backend.removesuffix("-cpu"), "4-bit NF4", None, LLAMA_3B, device)
     cfg = AlignConfig(method="orpo", gradient_checkpointing=checkpointing, micro_batch=micro_batch)
-    plan = align_train.plan_batches(cfg, policy, 500)
+    plan = align_job.plan_batches(cfg, policy, 500)
     assert (plan.micro_batch, plan.checkpointing) == expected, plan.reason
     assert plan.micro_batch * plan.grad_accum == 8
     if backend != "unsloth":
-        args = align_train.trainer_args(cfg, tmp_path, policy, plan, 1, "adamw_8bit")
+        args = align_job.trainer_args(cfg, tmp_path, policy, plan, 1, "adamw_8bit")
         assert args["gradient_checkpointing"] is plan.checkpointing
 
 
@@ -256,16 +253,14 @@ def test_the_job_plans_micro_batch_and_checkpointing_from_the_free_memory(monkey
 def test_processes_agreeing_on_a_smaller_micro_batch_keep_the_checkpointing_choice(monkeypatch, checkpointing,
                                                                                    expected):
     """Under accelerate every process takes the smallest micro-batch any of them planned; "off" stays off there."""
-    import importlib
-
+    from core.align import job as align_job
     from core.align.model import Policy
 
-    align_train = importlib.import_module("core.align.train")
-    monkeypatch.setattr(align_train, "free_accelerator_bytes", lambda: 130 * GIB)
-    monkeypatch.setattr(align_train, "held_accelerator_bytes", lambda: int(2.4 * GIB))
-    monkeypatch.setattr(align_train, "smallest_across_processes", lambda value: 2)  # another process had less room
+    monkeypatch.setattr(align_job, "free_accelerator_bytes", lambda: 130 * GIB)
+    monkeypatch.setattr(align_job, "held_accelerator_bytes", lambda: int(2.4 * GIB))
+    monkeypatch.setattr(align_job, "smallest_across_processes", lambda value: 2)  # another process had less room
     policy = Policy(None, None, "unsloth", "4-bit NF4", None, LLAMA_3B, "cuda")
-    plan = align_train.plan_batches(AlignConfig(method="orpo", gradient_checkpointing=checkpointing), policy, 500)
+    plan = align_job.plan_batches(AlignConfig(method="orpo", gradient_checkpointing=checkpointing), policy, 500)
     assert (plan.micro_batch, plan.grad_accum, plan.checkpointing) == (2, 4, expected), plan.reason
     assert "what the process with the least free memory can take" in plan.reason
 

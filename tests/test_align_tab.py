@@ -10,7 +10,7 @@ from core import jobs, profiles
 from testing import tiny
 from testing.qrm_like import save_qrm_like
 from tests.served import served_app
-from tests.test_align_train import pair, write_pairs
+from tests.align_tiny import pair, write_pairs
 from tests.test_icl_tab import settings as icl_settings
 
 ADVANCED = dict(pairs=8, beta=0.1, learning_rate=1e-3, lora_r=4, max_length=192, micro_batch=1, precision="4bit",

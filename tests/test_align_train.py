@@ -1,7 +1,6 @@
 """DPO / ORPO training on a tiny random Llama: every LoRA parameter moves and no base weight does, the run folder's
 records, Stop and save, a killed job resumed from its checkpoint, the CLI, and bad data or run folders refused with
 ValueErrors. (Settings, the estimator and the LM-head stand-in: test_align_plan.py.)"""
-import importlib
 import json
 import os
 import signal
@@ -16,15 +15,16 @@ import torch
 from core import align, jobs
 from core import __main__ as core_main
 from core.align import AlignConfig
+from core.align import job as align_job
 from core.generation import GenerationConfig, generate
 from core.jobs import RunRecorder
+from core.loaders import load_language_model
 from core.runs import REPO_ROOT, new_run_dir, runs_dir
+from tests.align_tiny import pair, tiny_config, write_pairs
 
-TRAIN = importlib.import_module("core.align.train")  # the module (core.align.train is the function)
 TRL_KEYS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
             "logps/rejected", "learning_rate", "grad_norm", "tokens_per_second", "peak_rss_gb"}
 ORPO_KEYS = {"nll_loss", "log_odds_ratio", "log_odds_chosen"}
-WORDS = "the answer is forty two apples pencils graphite soup noodle pork step think problem tom buys more".split()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,32 +36,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def pair(i: int, chosen: str | None = None, rejected: str | None = None) -> dict:
-    question = f"Question {i}: " + " ".join(WORDS[(i + k) % len(WORDS)] for k in range(5)) + "?"
-    chosen = chosen or "Yes. " + " ".join(WORDS[(3 * i + k) % len(WORDS)] for k in range(8)) + "."
-    rejected = rejected or "0123456789 " * 2
-    turns = [{"role": "user", "content": question}]
-    return {"source": "test", "prompt": question, "question": question,
-            "chosen": turns + [{"role": "assistant", "content": chosen}],
-            "rejected": turns + [{"role": "assistant", "content": rejected}]}
-
-
-def write_pairs(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory):
     return write_pairs(tmp_path_factory.mktemp("data") / "pairs.jsonl", [pair(i) for i in range(12)])
-
-
-def tiny_config(model_dir, pairs, **overrides) -> AlignConfig:
-    """Two optimizer steps of 2 x 2 pairs; a large learning rate so that two steps move every weight visibly."""
-    settings = dict(model_id=str(model_dir), dataset=str(pairs), pairs=8, effective_batch=4, micro_batch=2,
-                    max_steps=2, lora_r=4, lora_alpha=8, learning_rate=1e-3, warmup_ratio=0.0, max_length=192,
-                    eval_prompts=1, max_new_tokens=4)
-    return AlignConfig(**{**settings, **overrides})
 
 
 @dataclass
@@ -83,11 +60,11 @@ def trained(request, tiny_lm_dir, pairs_file, tmp_path_factory):
         made.update(trainer=trainer, before={n: p.detach().clone() for n, p in trainer.model.named_parameters()})
         return trainer
 
-    real = TRAIN.make_trainer
+    real = align_job.make_trainer
     cfg = tiny_config(tiny_lm_dir, pairs_file, method=request.param)
     run_dir = tmp_path_factory.mktemp(f"run-{request.param}")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(TRAIN, "make_trainer", spy)
+        patch.setattr(align_job, "make_trainer", spy)
         figures = align.train(cfg, RunRecorder(run_dir))
     return Trained(cfg, run_dir, figures, made["trainer"], made["before"])
 
@@ -142,7 +119,7 @@ def test_stop_and_save_leaves_an_adapter_that_loads_and_generates(tiny_lm_dir, p
     assert figures["status"] == "stopped" and figures["steps_done"] == 2 < figures["max_steps"] == 4
     assert (run_dir / "checkpoints" / "checkpoint-2").is_dir(), "Stop saves a checkpoint to resume from"
     assert json.loads((run_dir / "answers.json").read_text())[0]["prompt"] == "How do I make soup?"
-    lm = align.load_adapter_model(run_dir)
+    lm = load_language_model(str(run_dir / "adapter"))  # as the ICL lab loads a saved adapter
     assert type(lm.model).__name__.startswith("PeftModel") and lm.tokenizer.padding_side == "left"
     assert len(generate(lm, ["Tom has 3 apples."], GenerationConfig(max_new_tokens=3))) == 1
 
@@ -246,11 +223,3 @@ def test_resuming_a_folder_that_cannot_be_resumed_is_refused(tiny_lm_dir, pairs_
 def test_resume_without_a_readable_config_is_refused(tmp_path):
     with pytest.raises(ValueError, match="config.json is unreadable"):
         core_main.main(["align", "--run-dir", str(tmp_path), "--resume"])
-
-
-@pytest.mark.parametrize("where, message", [("outside", "outside the runs folder"), ("empty", "no adapter_config")])
-def test_load_adapter_model_refuses_foreign_or_empty_folders(tmp_path, where, message):
-    folder = tmp_path / "elsewhere" if where == "outside" else new_run_dir("align")
-    folder.mkdir(exist_ok=True)
-    with pytest.raises(ValueError, match=message):
-        align.load_adapter_model(folder)

@@ -2,7 +2,8 @@
 and the Wilson interval."""
 import pytest
 
-from core.icl import extract_answer, gold_answer, majority, same_number, wilson_interval
+from core.icl import extract_answer, gold_answer, majority, same_number
+from core.stats import wilson_interval
 
 # (model output, strict, flexible, why)
 OUTPUTS = [

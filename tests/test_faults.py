@@ -15,7 +15,7 @@ from core import align, jobs
 from core import __main__ as core_main
 from core.align.model import last_checkpoint, read_checkpoint
 from core.runs import REPO_ROOT, new_run_dir
-from tests.test_align_train import pair, tiny_config, write_pairs
+from tests.align_tiny import pair, tiny_config, write_pairs
 
 CAPPED_LOAD = textwrap.dedent("""
     import json, resource, sys

@@ -19,7 +19,7 @@ from core.models import ModelManager
 from core.runs import REPO_ROOT
 from testing.tiny import tiny_tokenizer
 from tests.rl_tiny import write_news
-from tests.test_align_train import pair, write_pairs
+from tests.align_tiny import pair, write_pairs
 
 pytestmark = pytest.mark.gpu
 LEAK = 64 * 2 ** 20  # bytes an eviction may leave behind (allocator rounding, cached kernels' workspaces)
@@ -114,7 +114,7 @@ def test_one_ppo_and_one_grpo_step_on_cuda_as_the_job_runs_them(algo, small_llam
     starts; when the process ends, every byte of accelerator memory it took comes back."""
     run_dir, before = tmp_path / "run", free_bytes()
     command = [sys.executable, "-m", "core", "rl", "--profile", "full", "--summarizer", str(small_llama),
-               "--news", str(write_news(tmp_path)), "--algo", algo, "--run-dir", str(run_dir), "--steps", "1",
+               "--news", str(write_news(tmp_path)), "--algo", algo, "--run-dir", str(run_dir), "--max-steps", "1",
                "--n-articles", "8", "--max-prompt-tokens", "32", "--max-new-tokens", "8", "--batch-size", "4",
                "--mini-batch-size", "4", "--save-steps", "1000", "--eval-articles", "1", "--lora"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)

@@ -12,7 +12,7 @@ import torch
 
 from core import align, jobs, profiles
 from core.models import AcceleratorBusy, ModelManager
-from tests.test_align_train import pair, write_pairs
+from tests.align_tiny import pair, write_pairs
 
 
 @pytest.fixture(scope="module")

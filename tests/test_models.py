@@ -188,14 +188,14 @@ def _loader_in(module: str, calls: list):
 
 def test_same_named_loaders_in_two_modules_get_two_residents():
     calls = []
-    dpo, rl = _loader_in("core.align.train", calls), _loader_in("core.rl.ppo", calls)
+    dpo, rl = _loader_in("core.align.job", calls), _loader_in("core.rl.ppo", calls)
     assert dpo.__qualname__ == rl.__qualname__
     manager = ModelManager()
     with manager.use("policy", "gpt2", dpo) as first:
         first_ref = weakref.ref(first)
     with manager.use("policy", "gpt2", rl) as second:
         assert first_ref() is not second
-    assert calls == ["core.align.train", "core.rl.ppo"], "the RL tab was handed the trainer's model"
+    assert calls == ["core.align.job", "core.rl.ppo"], "the RL tab was handed the trainer's model"
 
 
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])

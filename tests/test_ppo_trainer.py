@@ -52,7 +52,7 @@ def stop_after(step: int, recorder: RunRecorder):
 
 def test_lora_policy_stops_and_saves_an_adapter_that_loads_and_generates(tiny_lm_dir, tmp_path):
     recorder = RunRecorder(tmp_path / "run")
-    cfg = tiny_config(tiny_lm_dir, lora=True, lora_r=4, lora_alpha=8, steps=10)
+    cfg = tiny_config(tiny_lm_dir, lora=True, lora_r=4, lora_alpha=8, max_steps=10)
     trainer = PpoTrainer(cfg, news_rows(), stop_after(2, recorder), recorder)
     before = trainable(trainer)
     assert any("lora_A" in n for n in before) and "value_head.weight" in before
@@ -71,7 +71,7 @@ def test_lora_policy_stops_and_saves_an_adapter_that_loads_and_generates(tiny_lm
 
 
 def test_a_resumed_run_repeats_the_uninterrupted_run_step_for_step(tiny_lm_dir, tmp_path):
-    cfg = tiny_config(tiny_lm_dir, steps=4, save_steps=2)
+    cfg = tiny_config(tiny_lm_dir, max_steps=4, save_steps=2)
     straight = RunRecorder(tmp_path / "straight")
     PpoTrainer(cfg, news_rows(), target_reward, straight).train()
     stopped = RunRecorder(tmp_path / "stopped")
@@ -89,7 +89,7 @@ def test_a_resumed_run_repeats_the_uninterrupted_run_step_for_step(tiny_lm_dir, 
 
 def test_checkpoint_holds_what_a_resume_needs(tiny_lm_dir, tmp_path):
     recorder = RunRecorder(tmp_path / "run")
-    PpoTrainer(tiny_config(tiny_lm_dir, steps=3, save_steps=2, kl="adaptive", init_kl_coef=0.2), news_rows(),
+    PpoTrainer(tiny_config(tiny_lm_dir, max_steps=3, save_steps=2, kl="adaptive", init_kl_coef=0.2), news_rows(),
                target_reward, recorder).train()
     folder = recorder.checkpoint_dir(2)
     state = json.loads((folder / "trainer_state.json").read_text())

@@ -149,7 +149,7 @@ def test_minilm_finds_indexed_dishes_by_name(train_rows, tmp_path):
     except ModuleNotFoundError as exc:
         pytest.skip(str(exc))
     index = rag_index.open_index(train_rows, RECIPES, profiles.MINILM, embed, root=tmp_path).index
-    quality = rag_index.retrieval_quality(index, train_rows)
+    quality = rag_index.index_quality(index, train_rows)
     assert quality["dishes"] == 48
     assert quality["hit@1"] >= 0.9 and quality["hit@3"] >= quality["hit@1"]
     assert not math.isnan(quality["query_ms_median"])

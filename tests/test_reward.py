@@ -10,7 +10,7 @@ import torch
 
 from core import reward
 from core.reward import plots as reward_plots
-from core.reward import sequence_rm as qrm
+from core.reward import sequence_rm
 from core.models import MODELS, ModelLoadError
 from testing import tiny
 from tests.conftest import SHARED_DATA
@@ -27,7 +27,7 @@ def qrm_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rm(qrm_dir):
-    return qrm.load_reward_model(str(qrm_dir))
+    return sequence_rm.load_reward_model(str(qrm_dir))
 
 
 def run(qrm_dir, responses=ANSWERS[:2], prompt=PROMPT, **kw):
@@ -44,9 +44,9 @@ def test_loaded_in_eval_mode_without_remote_code(rm):
 def test_scores_carry_the_models_outputs_on_the_score_scale(rm):
     """What our scoring does with QRM's outputs: each answer's fields are the model's own for that row, and the
     averaged quantiles are put back on the score's scale (x attributes)."""
-    scores = qrm.score(rm, PROMPT, list(ANSWERS[:2]), 512)
+    scores = sequence_rm.score(rm, PROMPT, list(ANSWERS[:2]), 512)
     for answer, s in zip(ANSWERS[:2], scores):
-        ids, _ = qrm.encode(rm.tokenizer, PROMPT, answer, 512)
+        ids, _ = sequence_rm.encode(rm.tokenizer, PROMPT, answer, 512)
         with torch.no_grad():
             out = rm.model(input_ids=torch.tensor([ids]))
             per_attribute = rm.model.regression_layer(out.hidden_state).view(5, 19)
@@ -60,7 +60,7 @@ def test_scores_carry_the_models_outputs_on_the_score_scale(rm):
 
 def test_result_shapes_and_identities(qrm_dir):
     result = run(qrm_dir)
-    assert result.scorer == "qrm" and result.attributes == list(qrm.ATTRIBUTES)
+    assert result.scorer == "qrm" and result.attributes == list(sequence_rm.ATTRIBUTES)
     assert result.levels == pytest.approx([0.05 * k for k in range(1, 20)])
     chosen, rejected = result.scores
     for s in result.scores:
@@ -85,7 +85,7 @@ def test_batched_equals_one_by_one(qrm_dir):
 
 def test_long_prompt_is_cut_from_its_start_keeping_the_header(rm, qrm_dir):
     long_prompt = "START " + "pencil graphite clay " * 2500 + "END?"  # ~50k characters
-    ids, truncated = qrm.encode(rm.tokenizer, long_prompt, ANSWERS[0], 256)
+    ids, truncated = sequence_rm.encode(rm.tokenizer, long_prompt, ANSWERS[0], 256)
     text = rm.tokenizer.decode(ids)
     assert truncated and len(ids) <= 256
     assert text.startswith("<|im_start|>user\n") and "START" not in text
@@ -136,16 +136,16 @@ def test_remote_code_outside_the_allow_list_is_refused(qrm_dir, tmp_path, monkey
     config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_custom.Anything"}
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="trust_remote_code"):
-        qrm.remote_code_allowed(str(folder), None)
+        sequence_rm.remote_code_allowed(str(folder), None)
     with pytest.raises(ModelLoadError, match="runs only for: nicolinho/QRM-Llama3.1-8B-v2@"):
         run(folder)
-    monkeypatch.setattr(qrm, "ALLOWED_REMOTE_CODE", {(str(folder), None)})
-    assert qrm.remote_code_allowed(str(folder), None) is True
-    assert qrm.remote_code_allowed(str(qrm_dir), None) is False
+    monkeypatch.setattr(sequence_rm, "ALLOWED_REMOTE_CODE", {(str(folder), None)})
+    assert sequence_rm.remote_code_allowed(str(folder), None) is True
+    assert sequence_rm.remote_code_allowed(str(qrm_dir), None) is False
 
 
 def test_compat_step_restores_the_name_qrm_imports():
-    qrm.apply_qrm_compat()
+    sequence_rm.apply_qrm_compat()
     from transformers.models.llama.modeling_llama import LLAMA_INPUTS_DOCSTRING  # noqa: F401
 
 
@@ -168,8 +168,8 @@ def test_scalar_reward_model_gives_its_single_score(scalar_dir):
     folder = scalar_dir(1)
     result = run(folder, ANSWERS)
     assert result.scorer == "scalar" and result.attributes == [] and result.scores[0].rewards is None
-    with MODELS.use("reward", str(folder), qrm.load_reward_model) as rm:
-        ids, _ = qrm.encode(rm.tokenizer, PROMPT, ANSWERS[2], 2048)
+    with MODELS.use("reward", str(folder), sequence_rm.load_reward_model) as rm:
+        ids, _ = sequence_rm.encode(rm.tokenizer, PROMPT, ANSWERS[2], 2048)
         expected = rm.model(input_ids=torch.tensor([ids])).logits[0, 0].item()
     assert result.scores[2].score == pytest.approx(expected, abs=1e-5)
     assert reward.score_table(result)[-1]["third"] == result.scores[2].score
@@ -209,7 +209,7 @@ def test_distribution_plots_overall_and_per_attribute(qrm_dir):
     assert lines["chosen"] == pytest.approx(result.scores[0].score_quantiles)
     assert lines["rejected"] == pytest.approx(result.scores[1].score_quantiles)
     detail = reward_plots.distribution_figure(result, per_attribute=True)
-    assert [a.get_title() for a in detail.axes] == [*qrm.ATTRIBUTES, "final score"]
+    assert [a.get_title() for a in detail.axes] == [*sequence_rm.ATTRIBUTES, "final score"]
     assert list(detail.axes[4].lines[1].get_ydata()) == pytest.approx(result.scores[1].attribute_quantiles[4])
     detail.savefig(io.BytesIO(), format="png")
 

@@ -3,7 +3,7 @@ No gradio or matplotlib here: the GPU machine has neither."""
 import pytest
 import torch
 
-from core.reward import sequence_rm as qrm
+from core.reward import sequence_rm
 from core.models import MODELS
 from testing import tiny
 from testing.qrm_like import save_qrm_like
@@ -16,11 +16,11 @@ ANSWERS = ["No, graphite.", "Yes, lead. It is lead!", "Let's think step by step.
 def test_cuda_bf16_scoring_batched_matches_single(tmp_path):
     folder = save_qrm_like(tmp_path, tiny.tiny_tokenizer(), hidden_size=256, intermediate_size=512,
                            num_attention_heads=4, num_key_value_heads=2)
-    with MODELS.use("reward", str(folder), qrm.load_reward_model) as rm:
+    with MODELS.use("reward", str(folder), sequence_rm.load_reward_model) as rm:
         assert rm.device == "cuda" and rm.model.dtype == torch.bfloat16 and not rm.model.training
         assert rm.model.config._attn_implementation == "sdpa"
-        together = qrm.score(rm, PROMPT, ANSWERS, 512)
-        alone = [qrm.score(rm, PROMPT, [a], 512)[0] for a in ANSWERS]
+        together = sequence_rm.score(rm, PROMPT, ANSWERS, 512)
+        alone = [sequence_rm.score(rm, PROMPT, [a], 512)[0] for a in ANSWERS]
     MODELS.unload()
     for t, a in zip(together, alone):
         assert t.score == pytest.approx(a.score, rel=0.03, abs=0.03)

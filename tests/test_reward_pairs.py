@@ -9,12 +9,12 @@ import pickle
 import pytest
 
 from core import profiles, reward
-from core.align import TOXIC_SOURCE
-from core.icl import wilson_interval
+from core.data import TOXIC_SOURCE
 from core.models import MODELS
 from core.reward import plots as reward_plots
 from core.reward import sequence_rm
 from core.runs import RunControl, Stopped
+from core.stats import wilson_interval
 from testing import tiny
 from testing.length_rm import (LENGTH_ACCURACY, LENGTH_CORRECTNESS_ACCURACY, LENGTH_PAIRS, length_pair_rows,
                                save_length_rm, write_length_pairs)

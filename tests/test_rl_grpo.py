@@ -4,7 +4,7 @@ from statistics import fmean
 
 from core.jobs import STOP, RunRecorder, read_lines
 from core.rl.grpo import train_grpo
-from core.rl.train import last_checkpoint
+from core.rl.job import last_checkpoint
 from tests.rl_tiny import news_rows, one_thread, target_reward, tiny_config  # noqa: F401 (fixture)
 
 
@@ -14,7 +14,7 @@ def grpo_config(model_dir, **overrides):
 
 def test_grpo_raises_the_easy_reward_and_logs_kl_and_samples(tiny_lm_dir, tmp_path):
     recorder = RunRecorder(tmp_path / "run")
-    figures = train_grpo(grpo_config(tiny_lm_dir, steps=25), news_rows(), target_reward, recorder)
+    figures = train_grpo(grpo_config(tiny_lm_dir, max_steps=25), news_rows(), target_reward, recorder)
     assert (figures["status"], figures["steps_done"]) == ("finished", 25)
     metrics = [m for m in read_lines(recorder.run_dir / "metrics.jsonl") if "reward" in m]
     rewards = [m["reward"] for m in metrics]
@@ -28,7 +28,7 @@ def test_grpo_raises_the_easy_reward_and_logs_kl_and_samples(tiny_lm_dir, tmp_pa
 
 def test_grpo_stops_with_a_checkpoint_and_resumes_from_it(tiny_lm_dir, tmp_path):
     recorder = RunRecorder(tmp_path / "run")
-    cfg = grpo_config(tiny_lm_dir, steps=4, lora=True, lora_r=4, lora_alpha=8)
+    cfg = grpo_config(tiny_lm_dir, max_steps=4, lora=True, lora_r=4, lora_alpha=8)
 
     def stopping_reward(completion_ids, trainer_state, **kwargs):
         if trainer_state.global_step == 1:  # scoring step 2

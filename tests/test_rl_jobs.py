@@ -15,13 +15,14 @@ from core import __main__ as core_main
 from core import profiles
 from core.jobs import read_lines, read_run
 from core.rl import PRESETS, RlConfig, cli, preset_config
-from core.rl.articles import checked_rewards, load_articles
+from core.rl.news import load_articles
+from core.rl.rewards import checked_rewards
 from tests.rl_tiny import one_thread, write_news  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_ERRORS = [  # (fields, what the error says, why it is refused)
     (dict(batch_size=4, mini_batch_size=3), "divisible by mini_batch_size", "mini-batches must tile the batch"),
-    (dict(steps=0), "steps must be > 0", "a run of no steps trains nothing"),
+    (dict(max_steps=0), "max_steps must be > 0", "a run of no steps trains nothing"),
     (dict(learning_rate=0.0), "learning_rate must be > 0", "a zero learning rate never moves the policy"),
     (dict(temperature=0.0), "temperature must be > 0", "PPO needs sampled responses"),
     (dict(algo="dpo"), "algo must be one of ppo, grpo", "only two algorithms train here"),
@@ -53,9 +54,9 @@ def cli_args(*argv):
 
 
 def test_lite_profile_starts_from_the_lite_preset_then_presets_then_flags():
-    cfg = cli.build_config(*cli_args("--profile", "lite", "--preset", "no-kl", "--steps", "7"))
+    cfg = cli.build_config(*cli_args("--profile", "lite", "--preset", "no-kl", "--max-steps", "7"))
     assert cfg.lora and cfg.max_new_tokens == PRESETS["lite"].overrides["max_new_tokens"]
-    assert (cfg.kl, cfg.init_kl_coef, cfg.steps) == ("fixed", 0.0, 7)
+    assert (cfg.kl, cfg.init_kl_coef, cfg.max_steps) == ("fixed", 0.0, 7)
     assert cfg.policy == profiles.LITE.summarizer and cfg.news == profiles.LITE.news
     full = cli.build_config(*cli_args("--profile", "full", "--algo", "grpo"))
     assert (full.algo, full.lora, full.max_new_tokens) == ("grpo", False, 128)
@@ -81,7 +82,7 @@ def tiny_flags(model_dir, news) -> list[str]:
 
 
 def test_both_trains_ppo_then_grpo_on_the_same_articles(tiny_lm_dir, tmp_path, capsys):
-    argv = ["rl", *tiny_flags(tiny_lm_dir, write_news(tmp_path)), "--algo", "both", "--steps", "2"]
+    argv = ["rl", *tiny_flags(tiny_lm_dir, write_news(tmp_path)), "--algo", "both", "--max-steps", "2"]
     assert core_main.main(argv) == 0
     table = capsys.readouterr().out
     assert "| figure | ppo | grpo |" in table and "| status | finished | finished |" in table
@@ -123,7 +124,7 @@ def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, timeout: float
 
 def test_a_killed_run_is_interrupted_at_its_checkpoint_and_resume_finishes_it(tiny_lm_dir, tmp_path):
     run_dir = tmp_path / "runs" / "rl" / "killed"
-    process = start_job(run_dir, [*tiny_flags(tiny_lm_dir, write_news(tmp_path)), "--steps", "8",
+    process = start_job(run_dir, [*tiny_flags(tiny_lm_dir, write_news(tmp_path)), "--max-steps", "8",
                                   "--save-steps", "2", "--eval-articles", "0"])
     wait_for_checkpoint(run_dir, process)
     os.kill(process.pid, signal.SIGKILL)

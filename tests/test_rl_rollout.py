@@ -178,12 +178,12 @@ def test_on_cuda_ppo_steps_replay_one_recorded_step_that_sees_the_updated_weight
         pytest.skip("needs CUDA")
     from bench.rl import SMOKE_SHAPE, news_rows, save_gpt2
     from core.rl.ppo_trainer import PpoTrainer
-    from core.rl.train import RlConfig
+    from core.rl.config import RlConfig
 
     def even_tokens(completion_ids, **kwargs):  # a reward that varies between completions (ROUGE is 0 here)
         return [sum(t % 2 == 0 for t in ids) / max(len(ids), 1) for ids in completion_ids]
 
-    cfg = RlConfig(policy=str(save_gpt2(tmp_path / "gpt2", SMOKE_SHAPE)), news="bench", n_articles=8, steps=3,
+    cfg = RlConfig(policy=str(save_gpt2(tmp_path / "gpt2", SMOKE_SHAPE)), news="bench", n_articles=8, max_steps=3,
                    max_prompt_tokens=32, max_new_tokens=16, decode_compiler="cuda-graph", learning_rate=1e-3)
     trainer = PpoTrainer(cfg, news_rows(8, 100), even_tokens)
     assert trainer.sampler is not None and trainer.sampler.compiler == "cuda-graph"

@@ -19,7 +19,7 @@ from core.align.plan import cpu_plan, share_per_process, steps_per_run
 from core.jobs import read_lines
 from core.runs import REPO_ROOT, runs_dir
 from testing.tiny import CORPUS
-from tests.test_align_train import pair, write_pairs
+from tests.align_tiny import pair, write_pairs
 
 LAUNCH_TIMEOUT_S = 300  # one launch takes ~40-60 s on 2 shared cores (two processes import torch, trl and peft)
 WORDS = sorted({w for line in CORPUS[:7] for w in line.replace(".", " ").replace(",", " ").split()})
@@ -147,7 +147,7 @@ def write_news(path: Path) -> Path:
 def rl_flags(tiny_lm_dir, tmp_path) -> list[str]:
     return ["--profile", "lite", "--summarizer", str(tiny_lm_dir), "--news", str(write_news(tmp_path / "news.jsonl")),
             "--n-articles", "8", "--max-prompt-tokens", "16", "--max-new-tokens", "8", "--learning-rate", "0.01",
-            "--eval-articles", "1", "--steps", "2"]
+            "--eval-articles", "1", "--max-steps", "2"]
 
 
 def test_rl_ppo_trains_on_two_processes_into_one_run_folder(tiny_lm_dir, tmp_path):

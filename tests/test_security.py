@@ -7,11 +7,10 @@ import httpx
 import pytest
 
 from core import __main__ as core_main
-from core import jobs
-from core.align import compare
+from core import align, jobs
 from core.runs import new_run_dir
 from tests.served import served_classroom
-from tests.test_align_train import pair, tiny_config, write_pairs
+from tests.align_tiny import pair, tiny_config, write_pairs
 
 TOKEN = "hf_SENTINELtokenThatMustNeverBeShown0123456789"
 
@@ -34,7 +33,7 @@ def test_a_failed_push_says_why_without_the_token(tmp_path, monkeypatch, caplog,
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     caplog.set_level(logging.DEBUG)
     with pytest.raises(ValueError, match="could not push to teacher/demo-adapter") as caught:
-        compare.push_adapter(jobs.read_run(folder), "teacher/demo-adapter")
+        align.push_adapter(jobs.read_run(folder), "teacher/demo-adapter")
     out, err = capfd.readouterr()
     assert TOKEN not in str(caught.value) and TOKEN not in caplog.text and TOKEN not in out + err
 

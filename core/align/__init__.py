@@ -2,22 +2,21 @@
 subset formatted with the generator's chat template, and LoRA training with trl as a job writing a run folder.
 
 The contract (see core/__init__.py): `PreferenceDataConfig`, `PreferenceDataResult`, `prepare(cfg, control=None)` for
-the data; `AlignConfig` (+ `PRESETS`, `preset_config`) and `train(cfg, recorder, resume=False)`, run through
-core.jobs.run_job, for training; `load_adapter_model(run_dir)` for a trained adapter on its base model.
-Importing this package loads no transformers, peft or trl. `core.align.train` is the function; the module is
-`sys.modules["core.align.train"]` (importlib.import_module("core.align.train")).
+the data; `AlignConfig` (+ `PRESETS`, `preset_config`; config.py) and `train(cfg, recorder, resume=False)` (job.py),
+run through core.jobs.run_job, for training; after training, a run's answers scored, runs compared and an adapter
+pushed to the Hub (compare.py). Importing this package loads no transformers, peft or trl.
 """
-from core.align.config import METHODS, PRESETS, TARGET_MODULES, AlignConfig, Preset, data_config, preset_config
-from core.align.data import (RULES, TOXIC_SOURCE, PreferenceDataConfig, PreferenceDataResult, answer_text,
-                             filter_pairs, format_for_training, format_pair, prepare, prompt_messages, removal_reason,
-                             select_subset)
-from core.align.model import load_adapter_model
+from core.align.compare import (COMPARISON_COLUMNS, comparison_row, latest_per_method, push_adapter, read_answers,
+                                read_scores, score_run)
+from core.align.config import METHODS, PRESETS, TARGET_MODULES, AlignConfig, data_config, preset_config
+from core.align.data import (RULES, PreferenceDataConfig, PreferenceDataResult, filter_pairs, format_for_training,
+                             format_pair, prepare, removal_reason, select_subset)
+from core.align.job import train
 from core.align.plan import CHECKPOINTING_CHOICES, BatchPlan, ModelShape, choose_micro_batch, training_bytes
-from core.align.train import train
+from core.data import TOXIC_SOURCE
 
-__all__ = ["CHECKPOINTING_CHOICES", "METHODS", "PRESETS", "TARGET_MODULES", "AlignConfig", "BatchPlan", "ModelShape",
-           "Preset", "RULES",
-           "TOXIC_SOURCE", "PreferenceDataConfig", "PreferenceDataResult", "answer_text", "choose_micro_batch",
-           "data_config", "filter_pairs", "format_for_training", "format_pair", "load_adapter_model",
-           "preset_config", "prepare", "prompt_messages", "removal_reason", "select_subset", "train",
-           "training_bytes"]
+__all__ = ["CHECKPOINTING_CHOICES", "COMPARISON_COLUMNS", "METHODS", "PRESETS", "TARGET_MODULES", "TOXIC_SOURCE",
+           "AlignConfig", "BatchPlan", "ModelShape", "PreferenceDataConfig", "PreferenceDataResult", "RULES",
+           "choose_micro_batch", "comparison_row", "data_config", "filter_pairs", "format_for_training",
+           "format_pair", "latest_per_method", "prepare", "preset_config", "push_adapter", "read_answers",
+           "read_scores", "removal_reason", "score_run", "select_subset", "train", "training_bytes"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 from core.align.config import AlignConfig
-from core.align.data import prompt_messages
-from core.generation import GenerationConfig, generate, message_text
+from core.data import message_text, prompt_messages
+from core.generation import GenerationConfig, generate
 from core.loaders import LanguageModel
 
 

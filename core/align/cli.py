@@ -13,6 +13,7 @@ from pathlib import Path
 from core.align.config import PRESETS, AlignConfig, data_config, preset_config
 from core.align.data import RULES, prepare
 from core.jobs import add_config_arguments, config_from_args, run_job, shared_run_dir
+from core.presets import from_dict
 
 
 def add_arguments(parser) -> None:
@@ -37,7 +38,7 @@ def build_config(args, profile, method: str) -> AlignConfig:
 
 def resumed_config(run_dir: Path) -> AlignConfig:
     try:
-        return AlignConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        return from_dict(AlignConfig, json.loads((run_dir / "config.json").read_text()))
     except (OSError, ValueError, TypeError) as exc:
         raise ValueError(f"cannot resume {run_dir}: its config.json is unreadable ({exc}); start a new run") from exc
 
@@ -60,7 +61,7 @@ def main(args, profile) -> tuple[str, dict]:
 
 
 def run_training(cfg: AlignConfig, run_dir: Path, resume: bool) -> dict:
-    from core.align.train import train  # torch, transformers and trl load only when training
+    from core.align.job import train  # torch, transformers and trl load only when training
 
     summary = run_job(run_dir, lambda recorder: train(cfg, recorder, resume=resume), resume=resume)
     return {"method": cfg.method, "run_dir": str(run_dir), **summary}

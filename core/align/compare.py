@@ -7,7 +7,6 @@ import json
 import os
 import re
 
-from core import reward
 from core.jobs import RunInfo, list_runs
 from core.runs import RunControl, write_json
 
@@ -32,6 +31,8 @@ def read_answers(run: RunInfo) -> list[dict]:
 
 def score_run(run: RunInfo, reward_model: str, control: RunControl | None = None) -> list[dict]:
     """Each prompt's base and trained answers scored together (one batched pass per prompt); scores.json written."""
+    from core import reward  # its figures' matplotlib loads only when a run is scored
+
     rows = []
     for a in read_answers(run):
         cfg = reward.RewardConfig(prompt=a["prompt"], responses=(a.get("base") or NO_ANSWER,

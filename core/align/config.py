@@ -1,13 +1,14 @@
 """The DPO / ORPO run's settings: `AlignConfig` (defaults from the course notebook), its checks, and the presets the
-tab and the CLI offer. Holds no model code; core.align.train turns a config into a run."""
+tab and the CLI offer. Holds no model code; core.align.job turns a config into a run."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from core import profiles
-from core.align.data import TOXIC_SOURCE, PreferenceDataConfig
+from core.align.data import PreferenceDataConfig
 from core.align.plan import CHECKPOINTING_CHOICES
+from core.data import TOXIC_SOURCE
+from core.presets import Preset, preset_values
 
 METHODS = ("dpo", "orpo")
 PRECISIONS = ("4bit", "16bit")  # the base weights on CUDA; a CPU always trains in fp32
@@ -94,12 +95,6 @@ class AlignConfig:
         if self.eval_prompts < 0:
             raise ValueError(f"eval prompts must be >= 0, got {self.eval_prompts}")
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "AlignConfig":
-        """The config a run folder's config.json was written from (its extra keys, such as backend facts, ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
 
 def data_fields(cfg: AlignConfig) -> dict:
     """PreferenceDataConfig's arguments for this run (the chat template comes from the model being trained)."""
@@ -112,28 +107,20 @@ def data_config(cfg: AlignConfig) -> PreferenceDataConfig:
     return PreferenceDataConfig(**data_fields(cfg))
 
 
-@dataclass(frozen=True)
-class Preset:
-    label: str
-    full: dict  # overrides on a GPU (profile "full")
-    lite: dict  # overrides on a CPU laptop (profile "lite", SmolLM2-135M)
-
-
 # A few steps at 5e-6 leave the curves flat: the quick demo takes LoRA's usual SFT step, 2e-4, without warmup. Measured
 # on SmolLM2 (lite, 3 steps): reward margin after step 3 0.011 at 5e-5, 0.042 at 2e-4 (one of two answers changed).
 _QUICK = dict(learning_rate=2e-4, warmup_ratio=0.0, max_new_tokens=128)
-PRESETS = {
-    "quick": Preset("Quick demo", full=dict(_QUICK, pairs=48, save_steps=2),  # 6 steps: about a minute on a GPU
+PRESETS = {  # overrides: on a GPU (profile "full"); lite: on a CPU laptop (profile "lite", SmolLM2-135M)
+    "quick": Preset("Quick demo", "curves and answers that move within a few steps, at LoRA's usual SFT step",
+                    overrides=dict(_QUICK, pairs=48, save_steps=2),  # 6 steps: about a minute on a GPU
                     lite=dict(_QUICK, pairs=24, lora_r=16, lora_alpha=16, max_length=512, max_new_tokens=64,
                               save_steps=1)),  # 3 steps of 8 pairs: about 2 minutes on 2 cores
-    "notebook": Preset("Course notebook", full={}, lite={}),  # 1600 pairs (fewer when the data has fewer)
+    "notebook": Preset("Course notebook", "the course notebook's run: 1600 pairs (fewer when the data has fewer)",
+                       overrides={}),
 }
 
 
 def preset_config(name: str, profile: profiles.Profile, **overrides) -> AlignConfig:
     """The preset `name` for `profile` (its generator and preference data), then `overrides`."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-    preset = PRESETS[name]
-    values = preset.lite if profile.name == "lite" else preset.full
+    values = preset_values(PRESETS, [name], lite=profile.name == "lite")
     return AlignConfig(**{"model_id": profile.generator, "dataset": profile.preferences, **values, **overrides})

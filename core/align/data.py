@@ -11,11 +11,11 @@ from typing import Any
 from Levenshtein import ratio
 
 from core import data
-from core.generation import chat_text, message_text
+from core.data import TOXIC_SOURCE, answer_text, prompt_messages
+from core.generation import chat_text
 from core.loaders import load_tokenizer
 from core.runs import RunControl
 
-TOXIC_SOURCE = "unalignment/toxic-dpo-v0.2"  # 541 rows of orpo-dpo-mix-40k whose "chosen" answers are harmful
 RULES = ("source", "similarity", "word_limit")  # checked in this order; a row counts under the first that fires
 _REASON = "_removed_by"
 
@@ -61,11 +61,6 @@ class PreferenceDataResult:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("dataset", "subset")}
 
 
-def answer_text(messages) -> str:
-    """The answer: the last message's content (plain strings pass through, as in the course notebook)."""
-    return message_text(messages)
-
-
 def removal_reason(row: dict, cfg: PreferenceDataConfig) -> str:
     """The first rule that removes this pair, or "" to keep it (the notebook's filter_responses + the source rule)."""
     if row.get("source") in cfg.drop_sources:
@@ -109,14 +104,6 @@ def select_subset(dataset, cfg: PreferenceDataConfig):
     n = min(cfg.n_rows, len(dataset))
     note = "" if n == cfg.n_rows else f"only {n} pairs pass the filters, so all {n} are used instead of {cfg.n_rows}"
     return dataset.shuffle(seed=cfg.seed).select(range(n)), note
-
-
-def prompt_messages(row: dict) -> list[dict]:
-    """The conversation before the answer (the user turn, or several turns in multi-turn rows)."""
-    chosen = row["chosen"]
-    if isinstance(chosen, list) and len(chosen) > 1:
-        return chosen[:-1]
-    return [{"role": "user", "content": row["prompt"]}]
 
 
 def format_pair(row: dict, tokenizer=None) -> dict[str, str]:

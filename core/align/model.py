@@ -1,5 +1,6 @@
 """The policy a DPO/ORPO run trains (unsloth + its LoRA on CUDA, transformers + a peft LoraConfig elsewhere), the
-checks a checkpoint must pass before a run resumes from it, and a saved adapter loaded back for inference."""
+checks a checkpoint must pass before a run resumes from it. A saved adapter is loaded back for inference by
+core.loaders.load_language_model."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,8 +15,7 @@ from typing import Any
 from core.align.config import AlignConfig
 from core.align.plan import ModelShape
 from core.jobs import rank, world_size
-from core.loaders import LanguageModel, load_language_model, resolve_local, split_revision
-from core.runs import runs_dir
+from core.loaders import load_language_model, resolve_local, split_revision
 
 ADAPTER_DIR = "adapter"
 log = logging.getLogger(__name__)
@@ -151,39 +151,3 @@ def check_base_model(adapter: dict, checkpoint: Path, base_name: str) -> None:
     if made_for != base_name:
         raise ValueError(f"checkpoint {checkpoint} was made for base model {made_for!r}, not {base_name!r}: "
                          "resume it with the model it was trained on, or start a new run")
-
-
-# ---- a saved adapter, for inference elsewhere (the ICL lab's "base + adapter") -----------------------------------
-
-def adapter_dir(path) -> Path:
-    """The adapter folder of a run folder (or the adapter folder itself); it must lie inside the runs folder."""
-    path = Path(path).expanduser().resolve()
-    root = runs_dir().expanduser().resolve()
-    if not path.is_relative_to(root):
-        raise ValueError(f"{path} is outside the runs folder {root}: only adapters trained here can be loaded")
-    if (path / ADAPTER_DIR / "adapter_config.json").exists():
-        path = path / ADAPTER_DIR
-    if not (path / "adapter_config.json").exists():
-        raise ValueError(f"{path} holds no adapter_config.json: pick a finished or stopped DPO/ORPO run")
-    return path
-
-
-def _base_model_id(folder: Path) -> str:
-    """The model the run trained on: its config.json's model_id, else what peft recorded."""
-    for config in (folder.parent / "config.json", folder / "config.json"):
-        if config.exists():
-            model_id = json.loads(config.read_text()).get("model_id")
-            if model_id:
-                return model_id
-    return json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-
-
-def load_adapter_model(path) -> LanguageModel:
-    """The run's base model (through core.loaders) with its saved LoRA adapter on top: eval mode, left padding.
-    `path` is a run folder or its adapter/ folder, inside the runs folder."""
-    from peft import PeftModel
-
-    folder = adapter_dir(path)
-    lm = load_language_model(_base_model_id(folder))
-    model = PeftModel.from_pretrained(lm.model, str(folder)).eval()
-    return LanguageModel(model, lm.tokenizer, str(folder), lm.device, f"{lm.backend}+lora")

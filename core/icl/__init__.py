@@ -4,7 +4,7 @@ The contract (see core/__init__.py): `IclConfig`, `IclResult`, `run(cfg, control
 free-text question and `compare_models` for the same evaluation over several models (base and trained adapters).
 strategies.py holds the prompt records, answers.py the number extraction, report.py the tables.
 """
-from core.icl.answers import extract_answer, gold_answer, majority, same_number, wilson_interval
+from core.icl.answers import extract_answer, gold_answer, majority, same_number
 from core.icl.pipeline import (AnswerCache, IclConfig, Problem, answer_cache, ask, compare_models, pick_exemplars,
                                run, select_problems)
 from core.icl.report import (ERROR_KINDS, IclResult, accuracy_figure, batch_text, comparison_rows, error_kind,
@@ -16,4 +16,4 @@ __all__ = ["ERROR_KINDS", "AnswerCache", "IclConfig", "IclResult", "Problem", "S
            "answer_cache", "ask", "batch_text", "compare_models", "comparison_rows", "error_kind", "extract_answer",
            "get_strategies", "gold_answer", "majority", "make_row", "percent_with_interval", "pick_exemplars",
            "prompt_text", "render", "run", "same_number", "sample_markdown", "select_problems", "stages_markdown",
-           "strategy_table", "summarize", "table_text", "wilson_interval", "worked_solution"]
+           "strategy_table", "summarize", "table_text", "worked_solution"]

@@ -8,9 +8,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.icl.answers import extract_answer, majority, same_number, wilson_interval
+from core.icl.answers import extract_answer, majority, same_number
 from core.icl.strategies import STRATEGIES, prompt_text
 from core.runs import write_json
+from core.stats import wilson_interval
 
 MODES = ("strict", "flexible")
 

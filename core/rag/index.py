@@ -207,7 +207,7 @@ def hit_rates(retrieved: list[list[str]], wanted: list[str], ks=(1, 3)) -> dict[
     return {k: sum(norm(w) in map(norm, names[:k]) for names, w in zip(retrieved, wanted)) / len(wanted) for k in ks}
 
 
-def retrieval_quality(index, rows: list[dict], ks=(1, 3), control: RunControl | None = None) -> dict:
+def index_quality(index, rows: list[dict], ks=(1, 3), control: RunControl | None = None) -> dict:
     """hit@k for "How do I make {name}?" over dishes that are in the index (`rows`), plus query latency."""
     retriever = index.as_retriever(similarity_top_k=max(ks))
     retrieved, seconds = [], []

@@ -16,7 +16,8 @@ from typing import Callable, Iterator
 from tqdm.auto import tqdm
 
 from core import profiles
-from core.generation import (GenerationConfig, GenerationReport, chat_text, generate, message_text, plan_batch_size,
+from core.data import message_text
+from core.generation import (GenerationConfig, GenerationReport, chat_text, generate, plan_batch_size,
                              sampling_kwargs)
 from core.models import MODELS
 from core.rag import index as rag_index
@@ -312,5 +313,5 @@ def retrieval_quality(cfg: RagConfig, limit: int = 0, control: RunControl | None
     rows = rag_index.load_recipes(cfg.recipes, "train")
     with MODELS.use("rag-embedding", cfg.embedding, rag_index.load_embedding) as embed_model:
         opened = rag_index.open_index(rows, cfg.recipes, cfg.embedding, embed_model, control=control)
-        quality = rag_index.retrieval_quality(opened.index, rows[:limit] if limit else rows, control=control)
+        quality = rag_index.index_quality(opened.index, rows[:limit] if limit else rows, control=control)
     return {"embedding": cfg.embedding, "recipes": cfg.recipes, "index": opened.message, **quality}

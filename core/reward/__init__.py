@@ -11,10 +11,10 @@ from core.reward.pipeline import (PENCIL, SCORER_NAMES, RewardConfig, RewardResu
                                   score_table)
 from core.reward.plots import (attribute_accuracy_figure, attribute_figure, distribution_figure, length_figure,
                                margin_figure)
-from core.reward.sequence_rm import (ATTRIBUTES, ResponseScore, RewardModel, load_reward_model, score,
+from core.reward.sequence_rm import (ATTRIBUTES, ResponseScore, RewardModel, encode, load_reward_model, score,
                                      score_conversations)
 
 __all__ = ["ATTRIBUTES", "JUDGE_PREFIX", "PENCIL", "SCORER_NAMES", "PairsConfig", "PairsResult", "ResponseScore",
            "RewardConfig", "RewardModel", "RewardResult", "ScoredPair", "attribute_accuracy_figure", "attribute_figure",
-           "distribution_figure", "format_table", "judge_model_id", "length_figure", "load_examples", "load_pairs",
+           "distribution_figure", "encode", "format_table", "judge_model_id", "length_figure", "load_examples", "load_pairs",
            "load_reward_model", "margin_figure", "run", "score", "score_conversations", "score_pairs", "score_table"]

@@ -12,16 +12,16 @@ from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 
 from core import data
-from core.align import TOXIC_SOURCE, answer_text, prompt_messages
+from core.data import TOXIC_SOURCE, answer_text, prompt_messages
 from core.generation import auto_batch_size
-from core.training import free_accelerator_bytes
-from core.icl import wilson_interval
 from core.loaders import load_language_model
 from core.models import MODELS
 from core.profiles import FULL
 from core.reward import judge
-from core.reward import sequence_rm as rm_scoring
+from core.reward import sequence_rm
 from core.runs import RunControl, Stopped
+from core.stats import wilson_interval
+from core.training import free_accelerator_bytes
 
 COLUMNS = ("prompt", "chosen", "rejected")
 TEMPLATE_ROOM = 128  # tokens left for the chat template around an answer (the judge's rating question is longest)
@@ -201,13 +201,13 @@ def _scorer(model_id: str, max_tokens: int):
     generator = judge.judge_model_id(model_id)
     if generator is not None:  # same loader and id as the ICL generator: shares its resident slot
         with MODELS.use("reward", generator, load_language_model) as lm:
-            limit = rm_scoring.token_limit(lm.model, max_tokens)
+            limit = sequence_rm.token_limit(lm.model, max_tokens)
             yield SimpleNamespace(score=lambda c: judge.score_conversations(lm, c, limit), tokenizer=lm.tokenizer,
                                   limit=limit, kind="judge", model=lm.model, per_pair=2 * len(judge.ATTRIBUTES))
     else:
-        with MODELS.use("reward", model_id, rm_scoring.load_reward_model) as rm:
-            limit = rm_scoring.token_limit(rm.model, max_tokens)
-            yield SimpleNamespace(score=lambda c: rm_scoring.score_conversations(rm, c, limit), tokenizer=rm.tokenizer,
+        with MODELS.use("reward", model_id, sequence_rm.load_reward_model) as rm:
+            limit = sequence_rm.token_limit(rm.model, max_tokens)
+            yield SimpleNamespace(score=lambda c: sequence_rm.score_conversations(rm, c, limit), tokenizer=rm.tokenizer,
                                   limit=limit, kind=None, model=rm.model, per_pair=2)
 
 
@@ -226,7 +226,7 @@ def _fitting(pairs: list[dict], tokenizer, limit: int) -> tuple[list[dict], list
                   f"them): {dropped}"] if dropped else []
 
 
-def _scored(p: dict, chosen: rm_scoring.ResponseScore, rejected: rm_scoring.ResponseScore) -> ScoredPair:
+def _scored(p: dict, chosen: sequence_rm.ResponseScore, rejected: sequence_rm.ResponseScore) -> ScoredPair:
     return ScoredPair(row=p["row"], prompt=p["prompt"], chosen=p["chosen"], rejected=p["rejected"],
                       chosen_score=chosen.score, rejected_score=rejected.score, chosen_tokens=p["chosen_tokens"],
                       rejected_tokens=p["rejected_tokens"], chosen_rewards=chosen.rewards,
@@ -274,7 +274,7 @@ def score_pairs(cfg: PairsConfig = PairsConfig(), control: RunControl | None = N
     return PairsResult(
         model_id=cfg.model_id, scorer=scorer.kind or ("scalar" if rewards is None else "qrm"), dataset=cfg.dataset,
         seed=cfg.seed, requested=cfg.n, pairs=scored,
-        attributes=rm_scoring.attribute_names(len(rewards)) if rewards else [], stopped=stopped, batch_size=size,
+        attributes=sequence_rm.attribute_names(len(rewards)) if rewards else [], stopped=stopped, batch_size=size,
         warnings=warnings + too_long + _pair_warnings(scored, scorer.limit), seconds=time.perf_counter() - start)
 
 

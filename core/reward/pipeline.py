@@ -12,7 +12,7 @@ from core.models import MODELS
 from core.profiles import FULL
 from core.reward import judge
 from core.runs import REPO_ROOT, RunControl
-from core.reward import sequence_rm as rm_scoring
+from core.reward import sequence_rm
 
 SCORER_NAMES = {"qrm": "QRM quantile reward model",
                 "scalar": "reward model with a single score",
@@ -57,7 +57,7 @@ class RewardResult:
     prompt: str
     labels: list[str]
     responses: list[str]
-    scores: list[rm_scoring.ResponseScore]
+    scores: list[sequence_rm.ResponseScore]
     attributes: list[str] = field(default_factory=list)
     levels: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -84,7 +84,7 @@ def input_warnings(cfg: RewardConfig) -> list[str]:
     return notes
 
 
-def _truncation_warnings(labels: list[str], scores: list[rm_scoring.ResponseScore], max_tokens: int) -> list[str]:
+def _truncation_warnings(labels: list[str], scores: list[sequence_rm.ResponseScore], max_tokens: int) -> list[str]:
     return [f"the {label} conversation was longer than {max_tokens} tokens: the start of the prompt was cut "
             "(the answer and the chat template's assistant header were kept)"
             for label, s in zip(labels, scores) if s.truncated]
@@ -98,20 +98,20 @@ def run(cfg: RewardConfig = RewardConfig(), control: RunControl | None = None) -
     generator = judge.judge_model_id(cfg.model_id)
     if generator is not None:  # same loader and id as the ICL generator: shares its resident slot
         with MODELS.use("reward", generator, load_language_model) as lm:
-            limit = rm_scoring.token_limit(lm.model, cfg.max_tokens)
+            limit = sequence_rm.token_limit(lm.model, cfg.max_tokens)
             scores = judge.score(lm, cfg.prompt, list(cfg.responses), limit)
         scorer = "judge"
     else:
-        with MODELS.use("reward", cfg.model_id, rm_scoring.load_reward_model) as rm:
-            limit = rm_scoring.token_limit(rm.model, cfg.max_tokens)
-            scores = rm_scoring.score(rm, cfg.prompt, list(cfg.responses), limit)
+        with MODELS.use("reward", cfg.model_id, sequence_rm.load_reward_model) as rm:
+            limit = sequence_rm.token_limit(rm.model, cfg.max_tokens)
+            scores = sequence_rm.score(rm, cfg.prompt, list(cfg.responses), limit)
         scorer = "scalar" if scores[0].rewards is None else "qrm"
     first = scores[0]
     return RewardResult(
         model_id=cfg.model_id, scorer=scorer, prompt=cfg.prompt, labels=list(cfg.labels),
         responses=list(cfg.responses), scores=scores,
-        attributes=rm_scoring.attribute_names(len(first.rewards)) if first.rewards else [],
-        levels=rm_scoring.quantile_levels(len(first.score_quantiles)) if first.score_quantiles else [],
+        attributes=sequence_rm.attribute_names(len(first.rewards)) if first.rewards else [],
+        levels=sequence_rm.quantile_levels(len(first.score_quantiles)) if first.score_quantiles else [],
         warnings=input_warnings(cfg) + _truncation_warnings(list(cfg.labels), scores, limit),
         seconds=time.perf_counter() - start)
 

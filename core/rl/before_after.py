@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from core.rl.articles import with_prompts
+from core.rl.news import with_prompts
 from core.rl.policy import load_lm, load_tokenizer
 from core.rl.rewards import ROUGE_TYPES, rouge_scores
 from core.rl.rollout import encode_prompts, sample

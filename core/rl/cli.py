@@ -1,7 +1,8 @@
 """`python -m core rl ...`: trains the RL summarizer (our PPO, trl's GRPO, or both on the same articles) as a job
 with a run folder, or with --score-article N scores one summary (default: lead-3) against an article's highlights.
 
-    python -m core rl --profile lite --algo ppo|grpo|both [--preset NAME] [--steps 20 ...] [--run-dir DIR] [--resume]
+    python -m core rl --profile lite --algo ppo|grpo|both [--preset NAME] [--max-steps 20 ...] [--run-dir DIR]
+                      [--resume]
 
 The same command line runs data-parallel under `accelerate launch --multi_gpu --num_processes N -m core rl ...`:
 every process samples a batch of its own per step (PPO: batch_size articles, through accelerate.prepare's DDP; GRPO:
@@ -15,8 +16,10 @@ import time
 from pathlib import Path
 
 from core.jobs import add_config_arguments, config_from_args, run_job, shared_run_dir
+from core.presets import from_dict
+from core.rl.config import ALGOS, PRESETS, RlConfig, preset_config
+from core.rl.job import train
 from core.rl.rewards import ROUGE_TYPES, SummaryScoreConfig, score_summary
-from core.rl.train import ALGOS, PRESETS, RlConfig, config_from_file, preset_config, train
 
 FROM_PROFILE = ("policy", "news")  # the profile's summarizer and news roles (--summarizer, --news)
 FIGURES = ("status", "reason", "steps_done", "max_steps", "seconds_per_step", "reward_start", "reward_final",
@@ -53,7 +56,7 @@ def planned_runs(args, profile) -> list[tuple[RlConfig, Path]]:
     if args.resume:
         if run_dir is None:
             raise ValueError("--resume needs --run-dir: the folder of the run to continue")
-        return [(config_from_file(json.loads((run_dir / "config.json").read_text())), run_dir)]
+        return [(from_dict(RlConfig, json.loads((run_dir / "config.json").read_text())), run_dir)]
     cfg = build_config(args, profile)
     algos = list(ALGOS) if args.algo == "both" else [cfg.algo]
     if len(algos) > 1 and run_dir is not None:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from core.jobs import RunRecorder
-from core.rl.articles import with_prompts
+from core.rl.news import with_prompts
 from core.rl.policy import load_lm, load_tokenizer, lora_config
 from core.rl.samples import SampleLog, logging_reward
 from core.training import rank_record_callback, recorder_callback, use_cpu_lm_head
@@ -24,7 +24,7 @@ def grpo_arguments(cfg, output_dir: Path):
         output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=1,
         num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature,
         top_k=0, top_p=1.0, learning_rate=cfg.learning_rate, lr_scheduler_type="constant", beta=cfg.grpo_beta,
-        epsilon=cfg.cliprange, max_grad_norm=cfg.max_grad_norm, max_steps=cfg.steps, logging_steps=1,
+        epsilon=cfg.cliprange, max_grad_norm=cfg.max_grad_norm, max_steps=cfg.max_steps, logging_steps=1,
         save_strategy="steps", save_steps=cfg.save_steps, seed=cfg.seed, bf16=cuda and cfg.bf16, use_cpu=not cuda,
         cache_implementation="static" if cuda and cfg.static_cache else None, disable_dropout=True,
         report_to="none", disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0)
@@ -58,7 +58,7 @@ def train_grpo(cfg, rows: list[dict], reward_fn, recorder: RunRecorder, checkpoi
     trainer.save_model(str(recorder.run_dir / "adapter"))  # rank 0 writes, every process takes part
     if recorder.writes:
         trainer.processing_class.save_pretrained(recorder.run_dir / "adapter")
-    stopped = recorder.stop_requested() and done < cfg.steps
+    stopped = recorder.stop_requested() and done < cfg.max_steps
     return {"status": "stopped" if stopped else "finished",
-            "reason": f"stopped by the user after step {done}" if stopped else f"trained {cfg.steps} steps",
+            "reason": f"stopped by the user after step {done}" if stopped else f"trained {cfg.max_steps} steps",
             "steps_done": done, "seconds_per_step": elapsed / max(done - started, 1)}

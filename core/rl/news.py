@@ -1,13 +1,16 @@
-"""News articles for the summarizer: a cached row lookup, a rule-based sentence splitter, and the lead-n baseline
-that every learned summary has to beat."""
+"""News articles for the summarizer: a cached row lookup, the training articles (checked rows {article, highlights,
+id}) and the prompts made from them, a rule-based sentence splitter, and the lead-n baseline that every learned
+summary has to beat."""
 from __future__ import annotations
 
 import re
 from functools import lru_cache
 
 from core import data
+from core.generation import chat_text
 
 SPLIT = "validation"  # the course notebook trained on cnn_dailymail's validation split
+INSTRUCTION = "Summarize this news article in a few sentences."
 # A sentence ends at . ! or ? (plus closing quotes/brackets) when whitespace and a capital or digit follow.
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s+[\"'(\[]?[A-Z0-9])")
 _ABBREVIATIONS = ("Mr.", "Mrs.", "Ms.", "Dr.", "St.", "Prof.", "Gen.", "No.", "U.S.", "U.K.", "U.N.", "vs.")
@@ -44,3 +47,37 @@ def news_article(spec: str, index: int, split: str = SPLIT) -> dict:
     if not 0 <= index < len(rows):
         raise ValueError(f"article number must be between 0 and {len(rows) - 1}, got {index}")
     return {**rows[int(index)], "count": len(rows)}
+
+
+def load_articles(news_id: str, n: int, split: str = SPLIT) -> list[dict]:
+    """The first n rows (fewer if the split is shorter) as {article, highlights, id}; a row with an empty article
+    or no highlights raises ValueError naming it."""
+    rows = data.load_split(news_id, split)
+    missing = [c for c in ("article", "highlights") if c not in rows.column_names]
+    if missing:
+        raise ValueError(f"{news_id} has no {' or '.join(missing)} column: the RL summarizer needs cnn_dailymail's "
+                         "article/highlights/id schema")
+    picked = []
+    for i, row in enumerate(rows.select(range(min(n, len(rows))))):
+        name = f"{news_id} row {i} (id {row.get('id', i)})"
+        if not str(row["article"] or "").strip():
+            raise ValueError(f"{name} has an empty article: remove it or pick other rows")
+        if not str(row["highlights"] or "").strip():
+            raise ValueError(f"{name} has no reference highlights, so ROUGE has nothing to compare with")
+        picked.append({"article": row["article"], "highlights": row["highlights"], "id": str(row.get("id", i))})
+    return picked
+
+
+def prompt_text(tokenizer, article: str, max_tokens: int) -> str:
+    """The article cut to its first max_tokens tokens (the notebook's 512), then, for a chat model, put in a user
+    turn asking for a summary; a plain LM (the notebook's summarization GPT-2) gets the cut article as it is."""
+    ids = tokenizer(article, add_special_tokens=False)["input_ids"][:max_tokens]
+    cut = tokenizer.decode(ids, skip_special_tokens=True)
+    if tokenizer.chat_template is None:
+        return cut
+    return chat_text(tokenizer, f"{INSTRUCTION}\n\n{cut}")
+
+
+def with_prompts(tokenizer, rows: list[dict], max_tokens: int) -> list[dict]:
+    """Each row plus its "prompt"."""
+    return [{**row, "prompt": prompt_text(tokenizer, row["article"], max_tokens)} for row in rows]

@@ -1,7 +1,7 @@
 """Our PPO trainer on torch + transformers + peft + accelerate: rollouts, the per-token KL reward, GAE and clipped
 updates (the math is core.rl.ppo), per-step metrics and samples, checkpoints, Stop and resume. One code path for
 one device and for `accelerate launch --num_processes N` (each process takes its share of the batch; rank 0 writes
-the run folder). Model loading lives in core.rl.policy, the run's orchestration in core.rl.train."""
+the run folder). Model loading lives in core.rl.policy, the run's orchestration in core.rl.job."""
 from __future__ import annotations
 
 import time
@@ -12,11 +12,12 @@ from statistics import fmean
 import torch
 
 from core.jobs import RunRecorder
-from core.rl.articles import checked_rewards, with_prompts
 from core.rl.checkpoints import load_checkpoint, save_checkpoint, save_policy
+from core.rl.news import with_prompts
 from core.rl.policy import build_policy
 from core.rl.ppo import (AdaptiveKLController, FixedKLController, RunningMoments, gae, masked_mean,
                          per_token_rewards, policy_loss, scale_scores, value_loss)
+from core.rl.rewards import checked_rewards
 from core.rl.rollout import FixedShapeSampler, Rollout, encode_prompts, sample
 from core.rl.samples import SampleLog
 from core.training import trainable_sha256, write_rank_record
@@ -39,7 +40,7 @@ def batch_indices(n_rows: int, batch_size: int, step: int, seed: int) -> list[in
 
 class PpoTrainer:
     """PPO on `rows` ({article, highlights, id}) with `reward_fn` in trl's shape (prompts=, completions=,
-    completion_ids=, log_metric=, plus the row columns as keywords). `cfg` is a core.rl.train.RlConfig;
+    completion_ids=, log_metric=, plus the row columns as keywords). `cfg` is a core.rl.config.RlConfig;
     `checkpoint` (a checkpoint folder) resumes from it."""
 
     def __init__(self, cfg, rows: list[dict], reward_fn, recorder: RunRecorder | None = None,
@@ -201,20 +202,20 @@ class PpoTrainer:
             save_policy(folder, self.unwrapped.lm, self.policy.tokenizer)
 
     def train(self) -> dict:
-        """Steps from steps_done to cfg.steps, a metrics line after each, a checkpoint every save_steps; Stop ends
+        """Steps from steps_done to cfg.max_steps, a metrics line after each, a checkpoint every save_steps; Stop ends
         after the current step with a checkpoint. The adapter (or weights) goes to run_dir/adapter/ either way."""
         cfg, started, began = self.cfg, self.steps_done, time.perf_counter()
-        status, reason = "finished", f"trained {cfg.steps} steps"
-        for step in range(self.steps_done, cfg.steps):
+        status, reason = "finished", f"trained {cfg.max_steps} steps"
+        for step in range(self.steps_done, cfg.max_steps):
             stats = self.step(step)
             self.steps_done = step + 1
             if self.writes:
-                self.recorder.log(self.steps_done, cfg.steps, stats)
+                self.recorder.log(self.steps_done, cfg.max_steps, stats)
             if self._stop_requested():
                 status, reason = "stopped", f"stopped by the user after step {self.steps_done}"
                 self.save_checkpoint()
                 break
-            if self.steps_done % cfg.save_steps == 0 and self.steps_done < cfg.steps:
+            if self.steps_done % cfg.save_steps == 0 and self.steps_done < cfg.max_steps:
                 self.save_checkpoint()
         if self.recorder is not None:
             self.save_adapter(self.recorder.run_dir / "adapter")

@@ -1,12 +1,13 @@
 """ROUGE as a reward for news summaries: the scores the course notebook's PPO reward used (via rouge_score, which
 works offline, unlike evaluate.load("rouge")), that reward in trl's reward-function shape, and one summary scored
-against its article's highlights beside the lead-3 baseline."""
+against its article's highlights beside the lead-3 baseline; and any reward function's output checked."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-from core.generation import message_text
+from core.data import message_text
 from core.profiles import FULL
 from core.rl.news import lead_baseline, news_article
 from core.runs import RunControl
@@ -72,3 +73,15 @@ def score_summary(cfg: SummaryScoreConfig, control: RunControl | None = None) ->
         raise ValueError("the summary is empty: write one (or leave it out to score the lead-3 baseline)")
     scores = {"summary": rouge_scores(row["highlights"], summary), "lead-3": rouge_scores(row["highlights"], lead)}
     return SummaryScoreResult(row["article"], row["highlights"], summary, lead, scores, scores["summary"]["rouge1"])
+
+
+def checked_rewards(values, n: int) -> list[float]:
+    """A reward function's output as n finite floats, else ValueError saying what came back."""
+    values = [float(v) for v in values]
+    if len(values) != n:
+        raise ValueError(f"the reward function returned {len(values)} values for {n} summaries")
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"the reward function returned {values[bad[0]]} for summary {bad[0]}: rewards must be "
+                         "finite numbers (check the references it compares with)")
+    return values

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.rl.articles import checked_rewards
+from core.rl.rewards import checked_rewards
 
 
 class SampleLog:

@@ -1,20 +1,12 @@
-"""The RL summarizer's one entry point: `RlConfig` (defaults: the course notebook's PPO settings), named presets,
-and `train(cfg, recorder)`, which runs our PPO or trl's GRPO on the news articles with ROUGE as the reward and
-writes the run folder (config.json first, metrics, samples, checkpoints, adapter/, before_after.json)."""
+"""The RL run's settings: `RlConfig` (defaults: the course notebook's PPO settings), its checks, and the presets the
+tab and the CLI offer. Holds no model code; core.rl.job turns a config into a run."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
-from statistics import fmean
 
-from core import loaders
-from core.jobs import RunRecorder, read_lines
+from core.presets import Preset, preset_values
 from core.profiles import FULL
-from core.rl.articles import load_articles
-from core.rl.rewards import rouge_reward
 from core.rl.rollout import FixedShapeSampler
-from core.training import set_cpu_threads
 
 ALGOS = ("ppo", "grpo")
 
@@ -47,7 +39,7 @@ class RlConfig:
     missing_eos_penalty: float = 0.0  # subtracted from the score of a response that never ended
     score_scaling: str = "none"  # none | std (divide by the running std) | norm (also subtract the running mean)
     score_clip: float = 0.0  # 0 = off
-    steps: int = 100
+    max_steps: int = 100  # training steps, each on one batch (batch_size articles; GRPO: batch_size completions)
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -79,7 +71,7 @@ class RlConfig:
                              "use kl='fixed' with init_kl_coef 0 for no KL penalty")
 
     def _check_positive(self) -> None:
-        positive = ("steps", "n_articles", "batch_size", "mini_batch_size", "ppo_epochs", "learning_rate",
+        positive = ("max_steps", "n_articles", "batch_size", "mini_batch_size", "ppo_epochs", "learning_rate",
                     "temperature", "max_new_tokens", "max_prompt_tokens", "cliprange", "cliprange_value",
                     "target_kl", "horizon", "save_steps", "lora_r", "lora_alpha")
         for name in positive:
@@ -102,83 +94,21 @@ class RlConfig:
                              f"{self.num_generations}")
 
 
-@dataclass(frozen=True)
-class Preset:
-    shows: str  # what a run with it teaches
-    overrides: dict
-
-
 PRESETS = {
-    "lite": Preset("sized for a 2-core laptop: ~128-token articles, 48 new tokens, LoRA, 2 PPO epochs",
+    "lite": Preset("Lite", "sized for a 2-core laptop: ~128-token articles, 48 new tokens, LoRA, 2 PPO epochs",
                    dict(max_prompt_tokens=128, max_new_tokens=48, lora=True, ppo_epochs=2, learning_rate=1e-4,
-                        n_articles=20, steps=20, save_steps=5, eval_articles=2)),
-    "kl-too-strong": Preset("a heavy fixed KL penalty outweighs ROUGE: the reward falls (the notebook's plot B)",
+                        n_articles=20, max_steps=20, save_steps=5, eval_articles=2)),
+    "kl-too-strong": Preset("KL too strong",
+                            "a heavy fixed KL penalty outweighs ROUGE: the reward falls (the notebook's plot B)",
                             dict(kl="fixed", init_kl_coef=2.0)),
-    "no-kl": Preset("beta 0: the reward rises while the text drifts away from fluent summaries (reward hacking)",
+    "no-kl": Preset("No KL",
+                    "beta 0: the reward rises while the text drifts away from fluent summaries (reward hacking)",
                     dict(kl="fixed", init_kl_coef=0.0)),
-    "high-vf-coef": Preset("the notebook's bonus question: the value loss dominates the shared update",
+    "high-vf-coef": Preset("High vf_coef", "the notebook's bonus question: the value loss dominates the shared update",
                            dict(vf_coef=1.0)),
 }
 
 
 def preset_config(names: list[str], **overrides) -> RlConfig:
     """RlConfig from presets applied in order, then `overrides`; an unknown name lists the valid ones."""
-    values = {}
-    for name in names:
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-        values.update(PRESETS[name].overrides)
-    return RlConfig(**{**values, **overrides})
-
-
-def config_from_file(config: dict) -> RlConfig:
-    """The RlConfig a run's config.json holds (extra keys such as max_steps ignored)."""
-    return RlConfig(**{f.name: config[f.name] for f in dataclasses.fields(RlConfig) if f.name in config})
-
-
-def last_checkpoint(run_dir: Path) -> Path | None:
-    """The folder of the run's last "checkpoint" event that still exists."""
-    events = [e for e in read_lines(Path(run_dir) / "events.jsonl") if e.get("event") == "checkpoint"]
-    paths = [Path(e["path"]) for e in events if Path(e.get("path", "")).is_dir()]
-    return paths[-1] if paths else None
-
-
-def curve_figures(run_dir: Path) -> dict:
-    """reward at the first step, the mean over the last 5 steps, and the last KL, from metrics.jsonl (a step
-    logged again after a resume counts once, its last line)."""
-    by_step = {m["step"]: m for m in read_lines(Path(run_dir) / "metrics.jsonl") if "reward" in m}
-    lines = [by_step[s] for s in sorted(by_step)]
-    if not lines:
-        return {}
-    return {"reward_start": lines[0]["reward"], "reward_final": fmean(m["reward"] for m in lines[-5:]),
-            "kl_final": lines[-1].get("kl")}
-
-
-def train(cfg: RlConfig, recorder: RunRecorder, resume: bool = False, reward_fn=rouge_reward) -> dict:
-    """Trains one run into recorder.run_dir (resume: from its last checkpoint, same config). Returns the summary
-    figures: status (finished | stopped), reason, steps_done, seconds_per_step, reward_start/final, kl_final and
-    the mean ROUGE-1 of the greedy summaries before and after."""
-    from core.rl.before_after import write_after, write_before
-
-    threads = set_cpu_threads(loaders.device())
-    recorder.write_config({**dataclasses.asdict(cfg), "max_steps": cfg.steps, **threads})
-    checkpoint = last_checkpoint(recorder.run_dir) if resume else None
-    if resume and checkpoint is None:
-        raise ValueError(f"{recorder.run_dir} has no checkpoint to resume from: start a new run")
-    rows = load_articles(cfg.news, cfg.n_articles)
-    if len(rows) < cfg.batch_size:
-        raise ValueError(f"{cfg.news} has {len(rows)} articles, fewer than batch_size ({cfg.batch_size})")
-    writes = recorder.writes  # under accelerate launch only rank 0 writes the summaries before and after
-    articles = write_before(recorder.run_dir, cfg, rows[:cfg.eval_articles]) if writes else []
-    if cfg.algo == "ppo":
-        from core.rl.ppo_trainer import PpoTrainer
-
-        figures = PpoTrainer(cfg, rows, reward_fn, recorder, checkpoint).train()
-    else:
-        from core.rl.grpo import train_grpo  # trl: imported only for GRPO
-
-        figures = train_grpo(cfg, rows, reward_fn, recorder, checkpoint)
-    means = write_after(recorder.run_dir, cfg, rows[:cfg.eval_articles], articles) if writes else {}
-    rouge = {f"{when}_rouge1": scores["rouge1"] for when, scores in means.items() if scores}
-    return {"algo": cfg.algo, "run_dir": str(recorder.run_dir), "max_steps": cfg.steps, "articles": len(rows),
-            **figures, **curve_figures(recorder.run_dir), **rouge}
+    return RlConfig(**{**preset_values(PRESETS, names), **overrides})

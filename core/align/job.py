@@ -1,5 +1,6 @@
-"""DPO / ORPO training of a LoRA adapter, run as a job (core.jobs.run_job) that writes its run folder as it goes:
-config.json first, then metrics/events and checkpoints/ through the trainer, adapter/ and answers.json at the end.
+"""DPO / ORPO training of a LoRA adapter, run as a job (core.jobs.run_job, which starts events.jsonl) that writes its
+run folder as it goes: config.json once the data and model are loaded and the batch plan is made, then metrics/events
+and checkpoints/ through the trainer, adapter/ and answers.json at the end.
 `train(cfg, recorder, resume=False)` reads as one line: data -> model -> batch plan -> trl trainer -> adapter ->
 answers. Resuming continues from the run's last checkpoint (optimizer, scheduler and data order included)."""
 from __future__ import annotations
