@@ -11,9 +11,9 @@ import pandas as pd
 
 from core import align, curves, jobs
 from core import feedback as feedback_core
-from tabs import align_after, feedback, training
+from tabs import align_after, feedback, run_panel
 from tabs.common import GPU_EVENT, model_line, real, user_errors, whole
-from tabs.training import started_line
+from tabs.run_panel import started_line
 
 API_NAMES = ["filter_preferences", "align_datasets", "align_start", "align_preset", "align_poll", "align_stop",
              "align_cancel", "align_resume", "align_download", *align_after.API_NAMES, *feedback.API_NAMES]
@@ -171,7 +171,7 @@ def build(profile) -> None:
         preset = gr.Radio([(p.label, name) for name, p in align.PRESETS.items()], value="quick", label="preset")
     advanced = _advanced(profile)
     start_button = gr.Button("Start training", variant="primary")
-    panel = training.run_panel("align", curves.ALIGN_CHARTS)
+    panel = run_panel.build("align", curves.ALIGN_CHARTS)
     align_after.build(profile, panel.picker)
     start_button.click(start_handler(profile),
                        [method, preset, data.dataset, data.similarity, data.word_limit, data.drop_toxic, *advanced],

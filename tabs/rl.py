@@ -8,9 +8,9 @@ import time
 import gradio as gr
 
 from core import curves, jobs, rl
-from tabs import rl_views, training
+from tabs import rl_views, run_panel
 from tabs.common import GPU_EVENT, model_line, real, user_errors, whole
-from tabs.training import started_line
+from tabs.run_panel import started_line
 
 API_NAMES = ["rl_start", "rl_preset", "rl_poll", "rl_stop", "rl_cancel", "rl_resume", "rl_download",
              *rl_views.API_NAMES]
@@ -96,7 +96,7 @@ def build(profile) -> None:
     shows = gr.Markdown("<small>This preset shows: the course notebook's settings.</small>")
     advanced = _advanced(profile)
     start_button = gr.Button("Start training", variant="primary")
-    panel = training.run_panel("rl", curves.RL_CHARTS)
+    panel = run_panel.build("rl", curves.RL_CHARTS)
     rl_views.build(profile, panel.picker)
     start_button.click(start_handler(profile), [algo, preset, *advanced], [panel.selected, panel.started],
                        api_name="rl_start", **GPU_EVENT)

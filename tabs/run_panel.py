@@ -147,7 +147,7 @@ def control_handlers(kind: str):
     return on_stop, on_cancel, on_resume, on_download
 
 
-def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
+def build(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
     """Lays out the panel; returns the selection state, which a tab's start handler writes."""
     ui = SimpleNamespace(selected=gr.State([]), started=gr.Markdown())  # + picker: the runs shown, as a person sees
     with gr.Row():
