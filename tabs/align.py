@@ -9,14 +9,13 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from core import align, curves, jobs
-from core import feedback as feedback_core
-from tabs import align_after, feedback, run_panel
+from core import align, curves, feedback, jobs
+from tabs import align_after, align_feedback, run_panel
 from tabs.common import GPU_EVENT, model_line, real, user_errors, whole
 from tabs.run_panel import started_line
 
 API_NAMES = ["filter_preferences", "align_datasets", "align_start", "align_preset", "align_poll", "align_stop",
-             "align_cancel", "align_resume", "align_download", *align_after.API_NAMES, *feedback.API_NAMES]
+             "align_cancel", "align_resume", "align_download", *align_after.API_NAMES, *align_feedback.API_NAMES]
 RULE_LABELS = {"source": "dropped source", "similarity": "too similar", "word_limit": "too long"}
 PREVIEW_COLUMNS = ["prompt", "chosen", "rejected"]
 METHOD_CHOICES = [("DPO", "dpo"), ("ORPO", "orpo"),
@@ -41,7 +40,7 @@ def _summary(result: align.PreferenceDataResult, cfg: align.PreferenceDataConfig
 
 def data_choices(profile) -> list[tuple[str, str]]:
     """The profile's preference data, then every set the class voted into existence (newest first)."""
-    votes = [(f"class votes · {f.parent.name}", str(f)) for f in feedback_core.list_exports()]
+    votes = [(f"class votes · {f.parent.name}", str(f)) for f in feedback.list_exports()]
     return [(f"{profile.preferences} (the profile's preference data)", profile.preferences), *votes]
 
 
@@ -177,4 +176,4 @@ def build(profile) -> None:
                        [method, preset, data.dataset, data.similarity, data.word_limit, data.drop_toxic, *advanced],
                        [panel.selected, panel.started], api_name="align_start", **GPU_EVENT)
     preset.change(preset_handler(profile), preset, advanced, api_name="align_preset", queue=False)
-    feedback.build(profile)
+    align_feedback.build(profile)

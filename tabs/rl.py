@@ -8,12 +8,12 @@ import time
 import gradio as gr
 
 from core import curves, jobs, rl
-from tabs import rl_views, run_panel
+from tabs import rl_summaries, run_panel
 from tabs.common import GPU_EVENT, model_line, real, user_errors, whole
 from tabs.run_panel import started_line
 
 API_NAMES = ["rl_start", "rl_preset", "rl_poll", "rl_stop", "rl_cancel", "rl_resume", "rl_download",
-             *rl_views.API_NAMES]
+             *rl_summaries.API_NAMES]
 ALGO_CHOICES = [("PPO (ours: value head, KL to the reference)", "ppo"), ("GRPO (trl)", "grpo"),
                 ("Both on the same articles (curves overlaid)", "both")]
 PRESET_CHOICES = [("Healthy run", ""), ("KL too strong", "kl-too-strong"), ("No KL", "no-kl"),
@@ -97,9 +97,9 @@ def build(profile) -> None:
     advanced = _advanced(profile)
     start_button = gr.Button("Start training", variant="primary")
     panel = run_panel.build("rl", curves.RL_CHARTS)
-    rl_views.build(profile, panel.picker)
+    rl_summaries.build(profile, panel.picker)
     start_button.click(start_handler(profile), [algo, preset, *advanced], [panel.selected, panel.started],
                        api_name="rl_start", **GPU_EVENT)
     preset.change(preset_handler(profile), preset, [shows, *advanced], api_name="rl_preset", queue=False)
     with gr.Accordion("ROUGE as a reward: score a summary of your own", open=False):
-        rl_views.rouge_panel(profile)
+        rl_summaries.rouge_panel(profile)
