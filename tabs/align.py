@@ -3,26 +3,46 @@ job apart from the page (live curves, Stop and save / Cancel, resume), then answ
 Layout and wiring only: the work is core.align and core.jobs."""
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
 
-from core import align, curves, jobs
-from core import feedback as feedback_core
-from tabs import align_after, feedback, training
+from core import align, curves, feedback, jobs
+from tabs import align_after, align_feedback, run_panel
 from tabs.common import GPU_EVENT, model_line, real, user_errors, whole
-from tabs.training import started_line
 
 API_NAMES = ["filter_preferences", "align_datasets", "align_start", "align_preset", "align_poll", "align_stop",
-             "align_cancel", "align_resume", "align_download", *align_after.API_NAMES, *feedback.API_NAMES]
+             "align_cancel", "align_resume", "align_download", *align_after.API_NAMES, *align_feedback.API_NAMES]
 RULE_LABELS = {"source": "dropped source", "similarity": "too similar", "word_limit": "too long"}
 PREVIEW_COLUMNS = ["prompt", "chosen", "rejected"]
 METHOD_CHOICES = [("DPO", "dpo"), ("ORPO", "orpo"),
                   ("Both: DPO, then ORPO, then scores (the whole comparison)", "both")]
+# The Advanced widgets, each keyed by its AlignConfig field: ADVANCED is their order in the align_start and
+# align_preset endpoints (API callers pass them by position), LAYOUT where each sits on the page; moving a widget in
+# LAYOUT changes neither what a handler reads nor the endpoints.
 ADVANCED = ("pairs", "beta", "learning_rate", "lora_r", "max_length", "micro_batch", "precision", "max_steps",
             "save_steps", "free_prompt", "gradient_checkpointing")
+LAYOUT = (("pairs", "beta", "learning_rate", "lora_r", "max_length"),
+          ("micro_batch", "precision", "max_steps", "save_steps", "gradient_checkpointing"), ("free_prompt",))
+WIDGETS = {
+    "pairs": lambda cfg: gr.Number(cfg.pairs, precision=0, label="pairs"),
+    "beta": lambda cfg: gr.Number(cfg.beta, label="beta"),
+    "learning_rate": lambda cfg: gr.Number(cfg.learning_rate, label="learning rate"),
+    "lora_r": lambda cfg: gr.Number(cfg.lora_r, precision=0, label="LoRA r (alpha = r)"),
+    "max_length": lambda cfg: gr.Number(cfg.max_length, precision=0, label="max length (prompt + answer tokens)"),
+    "micro_batch": lambda cfg: gr.Number(cfg.micro_batch, precision=0,
+                                         label="micro-batch (0 = auto from free memory)"),
+    "precision": lambda cfg: gr.Radio(["4bit", "16bit"], value=cfg.precision,
+                                      label="precision (GPU; a CPU trains fp32)"),
+    "max_steps": lambda cfg: gr.Number(cfg.max_steps, precision=0, label="max steps (-1 = one epoch)"),
+    "save_steps": lambda cfg: gr.Number(cfg.save_steps, precision=0, label="checkpoint every (steps)"),
+    "gradient_checkpointing": lambda cfg: gr.Radio(
+        list(align.CHECKPOINTING_CHOICES), value=cfg.gradient_checkpointing, label="gradient checkpointing (GPU)",
+        info="recompute activations to save memory; auto: off only where the peak stays within 20 GiB; off: faster, "
+             "more memory"),
+    "free_prompt": lambda cfg: gr.Textbox(cfg.free_prompt, label="your own prompt, answered after training (optional)"),
+}
 
 
 def _removed_frame(result: align.PreferenceDataResult) -> pd.DataFrame:
@@ -41,7 +61,7 @@ def _summary(result: align.PreferenceDataResult, cfg: align.PreferenceDataConfig
 
 def data_choices(profile) -> list[tuple[str, str]]:
     """The profile's preference data, then every set the class voted into existence (newest first)."""
-    votes = [(f"class votes · {f.parent.name}", str(f)) for f in feedback_core.list_exports()]
+    votes = [(f"class votes · {f.parent.name}", str(f)) for f in feedback.list_exports()]
     return [(f"{profile.preferences} (the profile's preference data)", profile.preferences), *votes]
 
 
@@ -88,13 +108,8 @@ def start_handler(profile):
         cfgs = _configs(profile, method, preset, dict(dataset=dataset, similarity=similarity, word_limit=word_limit,
                                                       drop_toxic=drop_toxic, advanced=advanced))
         align.prepare(align.data_config(cfgs[0]))  # zero pairs left after filtering: say so before a job starts
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        runs = [(["--profile", profile.name, *jobs.config_argv(c)], f"{c.method}-{stamp}") for c in cfgs]
-        if len(runs) == 1:
-            first = jobs.JOBS.start("align", *runs[0])
-        else:
-            first = jobs.JOBS.start_sequence("align", runs, on_done=align_after.score_all(profile))
-        return [first.run_id], started_line(first.run_id)
+        runs = [(c.method, ["--profile", profile.name, *jobs.config_argv(c)]) for c in cfgs]
+        return run_panel.start_runs("align", preset, runs, on_done=align_after.score_all(profile))
     return on_start_click
 
 
@@ -137,25 +152,14 @@ def _data_panel(profile) -> SimpleNamespace:
     return ui
 
 
-def _advanced(profile) -> list:
+def _advanced(profile) -> dict[str, gr.components.Component]:
+    """The Advanced widgets laid out as LAYOUT says, keyed by field name."""
     cfg = align.preset_config("quick", profile)
+    fields = {}
     with gr.Accordion("Advanced (every hyperparameter; the preset fills them)", open=False):
-        with gr.Row():
-            fields = [gr.Number(cfg.pairs, precision=0, label="pairs"), gr.Number(cfg.beta, label="beta"),
-                      gr.Number(cfg.learning_rate, label="learning rate"),
-                      gr.Number(cfg.lora_r, precision=0, label="LoRA r (alpha = r)"),
-                      gr.Number(cfg.max_length, precision=0, label="max length (prompt + answer tokens)")]
-        with gr.Row():
-            fields += [gr.Number(cfg.micro_batch, precision=0, label="micro-batch (0 = auto from free memory)"),
-                       gr.Radio(["4bit", "16bit"], value=cfg.precision, label="precision (GPU; a CPU trains fp32)"),
-                       gr.Number(cfg.max_steps, precision=0, label="max steps (-1 = one epoch)"),
-                       gr.Number(cfg.save_steps, precision=0, label="checkpoint every (steps)")]
-            checkpointing = gr.Radio(list(align.CHECKPOINTING_CHOICES), value=cfg.gradient_checkpointing,
-                                     label="gradient checkpointing (GPU)",
-                                     info="recompute activations to save memory; auto: off only where the peak "
-                                          "stays within 20 GiB; off: faster, more memory")
-        fields += [gr.Textbox(cfg.free_prompt, label="your own prompt, answered after training (optional)"),
-                   checkpointing]  # last in the endpoint's arguments, as in ADVANCED
+        for row in LAYOUT:
+            with gr.Row():
+                fields.update({name: WIDGETS[name](cfg) for name in row})
     return fields
 
 
@@ -169,12 +173,13 @@ def build(profile) -> None:
     with gr.Row():
         method = gr.Radio(METHOD_CHOICES, value="dpo", label="method")
         preset = gr.Radio([(p.label, name) for name, p in align.PRESETS.items()], value="quick", label="preset")
-    advanced = _advanced(profile)
+    fields = _advanced(profile)
+    advanced = [fields[name] for name in ADVANCED]
     start_button = gr.Button("Start training", variant="primary")
-    panel = training.run_panel("align", curves.ALIGN_CHARTS)
+    panel = run_panel.build("align", curves.ALIGN_CHARTS)
     align_after.build(profile, panel.picker)
     start_button.click(start_handler(profile),
                        [method, preset, data.dataset, data.similarity, data.word_limit, data.drop_toxic, *advanced],
                        [panel.selected, panel.started], api_name="align_start", **GPU_EVENT)
     preset.change(preset_handler(profile), preset, advanced, api_name="align_preset", queue=False)
-    feedback.build(profile)
+    align_feedback.build(profile)

@@ -1,6 +1,8 @@
-"""What every tab shares: the accelerator queue settings, the status line, and turning core errors into gr.Error."""
+"""What every tab shares: the accelerator queue settings, the status line, turning core errors into gr.Error, and
+the per-session Stop of work that runs inside a handler."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -13,7 +15,7 @@ from gradio.exceptions import InvalidPathError
 
 from core.jobs import JOBS, JobBusy
 from core.models import MODELS, AcceleratorBusy, ModelLoadError
-from core.runs import Stopped
+from core.runs import RunControl, Stopped
 
 # Every model-using event joins one queue of width 1: users wait their turn for the accelerator (the page shows
 # their place in the queue). Polling events never wait behind it.
@@ -127,6 +129,33 @@ def model_line(role: str, model_id: str) -> str:
 
 STOPPED = "Stopped: {kept}"
 USER_ERRORS = (ValueError, ModelLoadError, FileNotFoundError, AcceleratorBusy, JobBusy)
+
+
+class SessionStops:
+    """Browser session -> the RunControl of the work its handler runs now, so a Stop press reaches that session's
+    work only. Cancelling a streaming event only stops the page listening; the flag ends the work itself."""
+
+    def __init__(self):
+        self._controls: dict[str, RunControl] = {}
+
+    def __len__(self) -> int:
+        return len(self._controls)
+
+    @contextlib.contextmanager
+    def running(self, request: gr.Request, **options):
+        """The session's RunControl (built with `options`) while the block runs; forgotten after it."""
+        control = self._controls[request.session_hash] = RunControl(**options)
+        try:
+            yield control
+        finally:
+            self._controls.pop(request.session_hash, None)
+
+    def stop(self, request: gr.Request) -> str:
+        """Flags the session's running work to stop after its current batch; the status line that says so."""
+        control = self._controls.get(request.session_hash)
+        if control is not None:
+            control.stop()
+        return "Stopping after the current batch…" if control else "Nothing is running."
 
 
 def stopped_warning(kept: str) -> None:

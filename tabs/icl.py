@@ -8,12 +8,11 @@ import gradio as gr
 import pandas as pd
 
 from core import icl
-from core.runs import RunControl
 from tabs import icl_models
-from tabs.common import GPU_EVENT, model_line, real, stopped_warning, user_errors, whole
+from tabs.common import GPU_EVENT, SessionStops, model_line, real, stopped_warning, user_errors, whole
 
 API_NAMES = ["icl_run", "icl_stop", "icl_ask", "icl_detail", "icl_sample", "icl_models", "icl_compare"]
-_CONTROLS: dict[str, RunControl] = {}  # browser session -> its current run, so Stop reaches the right one
+STOPS = SessionStops()
 ROW_HEADERS = ["#", "strategy", "gold", "strict", "flexible", "strict ✓", "flexible ✓", "cached", "question"]
 SUMMARY_HEADERS = ["strategy", "n", "strict", "strict [95% CI]", "flexible", "flexible [95% CI]", "cached"]
 
@@ -46,15 +45,6 @@ def _row_label(r: dict) -> str:
             f"flexible {r['flexible'] or '—'}")
 
 
-def _controlled(request: gr.Request, work):
-    """Runs work(control) with a Stop flag registered for this browser session only."""
-    control = _CONTROLS[request.session_hash] = RunControl()
-    try:
-        return work(control)
-    finally:
-        _CONTROLS.pop(request.session_hash, None)
-
-
 def run_handler(profile):
     @user_errors
     def on_run_click(model, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature, penalty,
@@ -63,7 +53,8 @@ def run_handler(profile):
         table, chart, rows table, the stage picker, the CSV/JSON files and the rows state."""
         cfg = _config(profile, model, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature,
                       penalty, ngram)
-        result = _controlled(request, lambda control: icl.run(cfg, control))
+        with STOPS.running(request) as control:
+            result = icl.run(cfg, control)
         if result.stopped:
             stopped_warning(f"{len(result.rows)} finished rows are shown and saved in {result.run_dir}")
         status = (f"{len(result.rows)} rows · {result.generated} prompts generated in {result.seconds:.1f} s"
@@ -78,10 +69,7 @@ def run_handler(profile):
 
 def on_stop_click(request: gr.Request):
     """Stop button: flags this session's run; it stops after the current batch. Writes the status line."""
-    control = _CONTROLS.get(request.session_hash)
-    if control is not None:
-        control.stop()
-    return "Stopping after the current batch…" if control else "Nothing is running."
+    return STOPS.stop(request)
 
 
 def ask_handler(profile):
@@ -92,7 +80,8 @@ def ask_handler(profile):
         and stages."""
         cfg = _config(profile, model, strategies, n, seed, first, max_tokens, batch, shots, samples, temperature,
                       penalty, ngram)
-        rows = _controlled(request, lambda control: icl.ask(question, cfg, control))
+        with STOPS.running(request) as control:
+            rows = icl.ask(question, cfg, control)
         return "\n\n---\n\n".join(f"### {icl.STRATEGIES[r['strategy']].label}\n" + icl.stages_markdown(r)
                                   for r in rows)
     return on_ask_click

@@ -6,9 +6,9 @@ from __future__ import annotations
 import gradio as gr
 
 from core import rag
-from tabs import rag_panels
+from tabs import rag_chat, rag_evaluation
 from tabs.common import GPU_EVENT, model_line, user_errors
-from tabs.rag_panels import config, sources_html, tell
+from tabs.rag_chat import config, sources_html, tell
 
 API_NAMES = ["rag_ask", "rag_ask_submit", "rag_chat", "rag_chat_clear", "rag_compare", "rag_compare_stop",
              "rag_quality"]
@@ -65,6 +65,6 @@ def build(profile) -> None:
                outputs=[rag_answer, plain_answer, sources, notes], **GPU_EVENT)
     ask_button.click(api_name="rag_ask", **ask)
     question.submit(api_name="rag_ask_submit", **ask)
-    rag_panels.chat_panel(profile, settings)
-    rag_panels.compare_panel(profile, settings)
-    rag_panels.quality_panel(profile)
+    rag_chat.chat_panel(profile, settings)
+    rag_evaluation.compare_panel(profile, settings)
+    rag_evaluation.quality_panel(profile)

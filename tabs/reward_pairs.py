@@ -9,11 +9,10 @@ import gradio as gr
 import pandas as pd
 
 from core import reward
-from core.runs import RunControl
-from tabs.common import GPU_EVENT, model_line, stopped_warning, user_errors, whole
+from tabs.common import GPU_EVENT, SessionStops, model_line, stopped_warning, user_errors, whole
 
 API_NAMES = ["reward_pairs", "reward_pairs_stop", "reward_pairs_select", "reward_pairs_open"]
-_CONTROLS: dict[str, RunControl] = {}  # browser session -> its current scoring, so Stop reaches the right one
+STOPS = SessionStops()
 WORST_K = 10
 WORST_HEADERS = ["rank", "row", "margin", "chosen score", "rejected score", "chosen tokens", "rejected tokens",
                  "prompt"]
@@ -60,11 +59,8 @@ def pairs_handler(profile):
         cfg = reward.PairsConfig(dataset=upload or profile.preferences, n=whole(n, "pairs"),
                                  batch_size=whole(batch_size, "batch size"), model_id=profile.reward_model,
                                  max_tokens=whole(max_tokens, "max tokens"))
-        control = _CONTROLS[request.session_hash] = RunControl(on_progress=lambda f, m: progress(f, desc=m))
-        try:
+        with STOPS.running(request, on_progress=lambda f, m: progress(f, desc=m)) as control:
             result = reward.score_pairs(cfg, control)
-        finally:
-            _CONTROLS.pop(request.session_hash, None)
         if result.stopped:
             stopped_warning(f"the {len(result.pairs)} pairs scored before Stop are shown (of {result.requested})")
         for warning in result.warnings:
@@ -79,10 +75,7 @@ def pairs_handler(profile):
 
 def on_pairs_stop(request: gr.Request):
     """pairs_stop_button -> pairs_summary: flags this session's scoring; it stops after the current batch."""
-    control = _CONTROLS.get(request.session_hash)
-    if control is not None:
-        control.stop()
-    return "Stopping after the current batch…" if control else "Nothing is running."
+    return STOPS.stop(request)
 
 
 @user_errors

@@ -3,23 +3,41 @@ reward, as a job apart from the page: live curves that overlay runs, sampled sum
 ROUGE for a summary you write. Layout and wiring only: the work is core.rl and core.jobs."""
 from __future__ import annotations
 
-import time
-
 import gradio as gr
 
 from core import curves, jobs, rl
-from tabs import rl_views, training
+from tabs import rl_summaries, run_panel
 from tabs.common import GPU_EVENT, model_line, real, user_errors, whole
-from tabs.training import started_line
 
 API_NAMES = ["rl_start", "rl_preset", "rl_poll", "rl_stop", "rl_cancel", "rl_resume", "rl_download",
-             *rl_views.API_NAMES]
+             *rl_summaries.API_NAMES]
 ALGO_CHOICES = [("PPO (ours: value head, KL to the reference)", "ppo"), ("GRPO (trl)", "grpo"),
                 ("Both on the same articles (curves overlaid)", "both")]
 PRESET_CHOICES = [("Healthy run", ""), ("KL too strong", "kl-too-strong"), ("No KL", "no-kl"),
                   ("High vf_coef", "high-vf-coef")]
-ADVANCED = ("max_steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "vf_coef", "kl",
-            "init_kl_coef", "target_kl", "max_new_tokens", "num_generations", "grpo_beta", "save_steps")
+# The Advanced widgets, each keyed by its RlConfig field: ADVANCED is their order in the rl_start and rl_preset
+# endpoints (API callers pass them by position), LAYOUT where each sits on the page; moving a widget in LAYOUT changes
+# neither what a handler reads nor the endpoints.
+ADVANCED = ("max_steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "vf_coef", "kl", "init_kl_coef",
+            "target_kl", "max_new_tokens", "num_generations", "grpo_beta", "save_steps")
+LAYOUT = (("max_steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs"),
+          ("vf_coef", "kl", "init_kl_coef", "target_kl"),
+          ("max_new_tokens", "num_generations", "grpo_beta", "save_steps"))
+WIDGETS = {
+    "max_steps": lambda cfg: gr.Number(cfg.max_steps, precision=0, label="steps"),
+    "learning_rate": lambda cfg: gr.Number(cfg.learning_rate, label="learning rate"),
+    "batch_size": lambda cfg: gr.Number(cfg.batch_size, precision=0, label="batch size (articles per step)"),
+    "mini_batch_size": lambda cfg: gr.Number(cfg.mini_batch_size, precision=0, label="mini-batch size"),
+    "ppo_epochs": lambda cfg: gr.Number(cfg.ppo_epochs, precision=0, label="PPO epochs"),
+    "vf_coef": lambda cfg: gr.Number(cfg.vf_coef, label="vf_coef"),
+    "kl": lambda cfg: gr.Radio(["adaptive", "fixed"], value=cfg.kl, label="KL controller"),
+    "init_kl_coef": lambda cfg: gr.Number(cfg.init_kl_coef, label="initial KL coefficient β"),
+    "target_kl": lambda cfg: gr.Number(cfg.target_kl, label="KL target (adaptive)"),
+    "max_new_tokens": lambda cfg: gr.Number(cfg.max_new_tokens, precision=0, label="max new tokens"),
+    "num_generations": lambda cfg: gr.Number(cfg.num_generations, precision=0, label="GRPO: summaries per article"),
+    "grpo_beta": lambda cfg: gr.Number(cfg.grpo_beta, label="GRPO: KL coefficient"),
+    "save_steps": lambda cfg: gr.Number(cfg.save_steps, precision=0, label="checkpoint every (steps)"),
+}
 FROM_PROFILE = ("algo", "policy", "news")
 
 
@@ -43,12 +61,9 @@ def start_handler(profile):
         """Start button: reads the algorithm, the preset and the Advanced settings; starts the job(s) and selects
         the new run."""
         cfgs = _configs(profile, algo, preset, advanced)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        name = f"{stamp}-{preset or 'healthy'}"
-        runs = [(["--profile", profile.name, "--algo", c.algo, *jobs.config_argv(c, skip=FROM_PROFILE)],
-                 f"{name}-{c.algo}") for c in cfgs]
-        first = jobs.JOBS.start("rl", *runs[0]) if len(runs) == 1 else jobs.JOBS.start_sequence("rl", runs)
-        return [first.run_id], started_line(first.run_id)
+        runs = [(c.algo, ["--profile", profile.name, "--algo", c.algo, *jobs.config_argv(c, skip=FROM_PROFILE)])
+                for c in cfgs]
+        return run_panel.start_runs("rl", preset or "healthy", runs)
     return on_start_click
 
 
@@ -61,25 +76,14 @@ def preset_handler(profile):
     return on_preset_change
 
 
-def _advanced(profile) -> list:
+def _advanced(profile) -> dict[str, gr.components.Component]:
+    """The Advanced widgets laid out as LAYOUT says, keyed by field name."""
     cfg = base_config(profile)
+    fields = {}
     with gr.Accordion("Advanced (the notebook's PPOConfig knobs; the preset fills them)", open=False):
-        with gr.Row():
-            fields = [gr.Number(cfg.max_steps, precision=0, label="steps"),
-                      gr.Number(cfg.learning_rate, label="learning rate"),
-                      gr.Number(cfg.batch_size, precision=0, label="batch size (articles per step)"),
-                      gr.Number(cfg.mini_batch_size, precision=0, label="mini-batch size"),
-                      gr.Number(cfg.ppo_epochs, precision=0, label="PPO epochs")]
-        with gr.Row():
-            fields += [gr.Number(cfg.vf_coef, label="vf_coef"),
-                       gr.Radio(["adaptive", "fixed"], value=cfg.kl, label="KL controller"),
-                       gr.Number(cfg.init_kl_coef, label="initial KL coefficient β"),
-                       gr.Number(cfg.target_kl, label="KL target (adaptive)")]
-        with gr.Row():
-            fields += [gr.Number(cfg.max_new_tokens, precision=0, label="max new tokens"),
-                       gr.Number(cfg.num_generations, precision=0, label="GRPO: summaries per article"),
-                       gr.Number(cfg.grpo_beta, label="GRPO: KL coefficient"),
-                       gr.Number(cfg.save_steps, precision=0, label="checkpoint every (steps)")]
+        for row in LAYOUT:
+            with gr.Row():
+                fields.update({name: WIDGETS[name](cfg) for name in row})
     return fields
 
 
@@ -94,12 +98,13 @@ def build(profile) -> None:
         algo = gr.Radio(ALGO_CHOICES, value="ppo", label="algorithm")
         preset = gr.Radio(PRESET_CHOICES, value="", label="preset (made for discussion)")
     shows = gr.Markdown("<small>This preset shows: the course notebook's settings.</small>")
-    advanced = _advanced(profile)
+    fields = _advanced(profile)
+    advanced = [fields[name] for name in ADVANCED]
     start_button = gr.Button("Start training", variant="primary")
-    panel = training.run_panel("rl", curves.RL_CHARTS)
-    rl_views.build(profile, panel.picker)
+    panel = run_panel.build("rl", curves.RL_CHARTS)
+    rl_summaries.build(profile, panel.picker)
     start_button.click(start_handler(profile), [algo, preset, *advanced], [panel.selected, panel.started],
                        api_name="rl_start", **GPU_EVENT)
     preset.change(preset_handler(profile), preset, [shows, *advanced], api_name="rl_preset", queue=False)
     with gr.Accordion("ROUGE as a reward: score a summary of your own", open=False):
-        rl_views.rouge_panel(profile)
+        rl_summaries.rouge_panel(profile)

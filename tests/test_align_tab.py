@@ -2,6 +2,7 @@
 QRM-shaped: a run started from the page trains as a job, the poll draws its curves, other tabs are told the
 accelerator is taken, the answers are scored and DPO vs ORPO is tabled; bad settings are refused up front."""
 import dataclasses
+import re
 import time
 
 import pytest
@@ -48,7 +49,7 @@ def wait_until_done(run_id: str, timeout: float = 300) -> jobs.RunInfo:
 def test_a_run_from_the_page_trains_draws_curves_and_is_scored(served):
     client = served
     run_id = start(client, gradient_checkpointing="off")
-    assert run_id.startswith("dpo-")
+    assert re.fullmatch(r"\d{8}-\d{6}-quick-dpo", run_id), "named {stamp}-{preset}-{method}"
     icl_error = None
     try:  # while the job runs, a model event elsewhere is told who holds the accelerator, and until about when
         client.predict(*icl_settings(n=1, strategies=["baseline"]), api_name="/icl_run")

@@ -9,7 +9,7 @@ import gradio as gr
 import pytest
 
 from core import profiles
-from tabs import feedback as feedback_tab
+from tabs import align_feedback as feedback_tab
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

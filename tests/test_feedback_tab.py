@@ -11,7 +11,7 @@ import pytest
 
 from core import align, data, feedback, profiles
 from core.runs import runs_dir
-from tabs import feedback as feedback_tab
+from tabs import align_feedback as feedback_tab
 
 VOTERS = 30
 CHANGERS = 3  # voters 0-2 change their vote on the last pair from A to B

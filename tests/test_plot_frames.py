@@ -6,7 +6,7 @@ import gradio as gr
 from core import curves
 from core.jobs import RunRecorder
 from core.runs import runs_dir
-from tabs import align_after, training
+from tabs import align_after, run_panel
 from tabs.common import plot_frame
 
 NUMBERS = {"x": "int64", "y": "float64", "who": "object"}
@@ -28,7 +28,7 @@ def test_a_run_polled_before_its_first_step_then_after_it_clears_then_draws_numb
     """Before step 1 each chart is cleared (None); a chart first drawn from an empty frame drew nothing later."""
     recorder = RunRecorder(runs_dir() / "rl" / "20261201-000000-ppo")
     recorder.write_config({"algo": "ppo", "max_steps": 2})
-    on_tick = training.poll_handler("rl", curves.RL_CHARTS)
+    on_tick = run_panel.poll_handler("rl", curves.RL_CHARTS)
     plot = gr.LinePlot(None, x="step", y="value", color="series")
     _progress, *charts, _table, _picker, _selected, seen = on_tick([recorder.run_id], None)
     assert charts == [None] * len(curves.RL_CHARTS)

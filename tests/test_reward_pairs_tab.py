@@ -96,4 +96,4 @@ def test_stop_warns_and_shows_the_finished_batches(profile):
     handler = reward_pairs.pairs_handler(profile)
     with pytest.warns(UserWarning, match=r"Stopped: the 4 pairs scored before Stop are shown \(of 10\)"):
         summary, *_, worst_state = handler(None, 10, 4, 2048, SimpleNamespace(session_hash="s1"), press_stop)
-    assert "of 4 pairs" in summary and len(worst_state) == 4 and not reward_pairs._CONTROLS
+    assert "of 4 pairs" in summary and len(worst_state) == 4 and not reward_pairs.STOPS

@@ -1,9 +1,11 @@
-"""The training-run panel the trainer and RL tabs share: progress, live curves polled from the run folder, the runs
-table, Stop and save / Cancel / Resume. The job runs apart from the page (core.jobs): a reload re-attaches."""
+"""The training-run panel the trainer and RL tabs share: starting a tab's jobs under one naming rule, progress, live
+curves polled from the run folder, the runs table, Stop and save / Cancel / Resume. The job runs apart from the page
+(core.jobs): a reload re-attaches."""
 from __future__ import annotations
 
 import html
 import shutil
+import time
 from types import SimpleNamespace
 
 import gradio as gr
@@ -47,9 +49,26 @@ def started_line(run_id: str) -> str:
             "stop it.")
 
 
-def runs_frame(kind: str) -> pd.DataFrame:
+def run_name(stamp: str, preset: str, method: str) -> str:
+    """The one naming rule for a run started from a tab: {stamp}-{preset}-{method or algo}, so names sort by time."""
+    return f"{stamp}-{preset}-{method}"
+
+
+def start_runs(kind: str, preset: str, runs: list[tuple[str, list[str]]], on_done=None) -> tuple[list[str], str]:
+    """A Start button's work: one job per (method, argv) of `runs`, each named by run_name with one UTC stamp;
+    several run one after another, then `on_done(runs)`. Returns the new selection and the started line."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    named = [(argv, run_name(stamp, preset, method)) for method, argv in runs]
+    if len(named) == 1:
+        first = jobs.JOBS.start(kind, *named[0])
+    else:
+        first = jobs.JOBS.start_sequence(kind, named, on_done=on_done)
+    return [first.run_id], started_line(first.run_id)
+
+
+def runs_frame(runs: list[jobs.RunInfo]) -> pd.DataFrame:
     rows = []
-    for r in jobs.list_runs(kind):
+    for r in runs:
         s = r.summary
         final = s.get("final_loss", s.get("final_reward"))
         rows.append([r.run_id, r.label() + (f" ({r.problem})" if r.problem else ""),
@@ -73,18 +92,16 @@ def _runs(kind: str, ids: list[str]) -> list[jobs.RunInfo]:
     return found
 
 
-def default_selection(kind: str) -> list[str]:
-    """What a fresh page shows: the running job of this kind, else the newest run."""
+def default_selection(kind: str, runs: list[jobs.RunInfo]) -> list[str]:
+    """What a fresh page shows: the running job of this kind, else the newest of `runs` (newest first)."""
     active = jobs.JOBS.active()
     if active is not None and active.kind == kind:
         return [active.run_id]
-    newest = jobs.list_runs(kind)[:1]
-    return [r.run_id for r in newest]
+    return [r.run_id for r in runs[:1]]
 
 
-def _signature(kind: str, selected: list[str]) -> tuple:
+def _signature(runs: list[jobs.RunInfo], selected: list[str]) -> tuple:
     """Changes whenever anything the panel shows changes: the selection, a run's status or a new metrics line."""
-    runs = jobs.list_runs(kind)
     sizes = [(r.folder / "metrics.jsonl").stat().st_size if (r.folder / "metrics.jsonl").exists() else 0
              for r in runs if r.run_id in selected]
     return tuple(selected), tuple((r.run_id, r.status) for r in runs), tuple(sizes)
@@ -95,16 +112,17 @@ def poll_handler(kind: str, charts: tuple[curves.Chart, ...]):
         """Timer (1 s) -> progress, every chart, the runs table, the run picker, the selection (a reloaded page
         starts empty and re-attaches to the running job here) and what was last drawn (nothing is redrawn
         while nothing changed)."""
-        selected = [r for r in (selected or []) if r] or default_selection(kind)
+        runs = jobs.list_runs(kind)  # the one read of the run folders per tick
+        selected = [r for r in (selected or []) if r] or default_selection(kind, runs)
         selected = list(dict.fromkeys(name for r in selected for name in jobs.JOBS.companions(r)))
-        signature = _signature(kind, selected)
+        signature = _signature(runs, selected)
         if signature == seen:
             return gr.skip()
-        picked = _runs(kind, selected)
+        by_id = {r.run_id: r for r in runs}
+        picked = [by_id[name] for name in selected if name in by_id]
         frames = [plot_frame(curves.chart_rows(picked, c), CURVE_COLUMNS) for c in charts]
-        names = [r.run_id for r in jobs.list_runs(kind)]
-        return (progress_html(picked[0] if picked else None), *frames, runs_frame(kind),
-                gr.update(choices=names, value=selected), selected, signature)
+        return (progress_html(picked[0] if picked else None), *frames, runs_frame(runs),
+                gr.update(choices=list(by_id), value=selected), selected, signature)
     return on_tick
 
 
@@ -147,7 +165,7 @@ def control_handlers(kind: str):
     return on_stop, on_cancel, on_resume, on_download
 
 
-def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
+def build(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
     """Lays out the panel; returns the selection state, which a tab's start handler writes."""
     ui = SimpleNamespace(selected=gr.State([]), started=gr.Markdown())  # + picker: the runs shown, as a person sees
     with gr.Row():

@@ -6,12 +6,12 @@ from __future__ import annotations
 import gradio as gr
 
 from core import feedback
-from tabs import feedback_tally
+from tabs import align_feedback_tally
 from tabs.common import GPU_EVENT, model_line, user_errors, whole
-from tabs.feedback_tally import FILE_EVENT, pair_choices
+from tabs.align_feedback_tally import FILE_EVENT, pair_choices
 
 API_NAMES = ["feedback_create", "feedback_join", "feedback_edit", "feedback_rename", "feedback_clear",
-             "feedback_pair", "feedback_vote", *feedback_tally.API_NAMES]
+             "feedback_pair", "feedback_vote", *align_feedback_tally.API_NAMES]
 VOTES = [("A (left)", "A"), ("B (right)", "B"), ("tie", "tie")]
 
 
@@ -131,7 +131,7 @@ def build(profile) -> None:
             vote_radio = gr.Radio(VOTES, label="your vote (change it any time: your latest one counts)", scale=3)
             vote_button = gr.Button("Vote", variant="primary", scale=1)
         vote_note = gr.Markdown()
-        feedback_tally.build(profile, session_box, pair_pick)
+        align_feedback_tally.build(profile, session_box, pair_pick)
 
     on_create_click, on_edit_click = session_handlers(profile)
     view = [pair_pick, pair_prompt, answer_a, answer_b, vote_radio]
