@@ -70,7 +70,7 @@ def ppo_row(label: str, cfg, rows: list[dict], steps: int) -> dict:
 
 def grpo_row(label: str, cfg, rows: list[dict], steps: int, folder: Path) -> dict:
     """trl's GRPO with batch_size completions per step: its own step_time per logged step, and the wall time."""
-    from core.jobs import RunRecorder, read_lines
+    from core.runfolder import RunRecorder, read_lines
     from core.rl.grpo import train_grpo
     from core.rl.rewards import rouge_reward
 

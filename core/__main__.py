@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from core import profiles
-from core.jobs import launch_warning, rank
+from core.processes import launch_warning, rank
 from core.runs import new_run_dir, write_json
 
 # job -> the package whose cli.py exposes add_arguments(parser) and main(args, profile) -> (table, payload)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from core import align, curves, jobs
+from core import align, curves, flags, jobs
 from core import feedback as feedback_core
 from tabs import align_after, feedback, training
 from tabs.common import GPU_EVENT, model_line, real, user_errors, whole
@@ -89,7 +89,7 @@ def start_handler(profile):
                                                       drop_toxic=drop_toxic, advanced=advanced))
         align.prepare(align.data_config(cfgs[0]))  # zero pairs left after filtering: say so before a job starts
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        runs = [(["--profile", profile.name, *jobs.config_argv(c)], f"{c.method}-{stamp}") for c in cfgs]
+        runs = [(["--profile", profile.name, *flags.config_argv(c)], f"{c.method}-{stamp}") for c in cfgs]
         if len(runs) == 1:
             first = jobs.JOBS.start("align", *runs[0])
         else:

@@ -7,7 +7,7 @@ import time
 
 import gradio as gr
 
-from core import curves, jobs, rl
+from core import curves, flags, jobs, rl
 from tabs import rl_views, training
 from tabs.common import GPU_EVENT, model_line, real, user_errors, whole
 from tabs.training import started_line
@@ -45,7 +45,7 @@ def start_handler(profile):
         cfgs = _configs(profile, algo, preset, advanced)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         name = f"{stamp}-{preset or 'healthy'}"
-        runs = [(["--profile", profile.name, "--algo", c.algo, *jobs.config_argv(c, skip=FROM_PROFILE)],
+        runs = [(["--profile", profile.name, "--algo", c.algo, *flags.config_argv(c, skip=FROM_PROFILE)],
                  f"{name}-{c.algo}") for c in cfgs]
         first = jobs.JOBS.start("rl", *runs[0]) if len(runs) == 1 else jobs.JOBS.start_sequence("rl", runs)
         return [first.run_id], started_line(first.run_id)

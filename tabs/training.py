@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from core import curves, jobs
+from core import curves, jobs, runfolder
 from core.runs import runs_dir
 from tabs.common import GPU_EVENT, POLL_EVENT, plot_frame, user_errors
 
@@ -17,11 +17,11 @@ RUN_COLUMNS = ["run", "status", "method", "steps", "wall", "s/step", "peak GB", 
 CURVE_COLUMNS = {"step": "int64", "value": "float64", "series": "object"}
 
 
-def progress_html(info: jobs.RunInfo | None) -> str:
+def progress_html(info: runfolder.RunInfo | None) -> str:
     """The progress bar and its line: step k/n, elapsed, ETA, tokens per second, peak memory."""
     if info is None:
         return "<p><i>No run selected. Start one above, or pick one in the runs table.</i></p>"
-    metrics = jobs.read_lines(info.folder / "metrics.jsonl")
+    metrics = runfolder.read_lines(info.folder / "metrics.jsonl")
     last = metrics[-1] if metrics else {}
     parts = [f"<b>{html.escape(info.run_id)}</b> · {html.escape(info.label())}"]
     if last.get("elapsed_s") is not None:
@@ -49,7 +49,7 @@ def started_line(run_id: str) -> str:
 
 def runs_frame(kind: str) -> pd.DataFrame:
     rows = []
-    for r in jobs.list_runs(kind):
+    for r in runfolder.list_runs(kind):
         s = r.summary
         final = s.get("final_loss", s.get("final_reward"))
         rows.append([r.run_id, r.label() + (f" ({r.problem})" if r.problem else ""),
@@ -63,11 +63,11 @@ def _num(value) -> str:
     return "" if value is None else f"{value:.3g}"
 
 
-def _runs(kind: str, ids: list[str]) -> list[jobs.RunInfo]:
+def _runs(kind: str, ids: list[str]) -> list[runfolder.RunInfo]:
     found = []
     for run_id in ids or []:
         try:
-            found.append(jobs.find_run(kind, run_id))
+            found.append(runfolder.find_run(kind, run_id))
         except ValueError:
             continue
     return found
@@ -78,13 +78,13 @@ def default_selection(kind: str) -> list[str]:
     active = jobs.JOBS.active()
     if active is not None and active.kind == kind:
         return [active.run_id]
-    newest = jobs.list_runs(kind)[:1]
+    newest = runfolder.list_runs(kind)[:1]
     return [r.run_id for r in newest]
 
 
 def _signature(kind: str, selected: list[str]) -> tuple:
     """Changes whenever anything the panel shows changes: the selection, a run's status or a new metrics line."""
-    runs = jobs.list_runs(kind)
+    runs = runfolder.list_runs(kind)
     sizes = [(r.folder / "metrics.jsonl").stat().st_size if (r.folder / "metrics.jsonl").exists() else 0
              for r in runs if r.run_id in selected]
     return tuple(selected), tuple((r.run_id, r.status) for r in runs), tuple(sizes)
@@ -102,7 +102,7 @@ def poll_handler(kind: str, charts: tuple[curves.Chart, ...]):
             return gr.skip()
         picked = _runs(kind, selected)
         frames = [plot_frame(curves.chart_rows(picked, c), CURVE_COLUMNS) for c in charts]
-        names = [r.run_id for r in jobs.list_runs(kind)]
+        names = [r.run_id for r in runfolder.list_runs(kind)]
         return (progress_html(picked[0] if picked else None), *frames, runs_frame(kind),
                 gr.update(choices=names, value=selected), selected, signature)
     return on_tick
@@ -168,7 +168,7 @@ def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
     with gr.Accordion("Runs (every run in the runs folder, as it ended)", open=True):
         table = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), interactive=False, label="runs")
         with gr.Row():
-            # custom values allowed: the choices arrive with the poll; handlers check every name (core.jobs.find_run)
+            # custom values allowed: the choices arrive with the poll; handlers check every name (core.runfolder.find_run)
             picker = gr.Dropdown([], multiselect=True, allow_custom_value=True, scale=4,
                                  label="show runs (several overlay on the charts)")
             resume_button = gr.Button("Resume", scale=1)

@@ -13,9 +13,9 @@ import pytest
 
 from core import __main__ as core_main
 from core import profiles
-from core.jobs import read_lines, read_run
 from core.rl import PRESETS, RlConfig, cli, preset_config
 from core.rl.articles import checked_rewards, load_articles
+from core.runfolder import read_lines, read_run
 from tests.rl_tiny import one_thread, write_news  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parent.parent

@@ -3,7 +3,7 @@ subset formatted with the generator's chat template, and LoRA training with trl 
 
 The contract (see core/__init__.py): `PreferenceDataConfig`, `PreferenceDataResult`, `prepare(cfg, control=None)` for
 the data; `AlignConfig` (+ `PRESETS`, `preset_config`) and `train(cfg, recorder, resume=False)`, run through
-core.jobs.run_job, for training; `load_adapter_model(run_dir)` for a trained adapter on its base model.
+core.runfolder.run_job, for training; `load_adapter_model(run_dir)` for a trained adapter on its base model.
 Importing this package loads no transformers, peft or trl. `core.align.train` is the function; the module is
 `sys.modules["core.align.train"]` (importlib.import_module("core.align.train")).
 """

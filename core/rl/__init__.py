@@ -2,13 +2,13 @@
 training on that reward with our PPO (core.rl.ppo, core.rl.ppo_trainer) or trl's GRPO (core.rl.grpo).
 
 The contract (see core/__init__.py): `RlConfig`, `train(cfg, recorder)` -> summary dict, run as a job through
-`core.jobs.run_job` (`python -m core rl`); `SummaryScoreConfig`, `SummaryScoreResult`, `score_summary(cfg)`.
+`core.runfolder.run_job` (`python -m core rl`); `SummaryScoreConfig`, `SummaryScoreResult`, `score_summary(cfg)`.
 """
 from core.rl.news import SPLIT, lead_baseline, news_article, split_sentences
 from core.rl.rewards import (ROUGE_TYPES, SummaryScoreConfig, SummaryScoreResult, rouge_reward, rouge_scores,
                              score_summary)
-from core.rl.train import ALGOS, PRESETS, Preset, RlConfig, config_from_file, last_checkpoint, preset_config, train
+from core.rl.train import ALGOS, PRESETS, Preset, RlConfig, config_from_file, preset_config, train
 
 __all__ = ["ALGOS", "PRESETS", "Preset", "ROUGE_TYPES", "RlConfig", "SPLIT", "SummaryScoreConfig",
-           "SummaryScoreResult", "config_from_file", "last_checkpoint", "lead_baseline", "news_article",
+           "SummaryScoreResult", "config_from_file", "lead_baseline", "news_article",
            "preset_config", "rouge_reward", "rouge_scores", "score_summary", "split_sentences", "train"]

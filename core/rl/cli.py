@@ -14,9 +14,11 @@ import json
 import time
 from pathlib import Path
 
-from core.jobs import add_config_arguments, config_from_args, run_job, shared_run_dir
+from core.flags import add_config_arguments, config_from_args
+from core.processes import shared_run_dir
 from core.rl.rewards import ROUGE_TYPES, SummaryScoreConfig, score_summary
 from core.rl.train import ALGOS, PRESETS, RlConfig, config_from_file, preset_config, train
+from core.runfolder import run_job
 
 FROM_PROFILE = ("policy", "news")  # the profile's summarizer and news roles (--summarizer, --news)
 FIGURES = ("status", "reason", "steps_done", "max_steps", "seconds_per_step", "reward_start", "reward_final",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from core.jobs import RunRecorder
+from core.runfolder import RunRecorder
 from core.rl.articles import with_prompts
 from core.rl.policy import load_lm, load_tokenizer, lora_config
 from core.rl.samples import SampleLog, logging_reward

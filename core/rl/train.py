@@ -9,7 +9,7 @@ from pathlib import Path
 from statistics import fmean
 
 from core import loaders
-from core.jobs import RunRecorder, read_lines
+from core.runfolder import RunRecorder, last_checkpoint, last_per_step, read_lines
 from core.profiles import FULL
 from core.rl.articles import load_articles
 from core.rl.rewards import rouge_reward
@@ -136,18 +136,10 @@ def config_from_file(config: dict) -> RlConfig:
     return RlConfig(**{f.name: config[f.name] for f in dataclasses.fields(RlConfig) if f.name in config})
 
 
-def last_checkpoint(run_dir: Path) -> Path | None:
-    """The folder of the run's last "checkpoint" event that still exists."""
-    events = [e for e in read_lines(Path(run_dir) / "events.jsonl") if e.get("event") == "checkpoint"]
-    paths = [Path(e["path"]) for e in events if Path(e.get("path", "")).is_dir()]
-    return paths[-1] if paths else None
-
-
 def curve_figures(run_dir: Path) -> dict:
     """reward at the first step, the mean over the last 5 steps, and the last KL, from metrics.jsonl (a step
     logged again after a resume counts once, its last line)."""
-    by_step = {m["step"]: m for m in read_lines(Path(run_dir) / "metrics.jsonl") if "reward" in m}
-    lines = [by_step[s] for s in sorted(by_step)]
+    lines = last_per_step(read_lines(Path(run_dir) / "metrics.jsonl"), "reward")
     if not lines:
         return {}
     return {"reward_start": lines[0]["reward"], "reward_final": fmean(m["reward"] for m in lines[-5:]),
@@ -163,8 +155,6 @@ def train(cfg: RlConfig, recorder: RunRecorder, resume: bool = False, reward_fn=
     threads = set_cpu_threads(loaders.device())
     recorder.write_config({**dataclasses.asdict(cfg), "max_steps": cfg.steps, **threads})
     checkpoint = last_checkpoint(recorder.run_dir) if resume else None
-    if resume and checkpoint is None:
-        raise ValueError(f"{recorder.run_dir} has no checkpoint to resume from: start a new run")
     rows = load_articles(cfg.news, cfg.n_articles)
     if len(rows) < cfg.batch_size:
         raise ValueError(f"{cfg.news} has {len(rows)} articles, fewer than batch_size ({cfg.batch_size})")
