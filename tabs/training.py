@@ -168,7 +168,7 @@ def run_panel(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
     with gr.Accordion("Runs (every run in the runs folder, as it ended)", open=True):
         table = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), interactive=False, label="runs")
         with gr.Row():
-            # custom values allowed: the choices arrive with the poll; handlers check every name (core.runfolder.find_run)
+            # custom values allowed: the choices arrive with the poll; handlers check every name (runfolder.find_run)
             picker = gr.Dropdown([], multiselect=True, allow_custom_value=True, scale=4,
                                  label="show runs (several overlay on the charts)")
             resume_button = gr.Button("Resume", scale=1)

@@ -132,7 +132,7 @@ def test_eta_is_the_pace_so_far_times_the_steps_left():
 
 
 class FinishingJobs(jobs.JobManager):
-    """Starts nothing: each "job" is a run folder that has already finished, so a sequence can be walked step by step."""
+    """Starts nothing: each "job" is a run folder that has already finished, so a sequence is walked step by step."""
 
     def start(self, kind, args, name=None, resume=None):
         folder = runs_dir() / kind / name
@@ -143,7 +143,8 @@ class FinishingJobs(jobs.JobManager):
 
 def test_a_sequence_starts_each_next_job_when_the_previous_finishes_then_runs_on_done():
     jm, done = FinishingJobs(ModelManager()), []
-    first = jm.start_sequence("align", [(["--method=dpo"], "dpo-1"), (["--method=orpo"], "orpo-1")], on_done=done.append)
+    first = jm.start_sequence("align", [(["--method=dpo"], "dpo-1"), (["--method=orpo"], "orpo-1")],
+                              on_done=done.append)
     assert first.run_id == "dpo-1" and jm.companions("dpo-1") == ["dpo-1"] and not done
     jm._continue_plan(first.folder)  # what the job's watcher thread does when the job ends
     assert jm.companions("dpo-1") == ["dpo-1", "orpo-1"] and not done

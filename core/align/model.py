@@ -13,8 +13,8 @@ from typing import Any
 
 from core.align.config import AlignConfig
 from core.align.plan import ModelShape
-from core.processes import rank, world_size
 from core.loaders import LanguageModel, load_language_model, resolve_local, split_revision
+from core.processes import rank, world_size
 from core.runs import runs_dir
 
 ADAPTER_DIR = "adapter"

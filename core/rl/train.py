@@ -9,11 +9,11 @@ from pathlib import Path
 from statistics import fmean
 
 from core import loaders
-from core.runfolder import RunRecorder, last_checkpoint, last_per_step, read_lines
 from core.profiles import FULL
 from core.rl.articles import load_articles
 from core.rl.rewards import rouge_reward
 from core.rl.rollout import FixedShapeSampler
+from core.runfolder import RunRecorder, last_checkpoint, last_per_step, read_lines
 from core.training import set_cpu_threads
 
 ALGOS = ("ppo", "grpo")
