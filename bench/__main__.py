@@ -16,7 +16,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHES:
         print(f"usage: python -m bench {{{','.join(BENCHES)}}} [options]")
         return 2
-    from core.training import hold_memory_as_card
+    from core.memory import hold_memory_as_card
 
     hold_memory_as_card()  # ALAB_FREE_GIB=22: every bench as on a 24 GB card (the jobs it starts hold it too)
     return importlib.import_module(BENCHES[argv[0]]).main(argv[1:]) or 0

@@ -184,7 +184,7 @@ def quick_runs(folder: Path, flags: list[str], reward_model: str, scorer: str) -
     """DPO then ORPO with the quick preset and `flags`, each a fresh process from start to answers; then each
     run's answers scored in this process through core.align.score_run (the tab's Score) in the model slot."""
     from core.align import score_run
-    from core.jobs import read_run
+    from core.runfolder import read_run
     from core.models import MODELS
 
     rows, runs = [], []

@@ -69,8 +69,8 @@ def ppo_row(label: str, cfg, rows: list[dict], steps: int) -> dict:
 
 def grpo_row(label: str, cfg, rows: list[dict], steps: int, folder: Path) -> dict:
     """trl's GRPO with batch_size completions per step: its own step_time per logged step, and the wall time."""
-    from core.jobs import RunRecorder, read_lines
     from core.rl import rouge_reward, train_grpo
+    from core.runfolder import RunRecorder, read_lines
 
     recorder = RunRecorder(folder)
     grpo = dataclasses.replace(cfg, algo="grpo", max_steps=steps, save_steps=steps + 1)

@@ -1,8 +1,9 @@
 """Alignment Lab's engine: model residency, profiles, data and one package per pipeline. No gradio here.
 
 Layout: the root holds shared infrastructure (profiles, models: the one accelerator slot, loaders, generation,
-data, runs); each tab has one package (icl, reward, rag, align, rl) that other packages use only through its
-`__init__`. `python -m core <job>` maps a job name to its package's cli.py.
+data, runs, runfolder: a training run's folder, jobs: starting and stopping them, processes: ranks and collectives,
+memory: accelerator memory figures, flags); each tab has one package (icl, reward, rag, align, rl) that other
+packages use only through its `__init__`. `python -m core <job>` maps a job name to its package's cli.py.
 
 The pipeline contract, the same in every package:
 - `<Name>Config`: a frozen dataclass whose defaults are the course notebooks' settings; bad values raise
@@ -10,7 +11,8 @@ The pipeline contract, the same in every package:
 - `<Name>Result` with `to_dict()` (what the CLI writes as JSON).
 - the entry point `fn(cfg, control: RunControl | None = None)` returns the result; streaming pipelines (RAG)
   yield partial results. `control` carries Stop (raising core.runs.Stopped at the next check) and progress.
-- `cli.py`: `add_arguments(parser)` and `main(args, profile) -> (table text, result dict)`.
+- `cli.py`: `add_arguments(parser)` and `main(args, profile) -> (table text, result dict)`; a config's fields become
+  flags through core.flags (`--field-name`, its help line the field's `# comment`).
 
 On CUDA, unsloth is imported before anything imports transformers/trl/peft: it patches them at import time,
 and imported later it warns and leaves its fast paths off. On a CPU it is never imported (it refuses to). The RL

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from core import profiles
-from core.jobs import launch_warning, rank
+from core.processes import launch_warning, rank
 from core.runs import new_run_dir, write_json
-from core.training import hold_memory_as_card
+from core.memory import hold_memory_as_card
 
 # job -> the package whose cli.py exposes add_arguments(parser) and main(args, profile) -> (table, payload)
 JOBS = {name: f"core.{name}.cli" for name in ("icl", "reward", "rag", "align", "rl")}

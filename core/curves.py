@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.jobs import RunInfo, read_lines
+from core.runfolder import RunInfo, last_per_step, read_lines
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,7 @@ def chart_rows(runs: list[RunInfo], chart: Chart) -> list[dict]:
     for run in runs:
         metrics = read_lines(run.folder / "metrics.jsonl")
         for key in chart.keys:
-            # a resumed run logs again the steps after its checkpoint that the ended run had logged: the last wins
-            latest = {m["step"]: float(m[key]) for m in metrics if isinstance(m.get(key), (int, float))}
-            points = sorted(latest.items())
+            points = [(m["step"], float(m[key])) for m in last_per_step(metrics, key)]
             if not points:
                 continue
             name = key if len(runs) == 1 else f"{run.run_id} · {key}"

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from core.runs import REPO_ROOT
+
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 HUB_CONFIGS = {"openai/gsm8k": "main", "abisee/cnn_dailymail": "1.0.0"}  # config names the course notebooks used
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from core.runs import RunControl
-from core.training import free_accelerator_bytes
+from core.memory import free_accelerator_bytes
 
 log = logging.getLogger(__name__)
 AUTO = 0  # batch_size 0: the largest batch that fits the free accelerator memory (16 on a CPU)

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from core.memory import memory_stats
+
 log = logging.getLogger(__name__)
 
 
@@ -24,20 +26,6 @@ class ModelLoadError(RuntimeError):
 
 class AcceleratorBusy(RuntimeError):
     """A training job (a process of its own) holds the accelerator: nothing loads here until it ends."""
-
-
-def memory_stats() -> dict:
-    """Accelerator memory in GiB (allocated, reserved, peak) on CUDA; the process's RSS on a CPU."""
-    import torch
-
-    if torch.cuda.is_available():
-        gib = 2 ** 30
-        return {"device": "cuda", "allocated_gb": torch.cuda.memory_allocated() / gib,
-                "reserved_gb": torch.cuda.memory_reserved() / gib,
-                "peak_gb": torch.cuda.max_memory_allocated() / gib}
-    import psutil
-
-    return {"device": "cpu", "rss_gb": psutil.Process().memory_info().rss / 2 ** 30}
 
 
 def _free_accelerator() -> None:

@@ -1,6 +1,6 @@
-"""Where results live and how they are written: the runs folder (one folder per run, written atomically as results
-arrive, so a stopped or crashed run keeps what it had), the cache folder, and the Stop/progress handle every
-pipeline's `run(cfg, control)` takes. No gradio here; training jobs (child processes) live in core.jobs."""
+"""Where results live and how they are written: the repository root, the runs folder (one folder per run, written
+atomically as results arrive, so a stopped or crashed run keeps what it had), the cache folder, and the Stop/progress
+handle every pipeline's `run(cfg, control)` takes. No gradio here; training jobs: core.jobs and core.runfolder."""
 from __future__ import annotations
 
 import json

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from core import align, curves, feedback, jobs
+from core import align, curves, feedback, flags
 from tabs import align_after, align_feedback, run_panel
 from tabs.common import GPU_EVENT, model_line, real, user_errors, whole
 
@@ -108,7 +108,7 @@ def start_handler(profile):
         cfgs = _configs(profile, method, preset, dict(dataset=dataset, similarity=similarity, word_limit=word_limit,
                                                       drop_toxic=drop_toxic, advanced=advanced))
         align.prepare(align.data_config(cfgs[0]))  # zero pairs left after filtering: say so before a job starts
-        runs = [(c.method, ["--profile", profile.name, *jobs.config_argv(c)]) for c in cfgs]
+        runs = [(c.method, ["--profile", profile.name, *flags.config_argv(c)]) for c in cfgs]
         return run_panel.start_runs("align", preset, runs, on_done=align_after.score_all(profile))
     return on_start_click
 

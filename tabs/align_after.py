@@ -7,7 +7,7 @@ import logging
 import gradio as gr
 import pandas as pd
 
-from core import align, jobs
+from core import align, runfolder
 from tabs.common import GPU_EVENT, POLL_EVENT, plot_frame, user_errors
 
 log = logging.getLogger(__name__)
@@ -15,8 +15,8 @@ API_NAMES = ["align_answers", "align_score", "align_compare", "align_push"]
 ANSWER_COLUMNS = ["prompt", "base", "trained", "base_score", "trained_score"]
 
 
-def _picked(selected) -> list[jobs.RunInfo]:
-    runs = [jobs.find_run("align", r) for r in selected or []]
+def _picked(selected) -> list[runfolder.RunInfo]:
+    runs = [runfolder.find_run("align", r) for r in selected or []]
     if not runs:
         raise ValueError("pick a run in the runs table first")
     return runs
@@ -24,7 +24,7 @@ def _picked(selected) -> list[jobs.RunInfo]:
 
 def score_all(profile):
     """What the whole comparison runs once both jobs have finished (in the job watcher's thread, not a handler)."""
-    def score(runs: list[jobs.RunInfo]) -> None:
+    def score(runs: list[runfolder.RunInfo]) -> None:
         for run in runs:
             try:
                 align.score_run(run, profile.reward_model)
@@ -33,7 +33,7 @@ def score_all(profile):
     return score
 
 
-def answers_frame(run: jobs.RunInfo) -> pd.DataFrame:
+def answers_frame(run: runfolder.RunInfo) -> pd.DataFrame:
     scored = align.read_scores(run) or align.read_answers(run)
     return pd.DataFrame(scored, columns=ANSWER_COLUMNS).round(3)
 
@@ -41,14 +41,14 @@ def answers_frame(run: jobs.RunInfo) -> pd.DataFrame:
 @user_errors
 def on_selection(selected):
     """Run selection -> the first picked run's answers (empty until the job has answered)."""
-    runs = [jobs.find_run("align", r) for r in selected or []][:1]
+    runs = [runfolder.find_run("align", r) for r in selected or []][:1]
     try:
         return answers_frame(runs[0]) if runs else gr.skip()
     except ValueError:
         return pd.DataFrame(columns=ANSWER_COLUMNS)
 
 
-def comparison_frames(runs: list[jobs.RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def comparison_frames(runs: list[runfolder.RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     rows = [align.comparison_row(r) for r in runs]
     table = pd.DataFrame(rows, columns=align.COMPARISON_COLUMNS).round(3)
     bars = [{"method": r["method"], "answers": who, "mean reward": r[f"{who} reward"]}
@@ -70,7 +70,7 @@ def score_handler(profile):
 @user_errors
 def on_compare_click(selected):
     """Compare button -> DPO vs ORPO: the picked runs, or the newest finished run of each method."""
-    runs = [jobs.find_run("align", r) for r in selected or []]
+    runs = [runfolder.find_run("align", r) for r in selected or []]
     runs = runs if len(runs) >= 2 else align.latest_per_method()
     if not runs:
         raise ValueError("no finished DPO or ORPO run yet: train one first")

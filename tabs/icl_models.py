@@ -5,14 +5,14 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from core import icl, jobs
+from core import icl, runfolder
 from tabs.common import GPU_EVENT, user_errors
 
 COMPARE_COLUMNS = ["model", "strategy", "n", "strict", "flexible", "common errors"]
 
 
 def model_choices(profile) -> list[tuple[str, str]]:
-    return [(f"base · {profile.generator}", profile.generator)] + list(jobs.saved_adapters().items())
+    return [(f"base · {profile.generator}", profile.generator)] + list(runfolder.saved_adapters().items())
 
 
 def model_picker(profile) -> gr.Dropdown:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from core import curves, jobs, rl
+from core import curves, flags, rl
 from tabs import rl_summaries, run_panel
 from tabs.common import GPU_EVENT, model_line, real, user_errors, whole
 
@@ -61,7 +61,7 @@ def start_handler(profile):
         """Start button: reads the algorithm, the preset and the Advanced settings; starts the job(s) and selects
         the new run."""
         cfgs = _configs(profile, algo, preset, advanced)
-        runs = [(c.algo, ["--profile", profile.name, "--algo", c.algo, *jobs.config_argv(c, skip=FROM_PROFILE)])
+        runs = [(c.algo, ["--profile", profile.name, "--algo", c.algo, *flags.config_argv(c, skip=FROM_PROFILE)])
                 for c in cfgs]
         return run_panel.start_runs("rl", preset or "healthy", runs)
     return on_start_click

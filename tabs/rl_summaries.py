@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from core import jobs, rl
+from core import rl, runfolder
 from tabs.common import POLL_EVENT, user_errors, whole
 
 API_NAMES = ["rl_samples", "load_article", "score_summary"]
@@ -14,13 +14,13 @@ BEFORE_AFTER_COLUMNS = ["article", "reference", "before", "ROUGE-1 before", "aft
 BAR_ORDER = [f"{metric} · {who}" for metric in rl.ROUGE_TYPES for who in ("yours", "lead-3")]
 
 
-def samples_frame(run: jobs.RunInfo, last: int = 8) -> pd.DataFrame:
-    rows = jobs.read_lines(run.folder / "samples.jsonl")[-last:]
+def samples_frame(run: runfolder.RunInfo, last: int = 8) -> pd.DataFrame:
+    rows = runfolder.read_lines(run.folder / "samples.jsonl")[-last:]
     return pd.DataFrame([[r.get("step"), r.get("id"), round(r.get("reward", 0.0), 3), r.get("text", "")]
                          for r in reversed(rows)], columns=SAMPLE_COLUMNS)
 
 
-def before_after_frame(run: jobs.RunInfo) -> pd.DataFrame:
+def before_after_frame(run: runfolder.RunInfo) -> pd.DataFrame:
     import json
 
     try:
@@ -38,7 +38,7 @@ def before_after_frame(run: jobs.RunInfo) -> pd.DataFrame:
 @user_errors
 def on_selection(selected):
     """Timer (3 s) -> the first picked run's latest sampled summaries and its before/after table."""
-    runs = [jobs.find_run("rl", name) for name in (selected or [])[:1]]
+    runs = [runfolder.find_run("rl", name) for name in (selected or [])[:1]]
     if not runs:
         return pd.DataFrame(columns=SAMPLE_COLUMNS), pd.DataFrame(columns=BEFORE_AFTER_COLUMNS)
     return samples_frame(runs[0]), before_after_frame(runs[0])

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from core import curves, jobs
+from core import curves, jobs, runfolder
 from core.runs import runs_dir
 from tabs.common import GPU_EVENT, POLL_EVENT, plot_frame, user_errors
 
@@ -19,11 +19,11 @@ RUN_COLUMNS = ["run", "status", "method", "steps", "wall", "s/step", "peak GB", 
 CURVE_COLUMNS = {"step": "int64", "value": "float64", "series": "object"}
 
 
-def progress_html(info: jobs.RunInfo | None) -> str:
+def progress_html(info: runfolder.RunInfo | None) -> str:
     """The progress bar and its line: step k/n, elapsed, ETA, tokens per second, peak memory."""
     if info is None:
         return "<p><i>No run selected. Start one above, or pick one in the runs table.</i></p>"
-    metrics = jobs.read_lines(info.folder / "metrics.jsonl")
+    metrics = runfolder.read_lines(info.folder / "metrics.jsonl")
     last = metrics[-1] if metrics else {}
     parts = [f"<b>{html.escape(info.run_id)}</b> · {html.escape(info.label())}"]
     if last.get("elapsed_s") is not None:
@@ -66,7 +66,7 @@ def start_runs(kind: str, preset: str, runs: list[tuple[str, list[str]]], on_don
     return [first.run_id], started_line(first.run_id)
 
 
-def runs_frame(runs: list[jobs.RunInfo]) -> pd.DataFrame:
+def runs_frame(runs: list[runfolder.RunInfo]) -> pd.DataFrame:
     rows = []
     for r in runs:
         s = r.summary
@@ -82,17 +82,17 @@ def _num(value) -> str:
     return "" if value is None else f"{value:.3g}"
 
 
-def _runs(kind: str, ids: list[str]) -> list[jobs.RunInfo]:
+def _runs(kind: str, ids: list[str]) -> list[runfolder.RunInfo]:
     found = []
     for run_id in ids or []:
         try:
-            found.append(jobs.find_run(kind, run_id))
+            found.append(runfolder.find_run(kind, run_id))
         except ValueError:
             continue
     return found
 
 
-def default_selection(kind: str, runs: list[jobs.RunInfo]) -> list[str]:
+def default_selection(kind: str, runs: list[runfolder.RunInfo]) -> list[str]:
     """What a fresh page shows: the running job of this kind, else the newest of `runs` (newest first)."""
     active = jobs.JOBS.active()
     if active is not None and active.kind == kind:
@@ -100,7 +100,7 @@ def default_selection(kind: str, runs: list[jobs.RunInfo]) -> list[str]:
     return [r.run_id for r in runs[:1]]
 
 
-def _signature(runs: list[jobs.RunInfo], selected: list[str]) -> tuple:
+def _signature(runs: list[runfolder.RunInfo], selected: list[str]) -> tuple:
     """Changes whenever anything the panel shows changes: the selection, a run's status or a new metrics line."""
     sizes = [(r.folder / "metrics.jsonl").stat().st_size if (r.folder / "metrics.jsonl").exists() else 0
              for r in runs if r.run_id in selected]
@@ -112,7 +112,7 @@ def poll_handler(kind: str, charts: tuple[curves.Chart, ...]):
         """Timer (1 s) -> progress, every chart, the runs table, the run picker, the selection (a reloaded page
         starts empty and re-attaches to the running job here) and what was last drawn (nothing is redrawn
         while nothing changed)."""
-        runs = jobs.list_runs(kind)  # the one read of the run folders per tick
+        runs = runfolder.list_runs(kind)  # the one read of the run folders per tick
         selected = [r for r in (selected or []) if r] or default_selection(kind, runs)
         selected = list(dict.fromkeys(name for r in selected for name in jobs.JOBS.companions(r)))
         signature = _signature(runs, selected)
@@ -186,7 +186,7 @@ def build(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
     with gr.Accordion("Runs (every run in the runs folder, as it ended)", open=True):
         table = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), interactive=False, label="runs")
         with gr.Row():
-            # custom values allowed: the choices arrive with the poll; handlers check every name (core.jobs.find_run)
+            # custom values allowed: the choices arrive with the poll; handlers check every name (runfolder.find_run)
             picker = gr.Dropdown([], multiselect=True, allow_custom_value=True, scale=4,
                                  label="show runs (several overlay on the charts)")
             resume_button = gr.Button("Resume", scale=1)

@@ -17,8 +17,9 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from core import jobs
-from core.models import MODELS, memory_stats
+from core import runfolder
+from core.memory import memory_stats
+from core.models import MODELS
 from testing.classroom import TINY_DPO
 
 HELD = "the accelerator is the job's until it ends"  # in the status line while a training job holds the slot
@@ -76,7 +77,7 @@ class LoadReport:
     overlapping_loads: int
     memory_before: dict
     memory_after: dict
-    run: jobs.RunInfo | None
+    run: runfolder.RunInfo | None
     seconds: float
     unfinished: list[str]  # students whose thread had not ended within the bound
 
@@ -181,7 +182,7 @@ def plan(student: int) -> list[tuple[str, list, str]]:
     return steps
 
 
-def trainer(client, out: list, ended: threading.Event, model_done: list, timeout_s: float) -> jobs.RunInfo | None:
+def trainer(client, out: list, ended: threading.Event, model_done: list, timeout_s: float) -> runfolder.RunInfo | None:
     """The student who trains: waits for a few model requests to finish, starts the tiny DPO job from the page,
     polls its curves until it ends and the slot is free again."""
     deadline = time.monotonic() + 30
@@ -194,8 +195,8 @@ def trainer(client, out: list, ended: threading.Event, model_done: list, timeout
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             out.append(send(client, 0, "/align_poll", [], "cheap", timeout_s))
-            run = jobs.list_runs("align")[0]  # the run folder, shared with the app through ALAB_RUNS
-            if run.status in jobs.FINAL and HELD not in client.predict(api_name="/status"):
+            run = runfolder.list_runs("align")[0]  # the run folder, shared with the app through ALAB_RUNS
+            if run.status in runfolder.FINAL and HELD not in client.predict(api_name="/status"):
                 break
             time.sleep(1.0)
     ended.set()
@@ -248,7 +249,7 @@ def warm_up(url: str, timeout_s: float) -> None:
             send(client, -1, endpoint, args, "warm-up", timeout_s)
 
 
-def the_class(url: str, students: int, timeout_s: float) -> tuple[list[Request], jobs.RunInfo | None, list[str]]:
+def the_class(url: str, students: int, timeout_s: float) -> tuple[list[Request], runfolder.RunInfo | None, list[str]]:
     """Runs in the students' process: every session in a thread of its own, all starting at once; what each
     request became, the training run as its folder ended, and the sessions still running after the bound."""
     out, results, model_done, ended = [], {}, [], threading.Event()

@@ -44,6 +44,6 @@ def pytest_collection_modifyitems(config, items):
 def pytest_sessionstart(session):
     """ALAB_FREE_GIB=22 runs the GPU tests as on a 24 GB card (nothing happens without it or without CUDA)."""
     if os.environ.get("ALAB_FREE_GIB"):
-        from core.training import hold_memory_as_card
+        from core.memory import hold_memory_as_card
 
         hold_memory_as_card()

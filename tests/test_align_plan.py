@@ -97,7 +97,7 @@ def test_the_estimate_covers_the_measured_peaks(method, checkpoints, micro_batch
 
 
 def test_the_memory_cap_is_read_from_the_environment_and_checked(monkeypatch):
-    from core.training import apply_memory_cap, free_accelerator_bytes, memory_cap_bytes
+    from core.memory import apply_memory_cap, free_accelerator_bytes, memory_cap_bytes
 
     monkeypatch.delenv("ALAB_GPU_MEMORY_GIB", raising=False)
     assert memory_cap_bytes() is None
@@ -202,18 +202,22 @@ def test_the_cpu_lm_head_matches_log_softmax_and_entropy_with_gradients(bias, te
 
 
 def test_a_half_written_last_checkpoint_is_skipped_for_the_whole_one_before(tmp_path):
-    """A job cancelled while the Trainer saved (it writes in place) leaves a folder without its trainer state."""
+    """A job cancelled while the Trainer saved (it writes in place) leaves a folder without its trainer state, and
+    without the "checkpoint" event the Trainer's on_save records once the folder is written."""
     import json
 
-    from core.align.model import last_checkpoint
+    from core.runfolder import RunRecorder, last_checkpoint
 
+    recorder = RunRecorder(tmp_path)
     whole, half = tmp_path / "checkpoints" / "checkpoint-2", tmp_path / "checkpoints" / "checkpoint-3"
     for folder in (whole, half):
         folder.mkdir(parents=True)
         (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "m"}))
     (whole / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    recorder.event("checkpoint", step=2, path=str(whole))
     assert last_checkpoint(tmp_path) == whole
     (half / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
+    recorder.event("checkpoint", step=3, path=str(half))
     assert last_checkpoint(tmp_path) == half
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from core import jobs, profiles
+from core import jobs, profiles, runfolder
 from testing import tiny
 from testing.qrm_like import save_qrm_like
 from tests.served import served_app
@@ -36,14 +36,14 @@ def start(client, method="dpo", **changes) -> str:
     return line.split("**")[1]
 
 
-def wait_until_done(run_id: str, timeout: float = 300) -> jobs.RunInfo:
+def wait_until_done(run_id: str, timeout: float = 300) -> runfolder.RunInfo:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        info = jobs.find_run("align", run_id)
-        if info.status in jobs.FINAL and jobs.JOBS.active() is None:
+        info = runfolder.find_run("align", run_id)
+        if info.status in runfolder.FINAL and jobs.JOBS.active() is None:
             return info
         time.sleep(0.2)
-    raise AssertionError(f"{run_id} did not finish: {jobs.find_run('align', run_id).label()}")
+    raise AssertionError(f"{run_id} did not finish: {runfolder.find_run('align', run_id).label()}")
 
 
 def test_a_run_from_the_page_trains_draws_curves_and_is_scored(served):

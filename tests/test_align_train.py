@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from core import align, jobs
+from core import align, flags, runfolder
 from core import __main__ as core_main
 from core.align import AlignConfig
 from core.align import job as align_job
 from core.generation import GenerationConfig, generate
-from core.jobs import RunRecorder
 from core.loaders import load_language_model
+from core.runfolder import RunRecorder
 from core.runs import REPO_ROOT, new_run_dir, runs_dir
 from tests.align_tiny import pair, tiny_config, write_pairs
 
@@ -80,7 +80,7 @@ def test_two_steps_change_every_lora_parameter_and_no_base_weight(trained):
 
 
 def test_metrics_carry_trls_values_tokens_per_second_and_peak_memory(trained):
-    steps = [r for r in jobs.read_lines(trained.run_dir / "metrics.jsonl") if "loss" in r]
+    steps = [r for r in runfolder.read_lines(trained.run_dir / "metrics.jsonl") if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2] and all(r["max_steps"] == 2 for r in steps)
     expected = TRL_KEYS | (ORPO_KEYS if trained.cfg.method == "orpo" else set())
     for record in steps:
@@ -109,7 +109,7 @@ class StopAfterFirstStep(RunRecorder):
     def log(self, step, max_steps, values):
         super().log(step, max_steps, values)
         if step >= 1:
-            (self.run_dir / jobs.STOP).write_text("stop")
+            (self.run_dir / runfolder.STOP).write_text("stop")
 
 
 def test_stop_and_save_leaves_an_adapter_that_loads_and_generates(tiny_lm_dir, pairs_file):
@@ -125,7 +125,7 @@ def test_stop_and_save_leaves_an_adapter_that_loads_and_generates(tiny_lm_dir, p
 
 
 def _spawn_job(run_dir, cfg):
-    argv = [sys.executable, "-m", "core", "align", "--run-dir", str(run_dir), *jobs.config_argv(cfg)]
+    argv = [sys.executable, "-m", "core", "align", "--run-dir", str(run_dir), *flags.config_argv(cfg)]
     with open(run_dir / "log.txt", "ab") as log:
         process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
@@ -136,7 +136,7 @@ def _spawn_job(run_dir, cfg):
 def _wait_for_checkpoint(run_dir, process, timeout_s=120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and process.poll() is None:
-        if any(e["event"] == "checkpoint" for e in jobs.read_lines(run_dir / "events.jsonl")):
+        if any(e["event"] == "checkpoint" for e in runfolder.read_lines(run_dir / "events.jsonl")):
             return
         time.sleep(0.02)
     process.kill()
@@ -151,25 +151,25 @@ def test_a_killed_job_is_interrupted_at_its_checkpoint_and_resume_finishes_it(ti
     _wait_for_checkpoint(run_dir, process)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    info = jobs.read_run(run_dir)
+    info = runfolder.read_run(run_dir)
     assert info.status == "interrupted" and info.resumable, info.label()
     assert (run_dir / "checkpoints" / f"checkpoint-{info.checkpoint_step}").is_dir()
-    logged_before = len(jobs.read_lines(run_dir / "metrics.jsonl"))
+    logged_before = len(runfolder.read_lines(run_dir / "metrics.jsonl"))
     core_main.main(["align", "--run-dir", str(run_dir), "--resume"])
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["status"], summary["steps_done"]) == ("finished", 6), summary
-    resumed = [r["step"] for r in jobs.read_lines(run_dir / "metrics.jsonl")[logged_before:] if "loss" in r]
+    resumed = [r["step"] for r in runfolder.read_lines(run_dir / "metrics.jsonl")[logged_before:] if "loss" in r]
     assert resumed == list(range(info.checkpoint_step + 1, 7))
-    assert jobs.read_run(run_dir).status == "finished"
+    assert runfolder.read_run(run_dir).status == "finished"
 
 
 def test_cli_both_trains_dpo_then_orpo_in_two_run_folders_and_compares_them(tiny_lm_dir, pairs_file, capsys):
     cfg = tiny_config(tiny_lm_dir, pairs_file, max_steps=1, eval_prompts=0)
-    core_main.main(["align", "--method", "both", *jobs.config_argv(cfg, skip=("method",))])
+    core_main.main(["align", "--method", "both", *flags.config_argv(cfg, skip=("method",))])
     table = capsys.readouterr().out
     rows = [line for line in table.splitlines() if line.startswith(("| dpo |", "| orpo |"))]
     assert [r.split(" | ")[1] for r in rows] == ["finished", "finished"], table
-    folders = [jobs.read_run(r.split(" | ")[-1].rstrip(" |")) for r in rows]
+    folders = [runfolder.read_run(r.split(" | ")[-1].rstrip(" |")) for r in rows]
     assert [f.config["method"] for f in folders] == ["dpo", "orpo"] and folders[0].folder != folders[1].folder
     result = json.loads((folders[1].folder / "result.json").read_text())
     assert [run["method"] for run in result["runs"]] == ["dpo", "orpo"]
@@ -199,6 +199,7 @@ def _checkpoint(run_dir, state, adapter):
     folder.mkdir(parents=True)
     (folder / "trainer_state.json").write_text(state)
     (folder / "adapter_config.json").write_text(adapter)
+    RunRecorder(run_dir).event("checkpoint", step=1, path=str(folder))
 
 
 RESUMES = [  # (trainer_state.json, adapter_config.json, message, why)

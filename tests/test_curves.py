@@ -3,14 +3,14 @@ import json
 
 import pytest
 
-from core import curves, jobs
+from core import curves, runfolder
 
 
-def run_with(tmp_path, name: str, lines: list[dict]) -> jobs.RunInfo:
+def run_with(tmp_path, name: str, lines: list[dict]) -> runfolder.RunInfo:
     folder = tmp_path / "align" / name
     folder.mkdir(parents=True)
     (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return jobs.read_run(folder)
+    return runfolder.read_run(folder)
 
 
 def test_rows_per_key_and_runs_overlay_under_their_names(tmp_path):

@@ -11,9 +11,10 @@ import textwrap
 import pytest
 import torch
 
-from core import align, jobs
+from core import align, runfolder
 from core import __main__ as core_main
-from core.align.model import last_checkpoint, read_checkpoint
+from core.align.model import read_checkpoint
+from core.runfolder import last_checkpoint
 from core.runs import REPO_ROOT, new_run_dir
 from tests.align_tiny import pair, tiny_config, write_pairs
 
@@ -87,11 +88,11 @@ def test_the_disk_filling_up_mid_checkpoint_leaves_the_last_one_whole_and_the_ru
 
     monkeypatch.setattr(torch, "save", filling_disk)
     run_dir = new_run_dir("align")
-    summary = jobs.run_job(run_dir, lambda recorder: align.train(cfg, recorder))
-    assert summary["status"] == "failed" and summary["reason"].startswith(jobs.DISK_FULL), summary
+    summary = runfolder.run_job(run_dir, lambda recorder: align.train(cfg, recorder))
+    assert summary["status"] == "failed" and summary["reason"].startswith(runfolder.DISK_FULL), summary
     assert "free space" in summary["reason"] and "resume" in summary["reason"]
 
-    info = jobs.read_run(run_dir)
+    info = runfolder.read_run(run_dir)
     assert (info.status, info.checkpoint_step, info.resumable) == ("failed", 1, True), info.to_dict()
     half_written = run_dir / "checkpoints" / "checkpoint-2"
     assert half_written.is_dir(), "the fault struck inside the second checkpoint"
@@ -101,9 +102,9 @@ def test_the_disk_filling_up_mid_checkpoint_leaves_the_last_one_whole_and_the_ru
     assert read_checkpoint(run_dir / "checkpoints" / "checkpoint-1")["r"] == cfg.lora_r
 
     monkeypatch.setattr(torch, "save", real_save)  # space freed: resume continues from the whole checkpoint
-    logged = len(jobs.read_lines(run_dir / "metrics.jsonl"))
+    logged = len(runfolder.read_lines(run_dir / "metrics.jsonl"))
     core_main.main(["align", "--run-dir", str(run_dir), "--resume"])
     resumed = json.loads((run_dir / "summary.json").read_text())
     assert (resumed["status"], resumed["steps_done"]) == ("finished", 3), resumed
-    steps = [r["step"] for r in jobs.read_lines(run_dir / "metrics.jsonl")[logged:] if "loss" in r]
+    steps = [r["step"] for r in runfolder.read_lines(run_dir / "metrics.jsonl")[logged:] if "loss" in r]
     assert steps == [2, 3], "training went on from step 1's checkpoint"

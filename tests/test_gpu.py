@@ -13,9 +13,9 @@ import torch
 
 from core import align, rl
 from core.generation import GenerationConfig, generate
-from core.jobs import RunRecorder, read_lines
 from core.loaders import load_language_model
 from core.models import ModelManager
+from core.runfolder import RunRecorder, read_lines
 from core.runs import REPO_ROOT
 from testing.tiny import tiny_tokenizer
 from tests.rl_tiny import write_news

@@ -1,17 +1,17 @@
 """The training-job runtime with real jobs (tiny DPO runs as child processes): one job at a time, the model slot held
 while it runs, Stop and save, Cancel, resume, an app restart that adopts a running job, a killed job listed as
-interrupted, config flags that rebuild a config exactly, and the run folder's records read back."""
+interrupted, and a sequence of jobs (a comparison) that starts each next one when the previous finishes."""
 import json
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 
 import pytest
 import torch
 
-from core import align, jobs, profiles
+from core import align, flags, jobs, runfolder
 from core.models import AcceleratorBusy, ModelManager
+from core.runs import runs_dir, write_json
 from tests.align_tiny import pair, write_pairs
 
 
@@ -25,7 +25,7 @@ def job_args(tiny_lm_dir, pairs_file, **overrides) -> list[str]:
                                       effective_batch=1, micro_batch=1, max_steps=40, save_steps=1, lora_r=4,
                                       lora_alpha=8, learning_rate=1e-3, warmup_ratio=0.0, max_length=192,
                                       eval_prompts=1, max_new_tokens=4), **overrides})
-    return ["--profile", "lite", *jobs.config_argv(cfg)]
+    return ["--profile", "lite", *flags.config_argv(cfg)]
 
 
 def wait_for(predicate, what: str, timeout: float = 420.0):  # generous: CI machines are shared
@@ -38,8 +38,8 @@ def wait_for(predicate, what: str, timeout: float = 420.0):  # generous: CI mach
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def logged_step(run: jobs.RunInfo) -> int:
-    return jobs.read_run(run.folder).step
+def logged_step(run: runfolder.RunInfo) -> int:
+    return runfolder.read_run(run.folder).step
 
 
 @pytest.fixture
@@ -67,8 +67,7 @@ def test_one_job_at_a_time_holds_the_slot_and_stop_saves_the_adapter(manager, ti
             pass
     assert slot.status()["held_by"].startswith("training align/dpo-stop: step")
     jm.stop("align", "dpo-stop")
-    info = wait_for(lambda: jobs.read_run(run.folder) if jobs.read_run(run.folder).status == "stopped" else None,
-                    "the stopped run")
+    info = wait_for(lambda: (i := runfolder.read_run(run.folder)).status == "stopped" and i, "the stopped run")
     assert info.step < 40 and (run.folder / "adapter" / "adapter_config.json").is_file()
     assert info.summary["reason"] and info.resumable
     answers = json.loads((run.folder / "answers.json").read_text())
@@ -81,7 +80,7 @@ def test_one_job_at_a_time_holds_the_slot_and_stop_saves_the_adapter(manager, ti
 def test_cancel_ends_now_and_resume_continues_from_the_last_checkpoint(manager, tiny_lm_dir, pairs_file):
     jm, _slot = manager
     run = jm.start("align", job_args(tiny_lm_dir, pairs_file, max_steps=12), name="dpo-cancel")
-    wait_for(lambda: jobs.read_run(run.folder).checkpoint_step, "a checkpoint")
+    wait_for(lambda: runfolder.read_run(run.folder).checkpoint_step, "a checkpoint")
     cancelled = jm.cancel("align", "dpo-cancel")
     assert cancelled.status == "cancelled" and not (run.folder / "adapter").exists()
     assert cancelled.resumable
@@ -89,33 +88,33 @@ def test_cancel_ends_now_and_resume_continues_from_the_last_checkpoint(manager, 
     jm.resume("align", "dpo-cancel")
     wait_for(lambda: jm.active() is not None, "the resumed job")
     wait_for(lambda: jm.active() is None, "the resumed run to end")
-    done = jobs.read_run(run.folder)
+    done = runfolder.read_run(run.folder)
     assert done.status == "finished", (done.summary, (run.folder / "log.txt").read_text()[-2000:])
-    steps = [m["step"] for m in jobs.read_lines(run.folder / "metrics.jsonl") if "loss" in m]
+    steps = [m["step"] for m in runfolder.read_lines(run.folder / "metrics.jsonl") if "loss" in m]
     assert done.summary["steps_done"] == 12 and steps[-1] == 12 and start_step + 1 in steps
-    events = [e["event"] for e in jobs.read_lines(run.folder / "events.jsonl")]
+    events = [e["event"] for e in runfolder.read_lines(run.folder / "events.jsonl")]
     assert events[0] == "started" and "cancelled" in events and "resumed" in events and events[-1] == "finished"
 
 
 def test_an_app_restart_adopts_the_running_job_and_a_killed_job_is_interrupted(manager, tiny_lm_dir, pairs_file):
     jm, _slot = manager
     run = jm.start("align", job_args(tiny_lm_dir, pairs_file), name="dpo-restart")
-    wait_for(lambda: jobs.read_run(run.folder).checkpoint_step, "a checkpoint")
+    wait_for(lambda: runfolder.read_run(run.folder).checkpoint_step, "a checkpoint")
     restarted_slot = ModelManager()
     restarted = jobs.JobManager(restarted_slot)  # a new app process reads the runs folder
     adopted = restarted.active()
     assert adopted is not None and adopted.run_id == "dpo-restart"
     assert restarted_slot.status()["held_by"].startswith("training align/dpo-restart")
     os.kill(int((run.folder / "pid").read_text()), signal.SIGKILL)
-    info = wait_for(lambda: (i := jobs.read_run(run.folder)).status == "interrupted" and i, "the interrupted run")
+    info = wait_for(lambda: (i := runfolder.read_run(run.folder)).status == "interrupted" and i, "the interrupted run")
     assert info.label() == f"interrupted at step {info.step}" and info.resumable
     wait_for(lambda: restarted.active() is None and restarted_slot.status()["held_by"] is None, "the slot back")
-    assert [r.label() for r in jobs.list_runs("align") if r.run_id == "dpo-restart"] == [info.label()]
+    assert [r.label() for r in runfolder.list_runs("align") if r.run_id == "dpo-restart"] == [info.label()]
 
 
 def test_a_resume_of_a_damaged_or_finished_run_is_refused(manager, tmp_path):
     jm, _slot = manager
-    folder = jobs.runs_dir() / "align" / "broken"
+    folder = runs_dir() / "align" / "broken"
     folder.mkdir(parents=True)
     (folder / "pid").write_text("999999")
     with pytest.raises(ValueError, match="cannot be resumed: its folder is damaged"):
@@ -126,47 +125,30 @@ def test_a_resume_of_a_damaged_or_finished_run_is_refused(manager, tmp_path):
         jm.resume("align", "../../etc")
 
 
-@dataclass(frozen=True)
-class Knobs:
-    name: str = "plain"
-    rate: float = 0.5
-    steps: int = -1
-    flag: bool = True
-    parts: tuple[str, ...] = ("a", "b")
-    free: str = ""
-    extra: list = field(default_factory=list, compare=False)
-
-
-@pytest.mark.parametrize("cfg, why", [
-    (Knobs(), "every default"),
-    (Knobs(name="-dash", rate=1e-7, steps=3, flag=False, parts=("x",), free="a, b"), "values that look like flags"),
-])
-def test_config_flags_rebuild_the_config_exactly(cfg, why):
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    jobs.add_config_arguments(parser, Knobs, skip=("extra",))
-    args = parser.parse_args(jobs.config_argv(cfg, skip=("extra",)))
-    assert jobs.config_from_args(Knobs, args) == cfg, why
-
-
-def test_the_trainer_configs_survive_the_command_line():
-    from core import rl
-
-    cfg = align.preset_config("quick", profiles.LITE, method="orpo", free_prompt="What is DPO, in one line?")
-    args = jobs.config_argv(cfg)
-    assert "--method=orpo" in args and "--free-prompt=What is DPO, in one line?" in args
-    rl_cfg = rl.preset_config(["lite", "no-kl"], policy=profiles.LITE.summarizer, news=profiles.LITE.news)
-    assert "--init-kl-coef=0.0" in jobs.config_argv(rl_cfg) and "--kl=fixed" in jobs.config_argv(rl_cfg)
-
-
 def test_eta_is_the_pace_so_far_times_the_steps_left():
     metrics = [{"step": 2, "max_steps": 10, "elapsed_s": 30.0}, {"step": 4, "max_steps": 10, "elapsed_s": 60.0}]
-    assert jobs.eta_seconds(metrics) == 90.0 and jobs.clock(90.0) == "1:30" and jobs.clock(3725) == "1:02:05"
-    assert jobs.eta_seconds([]) is None and jobs.clock(None) == "?"
+    assert runfolder.eta_seconds(metrics) == 90.0 and jobs.clock(90.0) == "1:30" and jobs.clock(3725) == "1:02:05"
+    assert runfolder.eta_seconds([]) is None and jobs.clock(None) == "?"
 
 
-def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 1, "loss": 0.7}\n{"step": 2, "loss": 0.6}\n{"step": 3, "lo')
-    assert [r["step"] for r in jobs.read_lines(path)] == [1, 2]
+class FinishingJobs(jobs.JobManager):
+    """Starts nothing: each "job" is a run folder that has already finished, so a sequence is walked step by step."""
+
+    def start(self, kind, args, name=None, resume=None):
+        folder = runs_dir() / kind / name
+        write_json(folder / "config.json", {"args": args})
+        write_json(folder / "summary.json", {"status": "finished", "reason": "done"})
+        return runfolder.read_run(folder)
+
+
+def test_a_sequence_starts_each_next_job_when_the_previous_finishes_then_runs_on_done():
+    jm, done = FinishingJobs(ModelManager()), []
+    first = jm.start_sequence("align", [(["--method=dpo"], "dpo-1"), (["--method=orpo"], "orpo-1")],
+                              on_done=done.append)
+    assert first.run_id == "dpo-1" and jm.companions("dpo-1") == ["dpo-1"] and not done
+    jm._continue_plan(first.folder)  # what the job's watcher thread does when the job ends
+    assert jm.companions("dpo-1") == ["dpo-1", "orpo-1"] and not done
+    jm._continue_plan(runs_dir() / "align" / "orpo-1")
+    assert [[r.run_id for r in runs] for runs in done] == [["dpo-1", "orpo-1"]]
+    assert jm.companions("orpo-1") == ["dpo-1", "orpo-1"], "the ended sequence still overlays its runs"
+    assert jm.companions("other") == ["other"]

@@ -4,7 +4,7 @@ the frames that followed (both seen in the browser). Frames are typed; a live ch
 import gradio as gr
 
 from core import curves
-from core.jobs import RunRecorder
+from core.runfolder import RunRecorder
 from core.runs import runs_dir
 from tabs import align_after, run_panel
 from tabs.common import plot_frame

@@ -6,10 +6,10 @@ from statistics import fmean
 import pytest
 import torch
 
-from core.jobs import STOP, RunRecorder, read_lines
 from core.rl.policy import ensure_pad_token, load_lm, load_tokenizer
 from core.rl.ppo_trainer import PpoTrainer
 from core.rl.rollout import FixedShapeSampler, encode_prompts, sample
+from core.runfolder import STOP, RunRecorder, read_lines
 from tests.rl_tiny import news_rows, one_thread, target_reward, tiny_config  # noqa: F401 (fixture)
 
 LOGGED = {"reward", "kl", "policy_loss", "value_loss", "clipfrac", "vf_clipfrac", "entropy", "response_length",

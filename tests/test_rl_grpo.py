@@ -2,9 +2,8 @@
 the completions it saw to samples.jsonl, and stops and resumes through its checkpoints."""
 from statistics import fmean
 
-from core.jobs import STOP, RunRecorder, read_lines
 from core.rl.grpo import train_grpo
-from core.rl.job import last_checkpoint
+from core.runfolder import STOP, RunRecorder, last_checkpoint, read_lines
 from tests.rl_tiny import news_rows, one_thread, target_reward, tiny_config  # noqa: F401 (fixture)
 
 

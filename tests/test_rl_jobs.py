@@ -13,10 +13,10 @@ import pytest
 
 from core import __main__ as core_main
 from core import profiles
-from core.jobs import read_lines, read_run
 from core.rl import PRESETS, RlConfig, cli, preset_config
 from core.rl.news import load_articles
 from core.rl.rewards import checked_rewards
+from core.runfolder import read_lines, read_run
 from tests.rl_tiny import one_thread, write_news  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parent.parent

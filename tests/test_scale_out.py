@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs
+from core import processes
 from core.align.plan import cpu_plan, share_per_process, steps_per_run
-from core.jobs import read_lines
+from core.runfolder import read_lines
 from core.runs import REPO_ROOT, runs_dir
 from testing.tiny import CORPUS
 from tests.align_tiny import pair, write_pairs
@@ -59,11 +59,12 @@ LAUNCHES = [  # (environment, world size, warned, why)
 
 @pytest.mark.parametrize("environment, size, warned, why", LAUNCHES, ids=[launch[-1] for launch in LAUNCHES])
 def test_a_cpu_launch_that_started_one_process_is_named(environment, size, warned, why, monkeypatch):
-    for name in ("ACCELERATE_USE_CPU", "MASTER_ADDR", *jobs.RANK_VARS, *jobs.WORLD_SIZE_VARS):
+    for name in ("ACCELERATE_USE_CPU", "MASTER_ADDR", *processes.RANK_VARS, *processes.WORLD_SIZE_VARS):
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    assert (jobs.world_size(), jobs.rank(), jobs.launch_warning() is not None) == (size, size - 1, warned)
+    assert (processes.world_size(), processes.rank(), processes.launch_warning() is not None) == \
+        (size, size - 1, warned)
 
 
 def accelerate_launch() -> list[str]:

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from core import __main__ as core_main
-from core import align, jobs
+from core import align, flags, runfolder
 from core.runs import new_run_dir
 from tests.served import served_classroom
 from tests.align_tiny import pair, tiny_config, write_pairs
@@ -33,7 +33,7 @@ def test_a_failed_push_says_why_without_the_token(tmp_path, monkeypatch, caplog,
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     caplog.set_level(logging.DEBUG)
     with pytest.raises(ValueError, match="could not push to teacher/demo-adapter") as caught:
-        align.push_adapter(jobs.read_run(folder), "teacher/demo-adapter")
+        align.push_adapter(runfolder.read_run(folder), "teacher/demo-adapter")
     out, err = capfd.readouterr()
     assert TOKEN not in str(caught.value) and TOKEN not in caplog.text and TOKEN not in out + err
 
@@ -50,7 +50,7 @@ def test_a_training_job_writes_the_token_nowhere(tiny_lm_dir, tmp_path, monkeypa
     pairs = write_pairs(tmp_path / "pairs.jsonl", [pair(i) for i in range(8)])
     cfg = tiny_config(tiny_lm_dir, pairs, max_steps=1, eval_prompts=1)
     run_dir = new_run_dir("align")
-    argv = ["align", "--run-dir", str(run_dir), *jobs.config_argv(cfg, skip=("method",)), "--method", "dpo"]
+    argv = ["align", "--run-dir", str(run_dir), *flags.config_argv(cfg, skip=("method",)), "--method", "dpo"]
     core_main.main(argv)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
     written = [p for p in run_dir.rglob("*") if p.is_file()]

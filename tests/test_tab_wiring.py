@@ -9,7 +9,7 @@ import pytest
 
 import core.align
 from core import curves, profiles
-from core.jobs import RunRecorder
+from core.runfolder import RunRecorder
 from core.runs import Stopped, runs_dir
 from tabs import align as align_tab
 from tabs import rl as rl_tab
@@ -128,7 +128,8 @@ def test_one_poll_tick_reads_the_run_folders_once(monkeypatch):
         recorder.write_config({"algo": "ppo", "max_steps": 2})
     on_tick = run_panel.poll_handler("rl", curves.RL_CHARTS)
     seen = on_tick([], None)[-1]  # a fresh page; the first call also adopts any job left running
-    listed, read = counted(monkeypatch, run_panel.jobs, "list_runs"), counted(monkeypatch, run_panel.jobs, "read_run")
+    listed = counted(monkeypatch, run_panel.runfolder, "list_runs")
+    read = counted(monkeypatch, run_panel.runfolder, "read_run")
     for step, selected in enumerate(([recorders[0].run_id], []), 1):
         recorders[0].log(step, 2, {"reward": 0.5})
         seen = on_tick(selected, seen)[-1]

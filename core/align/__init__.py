@@ -3,7 +3,7 @@ subset formatted with the generator's chat template, and LoRA training with trl 
 
 The contract (see core/__init__.py): `PreferenceDataConfig`, `PreferenceDataResult`, `prepare(cfg, control=None)` for
 the data; `AlignConfig` (+ `PRESETS`, `preset_config`; config.py) and `train(cfg, recorder, resume=False)` (job.py),
-run through core.jobs.run_job, for training; after training, a run's answers scored, runs compared and an adapter
+run through core.runfolder.run_job, for training; after training, a run's answers scored, runs compared and an adapter
 pushed to the Hub (compare.py). Importing this package loads no transformers, peft or trl.
 """
 from core.align.compare import (COMPARISON_COLUMNS, comparison_row, latest_per_method, push_adapter, read_answers,

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from core.align.config import PRESETS, AlignConfig, data_config, preset_config
 from core.align.data import RULES, prepare
-from core.jobs import add_config_arguments, config_from_args, run_job, shared_run_dir
+from core.flags import add_config_arguments, config_from_args
 from core.presets import from_dict
+from core.processes import shared_run_dir
+from core.runfolder import run_job
 
 
 def add_arguments(parser) -> None:

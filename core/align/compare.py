@@ -7,7 +7,7 @@ import json
 import os
 import re
 
-from core.jobs import RunInfo, list_runs
+from core.runfolder import RunInfo, list_runs
 from core.runs import RunControl, write_json
 
 NO_ANSWER = "(no answer)"  # an empty generation still gets a score: the reward model's view of saying nothing

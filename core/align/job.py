@@ -1,6 +1,6 @@
-"""DPO / ORPO training of a LoRA adapter, run as a job (core.jobs.run_job, which starts events.jsonl) that writes its
-run folder as it goes: config.json once the data and model are loaded and the batch plan is made, then metrics/events
-and checkpoints/ through the trainer, adapter/ and answers.json at the end.
+"""DPO / ORPO training of a LoRA adapter, run as a job (core.runfolder.run_job, which starts events.jsonl) that writes
+its run folder as it goes: config.json once the data and model are loaded and the batch plan is made, then
+metrics/events and checkpoints/ through the trainer, adapter/ and answers.json at the end.
 `train(cfg, recorder, resume=False)` reads as one line: data -> model -> batch plan -> trl trainer -> adapter ->
 answers. Resuming continues from the run's last checkpoint (optimizer, scheduler and data order included)."""
 from __future__ import annotations
@@ -14,15 +14,14 @@ from core.align.answers import compare_answers, pick_prompts
 from core.align.config import AlignConfig, data_config
 from core.align.data import prepare
 from core.align.meter import TokenCounter, throughput_callback
-from core.align.model import (ADAPTER_DIR, Policy, attach_unsloth_lora, check_base_model, last_checkpoint,
-                              load_policy, read_checkpoint)
+from core.align.model import ADAPTER_DIR, Policy, attach_unsloth_lora, check_base_model, load_policy, read_checkpoint
 from core.align.plan import (BatchPlan, choose_micro_batch, cpu_plan, lora_parameters, room, share_per_process,
                              steps_per_run, training_bytes)
-from core.jobs import RunRecorder, world_size
+from core.memory import apply_memory_cap, free_accelerator_bytes, held_accelerator_bytes
+from core.processes import smallest_across_processes, summed_over_processes, world_size
+from core.runfolder import RunRecorder, last_checkpoint
 from core.runs import publish_folder, write_json
-from core.training import (apply_memory_cap, free_accelerator_bytes, held_accelerator_bytes, rank_record_callback,
-                           recorder_callback, set_cpu_threads, smallest_across_processes, summed_over_processes,
-                           use_cpu_lm_head)
+from core.training import rank_record_callback, recorder_callback, set_cpu_threads, use_cpu_lm_head
 
 MIN_ANSWER_TOKENS = 16  # a pair whose prompt leaves fewer than this many tokens of max_length teaches nothing
 SPECIAL_TOKENS = 2  # the bos/eos the trainers may add around a pair

@@ -6,8 +6,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from core.jobs import peak_memory
-from core.training import summed_over_processes
+from core.memory import peak_memory
+from core.processes import summed_over_processes
 
 
 class TokenCounter:

@@ -14,8 +14,8 @@ from typing import Any
 
 from core.align.config import AlignConfig
 from core.align.plan import ModelShape
-from core.jobs import rank, world_size
 from core.loaders import load_language_model, resolve_local, split_revision
+from core.processes import rank, world_size
 
 ADAPTER_DIR = "adapter"
 log = logging.getLogger(__name__)
@@ -115,23 +115,6 @@ def _with_pad(tokenizer):
 
 
 # ---- checkpoints: what a resumed run continues from ----------------------------------------------------------------
-
-def last_checkpoint(run_dir: Path) -> Path:
-    """The highest checkpoint-<step> folder of the run that is whole; ValueError when there is none. A job cancelled
-    or killed while saving leaves a half-written folder (the Trainer writes in place): the one before it is used."""
-    folder = Path(run_dir) / "checkpoints"
-    found = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1])) if folder.is_dir() else []
-    if not found:
-        raise ValueError(f"{run_dir} has no checkpoint to resume from: start a new run")
-    for checkpoint in reversed(found):
-        try:
-            read_checkpoint(checkpoint)
-            return checkpoint
-        except ValueError as exc:
-            log.warning("skipping %s: %s", checkpoint.name, exc)
-    return found[-1]  # none is whole: read_checkpoint says why when the resume reads it
-
 
 def read_checkpoint(checkpoint: Path) -> dict:
     """The checkpoint's adapter_config.json, after checking that its trainer state is readable too."""

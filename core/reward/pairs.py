@@ -21,7 +21,7 @@ from core.reward import judge
 from core.reward import sequence_rm
 from core.runs import RunControl, Stopped
 from core.stats import wilson_interval
-from core.training import free_accelerator_bytes
+from core.memory import free_accelerator_bytes
 
 COLUMNS = ("prompt", "chosen", "rejected")
 TEMPLATE_ROOM = 128  # tokens left for the chat template around an answer (the judge's rating question is longest)

@@ -15,11 +15,13 @@ import json
 import time
 from pathlib import Path
 
-from core.jobs import add_config_arguments, config_from_args, run_job, shared_run_dir
+from core.flags import add_config_arguments, config_from_args
 from core.presets import from_dict
+from core.processes import shared_run_dir
 from core.rl.config import ALGOS, PRESETS, RlConfig, preset_config
 from core.rl.job import train
 from core.rl.rewards import ROUGE_TYPES, SummaryScoreConfig, score_summary
+from core.runfolder import run_job
 
 FROM_PROFILE = ("policy", "news")  # the profile's summarizer and news roles (--summarizer, --news)
 FIGURES = ("status", "reason", "steps_done", "max_steps", "seconds_per_step", "reward_start", "reward_final",

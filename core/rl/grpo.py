@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from core.jobs import RunRecorder
 from core.rl.news import with_prompts
+from core.runfolder import RunRecorder
 from core.rl.policy import load_lm, load_tokenizer, lora_config
 from core.rl.samples import SampleLog, logging_reward
 from core.training import rank_record_callback, recorder_callback, use_cpu_lm_head

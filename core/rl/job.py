@@ -1,5 +1,5 @@
 """The RL training job: `train(cfg, recorder)` runs our PPO or trl's GRPO on the news articles with ROUGE as the
-reward and writes the run folder (after the events.jsonl that core.jobs.run_job starts: config.json, metrics,
+reward and writes the run folder (after the events.jsonl that core.runfolder.run_job starts: config.json, metrics,
 samples, checkpoints, adapter/, before_after.json).
 The settings and presets are core.rl.config's."""
 from __future__ import annotations
@@ -9,25 +9,17 @@ from pathlib import Path
 from statistics import fmean
 
 from core import loaders
-from core.jobs import RunRecorder, read_lines
+from core.runfolder import RunRecorder, last_checkpoint, last_per_step, read_lines
 from core.rl.config import RlConfig
 from core.rl.news import load_articles
 from core.rl.rewards import rouge_reward
 from core.training import set_cpu_threads
 
 
-def last_checkpoint(run_dir: Path) -> Path | None:
-    """The folder of the run's last "checkpoint" event that still exists."""
-    events = [e for e in read_lines(Path(run_dir) / "events.jsonl") if e.get("event") == "checkpoint"]
-    paths = [Path(e["path"]) for e in events if Path(e.get("path", "")).is_dir()]
-    return paths[-1] if paths else None
-
-
 def curve_figures(run_dir: Path) -> dict:
     """reward at the first step, the mean over the last 5 steps, and the last KL, from metrics.jsonl (a step
     logged again after a resume counts once, its last line)."""
-    by_step = {m["step"]: m for m in read_lines(Path(run_dir) / "metrics.jsonl") if "reward" in m}
-    lines = [by_step[s] for s in sorted(by_step)]
+    lines = last_per_step(read_lines(Path(run_dir) / "metrics.jsonl"), "reward")
     if not lines:
         return {}
     return {"reward_start": lines[0]["reward"], "reward_final": fmean(m["reward"] for m in lines[-5:]),
@@ -43,8 +35,6 @@ def train(cfg: RlConfig, recorder: RunRecorder, resume: bool = False, reward_fn=
     threads = set_cpu_threads(loaders.device())
     recorder.write_config({**dataclasses.asdict(cfg), **threads})
     checkpoint = last_checkpoint(recorder.run_dir) if resume else None
-    if resume and checkpoint is None:
-        raise ValueError(f"{recorder.run_dir} has no checkpoint to resume from: start a new run")
     rows = load_articles(cfg.news, cfg.n_articles)
     if len(rows) < cfg.batch_size:
         raise ValueError(f"{cfg.news} has {len(rows)} articles, fewer than batch_size ({cfg.batch_size})")

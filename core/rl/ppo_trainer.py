@@ -11,7 +11,8 @@ from statistics import fmean
 
 import torch
 
-from core.jobs import RunRecorder
+from core.processes import rank0_flag, trainable_sha256, write_rank_record
+from core.runfolder import RunRecorder
 from core.rl.checkpoints import load_checkpoint, save_checkpoint, save_policy
 from core.rl.news import with_prompts
 from core.rl.policy import build_policy
@@ -20,7 +21,7 @@ from core.rl.ppo import (AdaptiveKLController, FixedKLController, RunningMoments
 from core.rl.rewards import checked_rewards
 from core.rl.rollout import FixedShapeSampler, Rollout, encode_prompts, sample
 from core.rl.samples import SampleLog
-from core.training import trainable_sha256, write_rank_record
+from core.runfolder import RunRecorder
 
 
 def kl_controller(cfg):
@@ -67,7 +68,7 @@ class PpoTrainer:
             self.policy.module, torch.optim.Adam(params, lr=cfg.learning_rate))
         if self.policy.reference is not None:
             self.policy.reference.to(self.accelerator.device)
-        # for ranks/rank-<r>.json under several processes (core.training.write_rank_record)
+        # for ranks/rank-<r>.json under several processes (core.processes.write_rank_record)
         self.start_sha256 = trainable_sha256(self.unwrapped)[1] if self.accelerator.num_processes > 1 else ""
         self.kl_ctl = kl_controller(cfg)
         self.moments = RunningMoments() if cfg.score_scaling != "none" else None
@@ -180,10 +181,7 @@ class PpoTrainer:
 
     def _stop_requested(self) -> bool:
         """The app's Stop, as rank 0 saw it (broadcast, so every process stops at the same step)."""
-        from accelerate.utils import broadcast
-
-        wanted = self.writes and self.recorder.stop_requested()
-        return bool(broadcast(torch.tensor([float(wanted)], device=self.accelerator.device)).item())
+        return rank0_flag(self.writes and self.recorder.stop_requested(), self.accelerator.device)
 
     def save_checkpoint(self) -> None:
         """checkpoints/checkpoint-<steps done>/, then a "checkpoint" event (rank 0)."""
