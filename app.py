@@ -42,5 +42,9 @@ demo = build_app()
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Start the Alignment Lab web app.")
     profiles.add_arguments(parser)
-    demo = build_app(profiles.from_args(parser.parse_args()))
+    args = parser.parse_args()
+    from core.memory import hold_memory_as_card
+
+    hold_memory_as_card()  # ALAB_FREE_GIB=22: the page as on a 24 GB card (nothing without it)
+    demo = build_app(profiles.from_args(args))
     demo.queue(**QUEUE).launch(theme=THEME, css=CSS, **LAUNCH)

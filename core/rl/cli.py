@@ -54,7 +54,7 @@ def build_config(args, profile) -> RlConfig:
 
 def planned_runs(args, profile) -> list[tuple[RlConfig, Path]]:
     """(config, run folder) per run: the resumed one, the one asked for, or PPO then GRPO for --algo both."""
-    run_dir = args.run_dir.resolve() if args.run_dir else None  # checkpoint events record absolute paths
+    run_dir = args.run_dir.resolve() if args.run_dir else None  # absolute: the same folder whatever the working directory
     if args.resume:
         if run_dir is None:
             raise ValueError("--resume needs --run-dir: the folder of the run to continue")
