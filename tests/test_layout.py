@@ -60,3 +60,12 @@ def job_flags(job: str) -> set[str]:
 def test_the_training_jobs_take_one_flag_per_shared_idea(flag):
     assert all(flag in job_flags(job) for job in ("align", "rl")), flag
     assert "--steps" not in job_flags("rl"), "rl's steps are --max-steps, as align's"
+
+
+@pytest.mark.parametrize("path", [p for p in sorted((REPO_ROOT / "core").glob("*.py")) if p.name != "__main__.py"],
+                         ids=lambda p: p.name)
+def test_the_shared_infrastructure_imports_no_pipeline_package(path):
+    """core/*.py sits below every pipeline package (`python -m core` maps job names to them by name only)."""
+    for module in imported_modules(path):
+        parts = module.split(".")
+        assert not (parts[0] == "core" and len(parts) > 1 and parts[1] in PACKAGES), f"core/{path.name} imports {module}"
