@@ -13,15 +13,21 @@ class Chart:
     keys: tuple[str, ...]  # logged keys drawn as lines; absent keys are skipped (DPO runs have no ORPO terms)
     look_for: str  # one line under the chart: what a class should look for
     smooth: bool = False  # add an exponential moving average of the first key
+    method: str = ""  # only runs trained with this method (config.json's "method"); "": every run
 
 
 ALIGN_CHARTS = (
     Chart("Loss", ("loss",),
           "It should fall and flatten; a sudden jump usually means the learning rate is too high."),
-    Chart("Implicit rewards (β · log-ratio to the reference)",
+    Chart("DPO implicit rewards (β · log-ratio of the answer's probability to the reference model's)",
           ("rewards/chosen", "rewards/rejected", "rewards/margins"),
           "The margin should grow. A falling rejected reward with a flat chosen reward means the model learns to "
-          "avoid, not to prefer."),
+          "avoid, not to prefer.", method="dpo"),
+    # trl's ORPOTrainer logs rewards/* as beta times the answer's mean token log-probability (no reference model)
+    Chart("ORPO rewards (β · mean token log p of the answer; no reference model)",
+          ("rewards/chosen", "rewards/rejected", "rewards/margins"),
+          "Both are below 0 (log-probabilities); the margin should grow as chosen answers become likelier than "
+          "rejected ones.", method="orpo"),
     Chart("Preference accuracy", ("rewards/accuracies",),
           "The share of pairs whose chosen answer out-scores the rejected one; 0.5 is a coin flip."),
     Chart("ORPO terms", ("nll_loss", "log_odds_ratio", "log_odds_chosen"),
@@ -64,6 +70,8 @@ def chart_rows(runs: list[RunInfo], chart: Chart) -> list[dict]:
     runs overlay, else the key."""
     rows = []
     for run in runs:
+        if chart.method and run.config.get("method") != chart.method:
+            continue
         metrics = read_lines(run.folder / "metrics.jsonl")
         for key in chart.keys:
             points = [(m["step"], float(m[key])) for m in last_per_step(metrics, key)]

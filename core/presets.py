@@ -12,6 +12,7 @@ class Preset:
     shows: str  # what a run with it teaches
     overrides: dict  # config fields it sets
     lite: dict | None = None  # the fields it sets on the lite profile instead (None: the same overrides)
+    departs: str = ""  # how its run departs from the course notebook's, in one line ("": it is the notebook's run)
 
 
 def preset_values(presets: dict[str, Preset], names: list[str], lite: bool = False) -> dict:

@@ -16,17 +16,18 @@ API_NAMES = ["filter_preferences", "align_datasets", "align_start", "align_prese
              "align_cancel", "align_resume", "align_download", *align_after.API_NAMES, *align_feedback.API_NAMES]
 RULE_LABELS = {"source": "dropped source", "similarity": "too similar", "word_limit": "too long"}
 PREVIEW_COLUMNS = ["prompt", "chosen", "rejected"]
+FILTERS = ("similarity", "word_limit", "drop_toxic")  # the data panel's filters, each named by its AlignConfig field
 METHOD_CHOICES = [("DPO", "dpo"), ("ORPO", "orpo"),
                   ("Both: DPO, then ORPO, then scores (the whole comparison)", "both")]
 # The Advanced widgets, each keyed by its AlignConfig field: ADVANCED is their order in the align_start and
 # align_preset endpoints (API callers pass them by position), LAYOUT where each sits on the page; moving a widget in
-# LAYOUT changes neither what a handler reads nor the endpoints.
+# LAYOUT changes neither what a handler reads nor the endpoints. "pairs" is the data panel's Rows box, not an Advanced
+# widget: the rows filtered there are the rows Start trains on.
 ADVANCED = ("pairs", "beta", "learning_rate", "lora_r", "max_length", "micro_batch", "precision", "max_steps",
             "save_steps", "free_prompt", "gradient_checkpointing")
-LAYOUT = (("pairs", "beta", "learning_rate", "lora_r", "max_length"),
+LAYOUT = (("beta", "learning_rate", "lora_r", "max_length"),
           ("micro_batch", "precision", "max_steps", "save_steps", "gradient_checkpointing"), ("free_prompt",))
 WIDGETS = {
-    "pairs": lambda cfg: gr.Number(cfg.pairs, precision=0, label="pairs"),
     "beta": lambda cfg: gr.Number(cfg.beta, label="beta"),
     "learning_rate": lambda cfg: gr.Number(cfg.learning_rate, label="learning rate"),
     "lora_r": lambda cfg: gr.Number(cfg.lora_r, precision=0, label="LoRA r (alpha = r)"),
@@ -53,7 +54,8 @@ def _removed_frame(result: align.PreferenceDataResult) -> pd.DataFrame:
 def _summary(result: align.PreferenceDataResult, cfg: align.PreferenceDataConfig) -> str:
     removed = ", ".join(f"{RULE_LABELS[rule]}: {n}" for rule, n in result.removed.items())
     lines = [f"**{result.total}** pairs in `{result.dataset_id}` · removed ({removed}) · **{result.kept}** kept · "
-             f"**{result.selected}** selected (shuffled with seed {cfg.seed})"]
+             f"**{result.selected}** selected (shuffled with seed {cfg.seed}), **{result.toxic_selected}** of them "
+             f"from {align.TOXIC_SOURCE}"]
     if result.note:
         lines.append(f"Note: {result.note}.")
     return "\n\n".join(lines)
@@ -116,15 +118,17 @@ def start_handler(profile):
 def preset_handler(profile):
     @user_errors
     def on_preset_change(preset):
-        """Preset radio -> every Advanced setting filled with the preset's values."""
+        """Preset radio -> every Advanced setting, the Rows box and the filters filled with the preset's values."""
         cfg = align.preset_config(preset, profile)
-        return [getattr(cfg, name) for name in ADVANCED]
+        return [getattr(cfg, name) for name in (*ADVANCED, *FILTERS)]
     return on_preset_change
 
 
 def _data_panel(profile) -> SimpleNamespace:
+    cfg = align.preset_config("quick", profile)
     gr.Markdown("### 1. Preference data\nThe course notebook's filters: drop pairs whose two answers are nearly "
-                "identical (Levenshtein ratio), pairs with an over-long answer, and the toxic-dpo source; then a "
+                "identical (Levenshtein ratio) and pairs with an over-long answer; ours (the quick demo's, not the "
+                "notebook's): drop the toxic-dpo source; then a "
                 "seeded subset, formatted as prompt (chat template + assistant header) / chosen / rejected "
                 "(answer + eos). The class's own votes (panel 4) appear in the picker once exported.")
     with gr.Row():
@@ -134,12 +138,13 @@ def _data_panel(profile) -> SimpleNamespace:
                   queue=False)
     with gr.Row():
         ui = SimpleNamespace(dataset=dataset,
-            similarity=gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Similarity threshold",
+            similarity=gr.Slider(0.0, 1.0, value=cfg.similarity, step=0.05, label="Similarity threshold",
                                  info="drop pairs whose answers have Levenshtein ratio >= this"),
-            word_limit=gr.Number(value=1000, precision=0, minimum=1, label="Word limit",
+            word_limit=gr.Number(value=cfg.word_limit, precision=0, minimum=1, label="Word limit",
                                  info="drop pairs where an answer has this many words or more"),
-            drop_toxic=gr.Checkbox(value=True, label=f"Drop {align.TOXIC_SOURCE}"),
-            rows=gr.Number(value=1600, precision=0, minimum=1, label="Rows", info="seeded subset size"))
+            drop_toxic=gr.Checkbox(value=cfg.drop_toxic, label=f"Drop {align.TOXIC_SOURCE}"),
+            rows=gr.Number(value=cfg.pairs, precision=0, minimum=1, label="Rows",
+                           info="seeded subset size: the pairs Start trains on"))
     filter_button = gr.Button("Filter & format")
     summary = gr.Markdown()
     removed_plot = gr.BarPlot(x="rule", y="rows removed", title="Rows removed by each rule", height=240,
@@ -172,8 +177,9 @@ def build(profile) -> None:
                 "run's config.json.")
     with gr.Row():
         method = gr.Radio(METHOD_CHOICES, value="dpo", label="method")
-        preset = gr.Radio([(p.label, name) for name, p in align.PRESETS.items()], value="quick", label="preset")
-    fields = _advanced(profile)
+        preset = gr.Radio([(p.label, name) for name, p in align.PRESETS.items()], value="quick", label="preset",
+                          info=f"Quick demo departs from the notebook: {align.PRESETS['quick'].departs}.")
+    fields = {**_advanced(profile), "pairs": data.rows}
     advanced = [fields[name] for name in ADVANCED]
     start_button = gr.Button("Start training", variant="primary")
     panel = run_panel.build("align", curves.ALIGN_CHARTS)
@@ -181,5 +187,6 @@ def build(profile) -> None:
     start_button.click(start_handler(profile),
                        [method, preset, data.dataset, data.similarity, data.word_limit, data.drop_toxic, *advanced],
                        [panel.selected, panel.started], api_name="align_start", **GPU_EVENT)
-    preset.change(preset_handler(profile), preset, advanced, api_name="align_preset", queue=False)
+    preset.change(preset_handler(profile), preset, [*advanced, *(getattr(data, name) for name in FILTERS)],
+                  api_name="align_preset", queue=False)
     align_feedback.build(profile)

@@ -13,16 +13,17 @@ API_NAMES = ["rl_start", "rl_preset", "rl_poll", "rl_stop", "rl_cancel", "rl_res
              *rl_summaries.API_NAMES]
 ALGO_CHOICES = [("PPO (ours: value head, KL to the reference)", "ppo"), ("GRPO (trl)", "grpo"),
                 ("Both on the same articles (curves overlaid)", "both")]
-PRESET_CHOICES = [("Healthy run", ""), ("KL too strong", "kl-too-strong"), ("No KL", "no-kl"),
-                  ("High vf_coef", "high-vf-coef")]
+# the notebook's Question 2 plots A, B, C first, then the other discussion presets and the notebook's own run
+PRESET_CHOICES = [(rl.PRESETS[name].label, name) for name in ("no-learning", "kl-too-strong", "healthy", "no-kl",
+                                                               "high-vf-coef", "notebook")]
 # The Advanced widgets, each keyed by its RlConfig field: ADVANCED is their order in the rl_start and rl_preset
 # endpoints (API callers pass them by position), LAYOUT where each sits on the page; moving a widget in LAYOUT changes
 # neither what a handler reads nor the endpoints.
 ADVANCED = ("max_steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "vf_coef", "kl", "init_kl_coef",
-            "target_kl", "max_new_tokens", "num_generations", "grpo_beta", "save_steps")
+            "target_kl", "max_new_tokens", "num_generations", "grpo_beta", "save_steps", "max_prompt_tokens")
 LAYOUT = (("max_steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs"),
           ("vf_coef", "kl", "init_kl_coef", "target_kl"),
-          ("max_new_tokens", "num_generations", "grpo_beta", "save_steps"))
+          ("max_prompt_tokens", "max_new_tokens", "num_generations", "grpo_beta", "save_steps"))
 WIDGETS = {
     "max_steps": lambda cfg: gr.Number(cfg.max_steps, precision=0, label="steps"),
     "learning_rate": lambda cfg: gr.Number(cfg.learning_rate, label="learning rate"),
@@ -33,6 +34,8 @@ WIDGETS = {
     "kl": lambda cfg: gr.Radio(["adaptive", "fixed"], value=cfg.kl, label="KL controller"),
     "init_kl_coef": lambda cfg: gr.Number(cfg.init_kl_coef, label="initial KL coefficient β"),
     "target_kl": lambda cfg: gr.Number(cfg.target_kl, label="KL target (adaptive)"),
+    "max_prompt_tokens": lambda cfg: gr.Number(cfg.max_prompt_tokens, precision=0, label="article tokens kept",
+                                               info="the notebook cuts articles at 512 (its Question 3)"),
     "max_new_tokens": lambda cfg: gr.Number(cfg.max_new_tokens, precision=0, label="max new tokens"),
     "num_generations": lambda cfg: gr.Number(cfg.num_generations, precision=0, label="GRPO: summaries per article"),
     "grpo_beta": lambda cfg: gr.Number(cfg.grpo_beta, label="GRPO: KL coefficient"),
@@ -41,9 +44,19 @@ WIDGETS = {
 FROM_PROFILE = ("algo", "policy", "news")
 
 
-def base_config(profile, preset: str = "") -> rl.RlConfig:
-    names = (["lite"] if profile.name == "lite" else []) + ([preset] if preset else [])
-    return rl.preset_config(names, policy=profile.summarizer, news=profile.news)
+def preset_names(profile, preset: str = "healthy") -> list[str]:
+    return (["lite"] if profile.name == "lite" else []) + [preset]
+
+
+def base_config(profile, preset: str = "healthy") -> rl.RlConfig:
+    return rl.preset_config(preset_names(profile, preset), policy=profile.summarizer, news=profile.news)
+
+
+def shows_line(profile, preset: str) -> str:
+    """What the preset shows and, in one line, how its run departs from the notebook's."""
+    departs = rl.departs_from_notebook(preset_names(profile, preset))
+    return (f"<small>This preset shows: {rl.PRESETS[preset].shows}. "
+            + (f"Departs from the notebook: {departs}.</small>" if departs else "It is the notebook's run.</small>"))
 
 
 def _configs(profile, algo, preset, advanced) -> list[rl.RlConfig]:
@@ -63,7 +76,7 @@ def start_handler(profile):
         cfgs = _configs(profile, algo, preset, advanced)
         runs = [(c.algo, ["--profile", profile.name, "--algo", c.algo, *flags.config_argv(c, skip=FROM_PROFILE)])
                 for c in cfgs]
-        return run_panel.start_runs("rl", preset or "healthy", runs)
+        return run_panel.start_runs("rl", preset, runs)
     return on_start_click
 
 
@@ -71,8 +84,7 @@ def preset_handler(profile):
     def on_preset_change(preset):
         """Preset radio -> every Advanced setting filled with the preset's values, and what the preset shows."""
         cfg = base_config(profile, preset)
-        shows = rl.PRESETS[preset].shows if preset else "the course notebook's settings"
-        return [f"<small>This preset shows: {shows}.</small>", *[getattr(cfg, name) for name in ADVANCED]]
+        return [shows_line(profile, preset), *[getattr(cfg, name) for name in ADVANCED]]
     return on_preset_change
 
 
@@ -96,8 +108,8 @@ def build(profile) -> None:
     gr.Markdown(model_line("policy", profile.summarizer) + " · " + model_line("news", f"{profile.news} ({rl.SPLIT})"))
     with gr.Row():
         algo = gr.Radio(ALGO_CHOICES, value="ppo", label="algorithm")
-        preset = gr.Radio(PRESET_CHOICES, value="", label="preset (made for discussion)")
-    shows = gr.Markdown("<small>This preset shows: the course notebook's settings.</small>")
+        preset = gr.Radio(PRESET_CHOICES, value="healthy", label="preset (made for discussion)")
+    shows = gr.Markdown(shows_line(profile, "healthy"))
     fields = _advanced(profile)
     advanced = [fields[name] for name in ADVANCED]
     start_button = gr.Button("Start training", variant="primary")

@@ -61,11 +61,11 @@ def test_a_run_from_the_page_trains_draws_curves_and_is_scored(served):
         "the Advanced choice reaches the job; a CPU plan never recomputes"
     assert icl_error is None or "holds the accelerator" in icl_error or "training align/" in icl_error
     polled = client.predict(api_name="/align_poll")  # a fresh page: the newest run is picked
-    progress, loss, rewards, accuracy, orpo, rate, grad_norm, table, picker = polled[:9]
+    progress, loss, rewards, orpo_rewards, accuracy, orpo, rate, grad_norm, table, picker = polled[:10]
     assert "finished" in progress and f"<b>{run_id}</b>" in progress
     assert {row[2] for row in loss["data"]} == {"loss"} and len(loss["data"]) == 3, "one loss point per step"
     assert {row[2] for row in rewards["data"]} == {"rewards/chosen", "rewards/rejected", "rewards/margins"}
-    assert orpo is None, "a DPO run logs no ORPO terms: that chart is cleared"
+    assert orpo is None and orpo_rewards is None, "a DPO run logs no ORPO terms, and its rewards go on DPO's chart"
     assert [row[0] for row in table["data"]] == [run_id] and table["data"][0][3] == "3/3"
     answers, comparison, bars = client.predict([run_id], api_name="/align_score")
     assert [r[0] for r in answers["data"]][-1] == "What is a pencil made of?", "the free prompt is answered too"

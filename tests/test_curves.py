@@ -13,6 +13,10 @@ def run_with(tmp_path, name: str, lines: list[dict]) -> runfolder.RunInfo:
     return runfolder.read_run(folder)
 
 
+def chart(title_start: str) -> curves.Chart:
+    return next(c for c in curves.ALIGN_CHARTS if c.title.startswith(title_start))
+
+
 def test_rows_per_key_and_runs_overlay_under_their_names(tmp_path):
     a = run_with(tmp_path, "dpo-1", [{"step": 1, "loss": 0.7, "grad_norm": 2.0}, {"step": 2, "loss": 0.6}])
     b = run_with(tmp_path, "orpo-1", [{"step": 1, "loss": 1.5}])
@@ -20,7 +24,7 @@ def test_rows_per_key_and_runs_overlay_under_their_names(tmp_path):
     assert one == [{"step": 1, "value": 0.7, "series": "loss"}, {"step": 2, "value": 0.6, "series": "loss"}]
     both = curves.chart_rows([a, b], curves.ALIGN_CHARTS[0])
     assert {r["series"] for r in both} == {"dpo-1 · loss", "orpo-1 · loss"} and len(both) == 3
-    assert curves.chart_rows([b], curves.ALIGN_CHARTS[3]) == [], "no ORPO terms logged: nothing drawn"
+    assert curves.chart_rows([b], chart("ORPO terms")) == [], "no ORPO terms logged: nothing drawn"
 
 
 def test_a_resumed_runs_repeated_steps_keep_the_last_value(tmp_path):
@@ -35,6 +39,21 @@ def test_the_reward_chart_adds_its_moving_average(tmp_path):
     rows = curves.chart_rows([run], curves.RL_CHARTS[0])
     smoothed = [r["value"] for r in rows if r["series"] == "reward (smoothed)"]
     assert smoothed == pytest.approx([0.0, 0.2, 0.36])  # s_t = 0.2 x_t + 0.8 s_(t-1)
+
+
+def test_dpo_and_orpo_rewards_are_charted_apart_under_what_each_logs(tmp_path):
+    """Both trainers log rewards/chosen, but DPO's is β · log-ratio to the reference and ORPO's β · mean log p with no
+    reference: one chart for both would put two different quantities on one axis."""
+    runs = {}
+    for method, value in (("dpo", 0.3), ("orpo", -0.1)):
+        runs[method] = run_with(tmp_path, f"{method}-3", [{"step": 1, "rewards/chosen": value}])
+        (runs[method].folder / "config.json").write_text(json.dumps({"method": method}))
+        runs[method] = runfolder.read_run(runs[method].folder)
+    for method, says in (("dpo", "log-ratio of the answer's probability to the reference"),
+                         ("orpo", "mean token log p of the answer; no reference model")):
+        drawn = curves.chart_rows(list(runs.values()), chart(method.upper()))
+        assert says in chart(method.upper()).title
+        assert {r["series"] for r in drawn} == {f"{method}-3 · rewards/chosen"}, drawn
 
 
 def test_every_chart_says_what_to_look_for():

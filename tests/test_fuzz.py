@@ -85,7 +85,7 @@ ROWS = [  # endpoint, arguments, what the error says (None: a normal answer), wh
      "NaN passed every `<= 0` check of the config"),
     ("/rag_ask", ["Soup?", 1, "compact", None, 16, 0.0, 0, 1.0, 0], r"context window is empty",
      "an empty number box: int(None) raised a TypeError"),
-    ("/rl_start", ["ppo", "", None, 1e-4, 2, 2, 1, 0.1, "adaptive", 0.2, 6.0, 8, 2, 0.04, 1], r"steps is empty",
+    ("/rl_start", ["ppo", "healthy", None, 1e-4, 2, 2, 1, 0.1, "adaptive", 0.2, 6.0, 8, 2, 0.04, 1, 64], r"steps is empty",
      "an empty number box: int(None) raised a TypeError"),
     ("/align_start", changed(ALIGN, _15="x" * 2 ** 20), r"your own prompt must be at most 2000 characters",
      "1 MB of free prompt: the job's command line was too long for the kernel (OSError E2BIG)"),
@@ -175,7 +175,7 @@ BASE = {  # tiny settings where the page's defaults would run for long; None (an
     "/rag_ask": ["How do I make soup?", *RAG], "/rag_ask_submit": ["How do I make soup?", *RAG],
     "/rag_chat": ["Soup?", [], *RAG], "/rag_compare": [1, 0, *RAG],
     "/feedback_create": ["fuzz", "Say hi.", 8], "/feedback_edit": ["fuzz", "Say hi.", 8], "/align_start": ALIGN,
-    "/rl_start": ["ppo", "", 1, 1e-4, 2, 2, 1, 0.1, "adaptive", 0.2, 6.0, 8, 2, 0.04, 1],
+    "/rl_start": ["ppo", "healthy", 1, 1e-4, 2, 2, 1, 0.1, "adaptive", 0.2, 6.0, 8, 2, 0.04, 1, 64],
     "/score_summary": ["An article. It has three sentences. This is one.", "A highlight.", "A summary."],
 }
 TRAINING = {"/align_start", "/rl_start", "/align_resume", "/rl_resume"}  # run one at a time, any job cancelled after

@@ -6,7 +6,12 @@ import json
 
 import pytest
 
+import gradio as gr
+
+from core import __main__ as core_main
 from core import profiles
+from core.icl import cli as icl_cli
+from tabs import icl as icl_tab
 from tests.served import served_app
 
 SETTINGS = dict(strategies=["baseline", "zero_shot_cot"], n=3, seed=42, first=False, max_tokens=5, batch=8, shots=2,
@@ -42,6 +47,33 @@ def test_run_endpoint_returns_accuracy_that_matches_its_rows(client):
     with open(csv_path, newline="") as f:
         assert len(list(csv.DictReader(f))) == 6
     assert json.loads(open(json_path).read())["config"]["n"] == 3
+
+
+def page_defaults(profile) -> dict:
+    """The Run event's inputs as a fresh page fills them, by label."""
+    with gr.Blocks() as demo:
+        icl_tab.build(profile)
+    run = next(fn for fn in demo.fns.values() if fn.api_name == "icl_run")
+    return {block.label: block.value for block in run.inputs}
+
+
+def test_the_cli_gives_the_tabs_numbers_for_the_same_inputs(client, tiny_lm_dir):
+    """`python -m core icl` with the inputs typed in the tab and nothing else: the same generation settings (the
+    lite profile's no-repeat guard included; the CLI lacked it) and the same answers."""
+    profile = dataclasses.replace(profiles.LITE, generator=str(tiny_lm_dir))
+    page = page_defaults(profile)
+    typed = dict(SETTINGS, strategies=["baseline"], max_tokens=24)
+    guard = dict(penalty=page["repetition penalty (1 = off)"], ngram=page["no-repeat n-gram (0 = off)"])
+    tab_json = json.loads(open(predict_run(client, **{**typed, **guard})[-1]).read())
+    args = core_main.build_parser("icl").parse_args([
+        "icl", "--profile", "lite", "--generator", str(tiny_lm_dir), "--strategies", "baseline", "--n", "3",
+        "--seed", "42", "--max-new-tokens", "24", "--batch-size", "8", "--shots", "2", "--samples", "2",
+        "--temperature", "0.7"])
+    _table, cli_json = icl_cli.main(args, profiles.from_args(args))
+    assert guard == dict(penalty=1.0, ngram=6), "the lite profile's guard on the page"
+    assert json.loads(json.dumps(cli_json["config"])) == tab_json["config"]
+    outputs = [[[stage["output"] for stage in r["stages"]] for r in run["rows"]] for run in (cli_json, tab_json)]
+    assert outputs[0] == outputs[1] and outputs[0][0][0], outputs
 
 
 def test_sample_and_ask_endpoints(client):

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG_ERRORS = [  # (fields, what the error says, why it is refused)
     (dict(batch_size=4, mini_batch_size=3), "divisible by mini_batch_size", "mini-batches must tile the batch"),
     (dict(max_steps=0), "max_steps must be > 0", "a run of no steps trains nothing"),
-    (dict(learning_rate=0.0), "learning_rate must be > 0", "a zero learning rate never moves the policy"),
+    (dict(learning_rate=-1e-5), "learning_rate must be >= 0", "a negative step climbs the loss (0 is plot A's run)"),
     (dict(temperature=0.0), "temperature must be > 0", "PPO needs sampled responses"),
     (dict(algo="dpo"), "algo must be one of ppo, grpo", "only two algorithms train here"),
     (dict(algo="grpo", num_generations=3), "num_generations", "GRPO's groups must tile the batch"),

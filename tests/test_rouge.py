@@ -23,8 +23,15 @@ def test_partial_overlap_matches_a_hand_count():
     assert scores["rouge1"] == pytest.approx(2 / 3) and scores["rouge2"] == pytest.approx(4 / 7)
 
 
-def test_stemming_is_on():
-    assert rouge.rouge_scores("runners running", "runner runs")["rouge1"] == pytest.approx(1.0)
+@pytest.mark.parametrize("reference, prediction, rouge1, why", [
+    ("runners running", "runner runs", 0.0, "no stemming: evaluate.load('rouge') compares words as they are"),
+    ("Gomis collapses . He left the pitch .", "gomis collapsed; he left", 0.6,
+     "lowercased, punctuation dropped: gomis/he/left of 4 and 6 words -> P 3/4, R 1/2 (a stemmer would give 0.8)"),
+    ("Gomis collapses . He left the pitch .", "  Gomis collapses . He left the pitch .  ", 1.0,
+     "the notebook's reward_fn(highlights, highlights) is 1; the prediction is stripped"),
+])
+def test_the_reward_is_rouge1_as_the_notebooks_evaluate_computes_it(reference, prediction, rouge1, why):
+    assert rouge.rouge_reward([prediction], [reference]) == [pytest.approx(rouge1)], why
 
 
 def test_reward_keeps_order_accepts_message_lists_and_ignores_extra_columns():

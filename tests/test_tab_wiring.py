@@ -18,7 +18,7 @@ from tabs.common import SessionStops
 
 # What a person types into each Advanced widget, found by its label, and the flag the job must get for it.
 ALIGN_TYPED = {  # label -> (value, flag of the job's command line)
-    "pairs": (9, "--pairs=9"), "beta": (0.25, "--beta=0.25"), "learning rate": (3e-4, "--learning-rate=0.0003"),
+    "Rows": (9, "--pairs=9"), "beta": (0.25, "--beta=0.25"), "learning rate": (3e-4, "--learning-rate=0.0003"),
     "LoRA r (alpha = r)": (6, "--lora-r=6"), "max length (prompt + answer tokens)": (200, "--max-length=200"),
     "micro-batch (0 = auto from free memory)": (2, "--micro-batch=2"),
     "precision (GPU; a CPU trains fp32)": ("16bit", "--precision=16bit"),
@@ -33,6 +33,7 @@ RL_TYPED = {
     "initial KL coefficient β": (0.3, "--init-kl-coef=0.3"), "KL target (adaptive)": (5.0, "--target-kl=5.0"),
     "max new tokens": (20, "--max-new-tokens=20"), "GRPO: summaries per article": (2, "--num-generations=2"),
     "GRPO: KL coefficient": (0.05, "--grpo-beta=0.05"), "checkpoint every (steps)": (2, "--save-steps=2"),
+    "article tokens kept": (128, "--max-prompt-tokens=128"),
 }
 STAMPED = r"\d{8}-\d{6}"
 

@@ -51,6 +51,7 @@ class PreferenceDataResult:
     removed: dict[str, int]  # rule -> rows it removed (see RULES)
     kept: int  # rows that passed every rule
     selected: int  # rows in the seeded subset
+    toxic_selected: int  # of them, rows from the toxic-dpo source (0 when the source rule drops it)
     note: str  # why `selected` is smaller than asked, or ""
     formatted_with: str | None  # the tokenizer whose chat template built the prompts; None: raw texts
     preview: list[dict]  # the first subset rows as {prompt, chosen, rejected}
@@ -135,8 +136,10 @@ def prepare(cfg: PreferenceDataConfig, control: RunControl | None = None) -> Pre
     kept, removed = filter_pairs(rows, cfg)
     subset, note = select_subset(kept, cfg)
     formatted = format_for_training(subset, tokenizer)
+    toxic = sum(source == TOXIC_SOURCE for source in subset["source"]) if "source" in subset.column_names else 0
     return PreferenceDataResult(
-        dataset_id=cfg.dataset, total=len(rows), removed=removed, kept=len(kept), selected=len(subset), note=note,
+        dataset_id=cfg.dataset, total=len(rows), removed=removed, kept=len(kept), selected=len(subset),
+        toxic_selected=toxic, note=note,
         formatted_with=cfg.tokenizer_id,
         preview=formatted.select(range(min(cfg.preview_rows, len(formatted)))).to_list(), dataset=formatted,
         subset=subset)

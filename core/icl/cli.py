@@ -18,14 +18,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--temperature", type=float, default=IclConfig.temperature, help="for sampled paths")
     parser.add_argument("--max-new-tokens", type=int, default=IclConfig.max_new_tokens)
     parser.add_argument("--batch-size", type=int, default=IclConfig.batch_size)
+    parser.add_argument("--repetition-penalty", type=float, default=None,
+                        help="1 = off (default: the profile's, as in the tab; lite 1.0)")
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=None,
+                        help="no n-gram of this many tokens twice, 0 = off (default: the profile's, as in the tab; "
+                             "lite 6: SmolLM2 loops without it)")
+
+
+def build_config(args, profile) -> IclConfig:
+    """The flags as an IclConfig; the repetition guard defaults to the profile's, as the tab's widgets do."""
+    guard = {"repetition_penalty": profile.repetition_penalty, "no_repeat_ngram_size": profile.no_repeat_ngram_size}
+    given = {"repetition_penalty": args.repetition_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size}
+    return IclConfig(model_id=profile.generator, dataset=profile.gsm8k, split=args.split,
+                     strategies=tuple(args.strategies.split(",")), n=args.n, seed=args.seed, first=args.first,
+                     shots=args.shots, samples=args.samples, temperature=args.temperature,
+                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                     **{**guard, **{k: v for k, v in given.items() if v is not None}})
 
 
 def main(args, profile) -> tuple[str, dict]:
-    cfg = IclConfig(model_id=profile.generator, dataset=profile.gsm8k, split=args.split,
-                    strategies=tuple(args.strategies.split(",")), n=args.n, seed=args.seed, first=args.first,
-                    shots=args.shots, samples=args.samples, temperature=args.temperature,
-                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    result = run(cfg, RunControl())
+    result = run(build_config(args, profile), RunControl())
     # core.__main__ writes its JSON to args.out after we return: this run's folder, so one run is one folder.
     args.out = args.out or result.json_path
     return table_text(result), result.to_dict()

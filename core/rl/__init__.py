@@ -1,13 +1,14 @@
 """RL summarizer: ROUGE as the reward for news summaries (trl's reward-function shape), the lead-3 baseline, and
 training on that reward with our PPO (core.rl.ppo, core.rl.ppo_trainer) or trl's GRPO (core.rl.grpo).
 
-The contract (see core/__init__.py): `RlConfig` (+ `PRESETS`, `preset_config`; config.py) and `train(cfg, recorder)`
--> summary dict (job.py), run as a job through `core.runfolder.run_job` (`python -m core rl`); `SummaryScoreConfig`,
-`SummaryScoreResult`, `score_summary(cfg)`. news.py holds the articles and their prompts, rewards.py ROUGE;
-`PpoTrainer`, `train_grpo` and the rollout's `FixedShapeSampler` are exported for the benchmarks. Importing this
+The contract (see core/__init__.py): `RlConfig` (+ `PRESETS`, `preset_config`, `departs_from_notebook`; config.py)
+and `train(cfg, recorder)` -> summary dict (job.py), run as a job through `core.runfolder.run_job`
+(`python -m core rl`); `SummaryScoreConfig`, `SummaryScoreResult`, `score_summary(cfg)`. news.py holds the articles
+and their prompts, rewards.py ROUGE; `PpoTrainer`, `train_grpo` and the rollout's `FixedShapeSampler` are exported for
+the benchmarks. Importing this
 package loads torch, not transformers, peft, trl or accelerate.
 """
-from core.rl.config import ALGOS, PRESETS, RlConfig, preset_config
+from core.rl.config import ALGOS, PRESETS, RlConfig, departs_from_notebook, preset_config
 from core.rl.grpo import train_grpo
 from core.rl.job import last_checkpoint, train
 from core.rl.news import SPLIT, lead_baseline, news_article, split_sentences
@@ -17,5 +18,5 @@ from core.rl.rewards import (ROUGE_TYPES, SummaryScoreConfig, SummaryScoreResult
 from core.rl.rollout import FixedShapeSampler
 
 __all__ = ["ALGOS", "PRESETS", "ROUGE_TYPES", "FixedShapeSampler", "PpoTrainer", "RlConfig", "SPLIT",
-           "SummaryScoreConfig", "SummaryScoreResult", "lead_baseline", "news_article",
+           "SummaryScoreConfig", "SummaryScoreResult", "departs_from_notebook", "lead_baseline", "news_article",
            "preset_config", "rouge_reward", "rouge_scores", "score_summary", "split_sentences", "train", "train_grpo"]

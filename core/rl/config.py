@@ -19,10 +19,12 @@ class RlConfig:
     policy: str = FULL.summarizer  # the summarizer to train (hub id, folder or pypi:<package>/<file>)
     news: str = FULL.news  # articles with highlights (cnn_dailymail's schema)
     n_articles: int = 400  # the notebook's loop stopped after ~100 batches of 4 validation articles
+    shuffle_articles: bool = False  # draw the articles from the whole split shuffled with the seed (the notebook's
+    # shuffled DataLoader); off: the split's first n_articles rows
     max_prompt_tokens: int = 512  # article tokens kept in the prompt (the notebook truncates at 512)
     max_new_tokens: int = 128  # tokens per sampled summary
     temperature: float = 1.0  # pure sampling: top_k 0, top_p 1.0
-    learning_rate: float = 1.41e-5  # Adam step size (trl 0.11's default)
+    learning_rate: float = 1.41e-5  # Adam step size (trl 0.11's default); 0: the policy never changes
     batch_size: int = 4  # articles (PPO) or completions (GRPO) per step
     mini_batch_size: int = 4  # PPO: samples per gradient step within a batch
     ppo_epochs: int = 4  # PPO: passes over each batch
@@ -71,14 +73,14 @@ class RlConfig:
                              "use kl='fixed' with init_kl_coef 0 for no KL penalty")
 
     def _check_positive(self) -> None:
-        positive = ("max_steps", "n_articles", "batch_size", "mini_batch_size", "ppo_epochs", "learning_rate",
-                    "temperature", "max_new_tokens", "max_prompt_tokens", "cliprange", "cliprange_value",
-                    "target_kl", "horizon", "save_steps", "lora_r", "lora_alpha")
+        positive = ("max_steps", "n_articles", "batch_size", "mini_batch_size", "ppo_epochs", "temperature",
+                    "max_new_tokens", "max_prompt_tokens", "cliprange", "cliprange_value", "target_kl", "horizon",
+                    "save_steps", "lora_r", "lora_alpha")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        non_negative = ("vf_coef", "init_kl_coef", "max_grad_norm", "missing_eos_penalty", "score_clip",
-                        "grpo_beta", "eval_articles", "samples_per_step")
+        non_negative = ("learning_rate", "vf_coef", "init_kl_coef", "max_grad_norm", "missing_eos_penalty",
+                        "score_clip", "grpo_beta", "eval_articles", "samples_per_step")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -94,19 +96,45 @@ class RlConfig:
                              f"{self.num_generations}")
 
 
+# The notebook's PPO (seeds/002, Exercise 2): its PPOConfig (learning_rate, batch_size, mini_batch_size, ppo_epochs)
+# and trl 0.11's defaults for the rest (no gradient clipping, fp32, adaptive KL from 0.2 to 6 over 10000), articles cut
+# at max_length=512, output_max_length = 128, a shuffled DataLoader over the validation split, the loop's 101 steps.
+NOTEBOOK = dict(learning_rate=1.41e-5, batch_size=4, mini_batch_size=4, ppo_epochs=4, vf_coef=0.1, cliprange=0.2,
+                cliprange_value=0.2, gamma=1.0, lam=0.95, kl="adaptive", init_kl_coef=0.2, target_kl=6.0,
+                horizon=10000, max_grad_norm=0.0, score_scaling="none", score_clip=0.0, missing_eos_penalty=0.0,
+                temperature=1.0, max_prompt_tokens=512, max_new_tokens=128, shuffle_articles=True, n_articles=404,
+                max_steps=101, lora=False, bf16=False, static_cache=False)
+FAST_PATH = "bf16 autocast, a static KV cache, gradients clipped at 1.0, the split's first 400 articles, 100 steps"
 PRESETS = {
     "lite": Preset("Lite", "sized for a 2-core laptop: ~128-token articles, 48 new tokens, LoRA, 2 PPO epochs",
                    dict(max_prompt_tokens=128, max_new_tokens=48, lora=True, ppo_epochs=2, learning_rate=1e-4,
-                        n_articles=20, max_steps=20, save_steps=5, eval_articles=2)),
+                        n_articles=20, max_steps=20, save_steps=5, eval_articles=2),
+                   departs="128-token articles, 48 new tokens, LoRA, 2 PPO epochs, learning rate 1e-4, 20 articles"),
     "kl-too-strong": Preset("KL too strong",
                             "a heavy fixed KL penalty outweighs ROUGE: the reward falls (the notebook's plot B)",
-                            dict(kl="fixed", init_kl_coef=2.0)),
+                            dict(kl="fixed", init_kl_coef=2.0), departs=f"a fixed KL coefficient of 2.0; {FAST_PATH}"),
     "no-kl": Preset("No KL",
                     "beta 0: the reward rises while the text drifts away from fluent summaries (reward hacking)",
-                    dict(kl="fixed", init_kl_coef=0.0)),
+                    dict(kl="fixed", init_kl_coef=0.0), departs=f"no KL penalty; {FAST_PATH}"),
     "high-vf-coef": Preset("High vf_coef", "the notebook's bonus question: the value loss dominates the shared update",
-                           dict(vf_coef=1.0)),
+                           dict(vf_coef=1.0), departs=f"vf_coef 1.0; {FAST_PATH}"),
+    "healthy": Preset("Healthy run (fast path)", "the reward rises with the steps (the notebook's plot C)", {},
+                      departs=FAST_PATH),
+    "no-learning": Preset("No learning", "learning rate 0, the untrained policy: the reward spreads over its range "
+                          "and stays flat (the notebook's plot A)", dict(learning_rate=0.0),
+                          departs=f"learning rate 0; {FAST_PATH}"),
+    "notebook": Preset("Course notebook", "the notebook's PPO run: its PPOConfig on trl 0.11's defaults (fp32, no "
+                       "gradient clipping), 512-token articles from the shuffled validation split, 101 steps",
+                       NOTEBOOK),
 }
+
+def departs_from_notebook(names: list[str]) -> str:
+    """How a run with the presets `names` (applied in order) departs from the notebook's, in one line; "" for none.
+    The notebook's preset sets every field the notebook has, so it undoes the departures of the presets before it."""
+    lines = []
+    for name in names:
+        lines = lines + [PRESETS[name].departs] if PRESETS[name].departs else []
+    return "; ".join(lines)
 
 
 def preset_config(names: list[str], **overrides) -> RlConfig:

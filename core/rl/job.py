@@ -35,7 +35,7 @@ def train(cfg: RlConfig, recorder: RunRecorder, resume: bool = False, reward_fn=
     threads = set_cpu_threads(loaders.device())
     recorder.write_config({**dataclasses.asdict(cfg), **threads})
     checkpoint = last_checkpoint(recorder.run_dir) if resume else None
-    rows = load_articles(cfg.news, cfg.n_articles)
+    rows = load_articles(cfg.news, cfg.n_articles, shuffle_seed=cfg.seed if cfg.shuffle_articles else None)
     if len(rows) < cfg.batch_size:
         raise ValueError(f"{cfg.news} has {len(rows)} articles, fewer than batch_size ({cfg.batch_size})")
     writes = recorder.writes  # under accelerate launch only rank 0 writes the summaries before and after

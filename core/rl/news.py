@@ -49,14 +49,17 @@ def news_article(spec: str, index: int, split: str = SPLIT) -> dict:
     return {**rows[int(index)], "count": len(rows)}
 
 
-def load_articles(news_id: str, n: int, split: str = SPLIT) -> list[dict]:
-    """The first n rows (fewer if the split is shorter) as {article, highlights, id}; a row with an empty article
-    or no highlights raises ValueError naming it."""
+def load_articles(news_id: str, n: int, split: str = SPLIT, shuffle_seed: int | None = None) -> list[dict]:
+    """The first n rows (fewer if the split is shorter) as {article, highlights, id}, of the split shuffled with
+    `shuffle_seed` when given (the notebook's shuffled DataLoader); a row with an empty article or no highlights
+    raises ValueError naming it."""
     rows = data.load_split(news_id, split)
     missing = [c for c in ("article", "highlights") if c not in rows.column_names]
     if missing:
         raise ValueError(f"{news_id} has no {' or '.join(missing)} column: the RL summarizer needs cnn_dailymail's "
                          "article/highlights/id schema")
+    if shuffle_seed is not None:
+        rows = rows.shuffle(seed=shuffle_seed)
     picked = []
     for i, row in enumerate(rows.select(range(min(n, len(rows))))):
         name = f"{news_id} row {i} (id {row.get('id', i)})"

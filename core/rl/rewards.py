@@ -1,6 +1,7 @@
-"""ROUGE as a reward for news summaries: the scores the course notebook's PPO reward used (via rouge_score, which
-works offline, unlike evaluate.load("rouge")), that reward in trl's reward-function shape, and one summary scored
-against its article's highlights beside the lead-3 baseline; and any reward function's output checked."""
+"""ROUGE as a reward for news summaries: the scores the course notebook's PPO reward used (rouge_score with
+evaluate.load("rouge")'s settings; evaluate itself needs the hub), that reward in trl's reward-function shape, and
+one summary scored against its article's highlights beside the lead-3 baseline; and any reward function's output
+checked."""
 from __future__ import annotations
 
 import math
@@ -19,7 +20,8 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 def _scorer():
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    # no stemming: evaluate.load("rouge")'s default, so rewards are the notebook's ("runs" and "run" differ)
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
 
 
 def rouge_scores(reference: str, prediction: str) -> dict[str, float]:
