@@ -170,7 +170,6 @@ CUT_SHORT = [  # (what happened to the copy made at checkpoint 2, the words of t
 @pytest.mark.parametrize("damage, words, why", CUT_SHORT, ids=[c[2] for c in CUT_SHORT])
 def test_a_copy_cut_short_is_detected_and_the_run_falls_back_to_its_last_whole_checkpoint(
         bucket, tmp_path, monkeypatch, damage, words, why):
-    root, _puts = bucket
     recorder = recorded_run(mirror.restored("align") / "cut")
     damage(mirror.mirror_dir(recorder.run_dir))
     restart(tmp_path, monkeypatch)
