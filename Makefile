@@ -4,7 +4,7 @@ REQS_HASH := $(shell cat requirements.txt requirements-nodeps.txt constraints.tx
 VENV ?= $(HOME)/.cache/alignment-lab/venv-$(REQS_HASH)
 PY := $(VENV)/bin/python
 
-.PHONY: install run test bench
+.PHONY: install run test bench space-check
 install: $(VENV)/.installed
 # The venv's path carries a hash of the requirement files, so a changed file means a new venv; no mtime checks
 # (a fresh clone's files are all new).
@@ -22,3 +22,7 @@ test: install
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench $(ARGS)
+
+# Asks the registry for a CPython 3.12 manylinux x86-64 (or pure Python) wheel of every pin; names each one lacking it.
+space-check: install
+	$(PY) -m bench.space_check $(ARGS)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from core import mirror
 from core.runfolder import CANCEL, KINDS, STOP, RunInfo, clear_marks, find_run, list_runs, process_alive, read_run
 from core.runs import REPO_ROOT, new_run_dir, runs_dir, write_json
 
@@ -173,6 +174,7 @@ class JobManager:
                     tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-3:]
                     write_json(folder / "summary.json", {"status": "failed", "reason": f"the job exited with code "
                                                          f"{code}: " + " | ".join(tail)})
+                    mirror.sync(folder)
             else:
                 while process_alive(folder):
                     time.sleep(1.0)
@@ -202,6 +204,7 @@ class JobManager:
             os.kill(pid, signal.SIGKILL)
         if not (info.folder / "summary.json").exists():
             write_json(info.folder / "summary.json", {"status": "cancelled", "reason": "cancelled by the user"})
+            mirror.sync(info.folder)
         return read_run(info.folder)
 
     def _running(self, kind: str, run_id: str) -> RunInfo:

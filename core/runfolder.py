@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from core import mirror
 from core.memory import peak_memory
 from core.processes import rank, world_size
 from core.runs import check_run_name, runs_dir, write_json
@@ -30,6 +31,7 @@ KINDS = ("align", "rl")  # the jobs that train: `python -m core <kind> --run-dir
 STOP, CANCEL = "STOP", "CANCEL"
 MARKS = (STOP, CANCEL, "summary.json")  # how the last end left the folder; a resumed run starts without them
 FINAL = ("finished", "stopped", "cancelled", "failed")
+MIRRORED_AT = ("checkpoint", *FINAL)  # the events after which the folder is copied to $ALAB_RUNS_MIRROR
 CANCELLED = "cancelled by the user: ended at once, no adapter saved"
 # accelerate launch (torchrun) ends every process with SIGTERM when one of them fails
 CANCELLED_WITH_OTHERS = "ended by SIGTERM: cancelled, or another process failed (see the launch log); no adapter saved"
@@ -76,6 +78,8 @@ class RunRecorder:
 
     def event(self, name: str, **info) -> None:
         self._append("events.jsonl", {"time": time.time(), "event": name, **info})
+        if name in MIRRORED_AT and self.writes:
+            mirror.sync(self.run_dir)
 
     def checkpoint_dir(self, step: int) -> Path:
         return checkpoint_dir(self.run_dir, step)
@@ -200,6 +204,7 @@ class RunInfo:
     summary: dict = field(default_factory=dict)
     eta_s: float | None = None
     problem: str = ""  # a folder that could not be read: what is wrong with it
+    note: str = ""  # restored from an older mirror copy than the newest: why (core.mirror.RESTORED)
 
     @property
     def resumable(self) -> bool:
@@ -253,6 +258,8 @@ def read_run(folder: Path) -> RunInfo:
         info.eta_s = eta_seconds(metrics)
     elif (folder / "pid").exists():
         info.status = "interrupted"
+    if (folder / mirror.RESTORED).is_file():
+        info.note = (folder / mirror.RESTORED).read_text(errors="replace").strip()
     if not launch and not config:
         info.problem = "neither launch.json nor config.json could be read"
     return info
@@ -270,13 +277,13 @@ def list_runs(kind: str | None = None) -> list[RunInfo]:
     """Every run folder of `kind` (or of every training kind), newest first; unreadable folders are listed with
     their problem rather than hidden."""
     kinds = [kind] if kind else list(KINDS)
-    folders = [f for k in kinds if (runs_dir() / k).is_dir() for f in (runs_dir() / k).iterdir()
+    folders = [f for k in kinds if mirror.restored(k).is_dir() for f in (runs_dir() / k).iterdir()
                if f.is_dir() and not f.name.startswith(".")]
     return sorted((read_run(f) for f in folders), key=lambda r: r.created, reverse=True)
 
 
 def find_run(kind: str, run_id: str) -> RunInfo:
-    folder = runs_dir() / kind / check_run_name(run_id)
+    folder = mirror.restored(kind) / check_run_name(run_id)
     if not folder.is_dir():
         raise ValueError(f"no {kind} run named {run_id!r} under {runs_dir() / kind}")
     return read_run(folder)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SPACE_STORAGE = Path("/data")  # a Hugging Face Space's persistent storage, when one is attached
+LEGACY_RUNS = Path("/data/alignment-lab/runs")  # where runs went on the Spaces' former persistent storage
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
@@ -42,12 +42,15 @@ class RunControl:
 
 
 def runs_dir() -> Path:
-    """$ALAB_RUNS; else /data/alignment-lab/runs on a Space with persistent storage; else runs/ in the checkout.
+    """$ALAB_RUNS; else /data/alignment-lab/runs when that folder exists and is writable, as a plain local folder
+    (never inside $ALAB_RUNS_MIRROR, a bucket: live runs need appends and renames); else runs/ in the checkout.
     Read at every call, so a test (or a child process) can point it elsewhere."""
     if os.environ.get("ALAB_RUNS"):
         return Path(os.environ["ALAB_RUNS"]).expanduser()
-    if SPACE_STORAGE.is_dir() and os.access(SPACE_STORAGE, os.W_OK):
-        return SPACE_STORAGE / "alignment-lab" / "runs"
+    mirror = os.environ.get("ALAB_RUNS_MIRROR", "").strip()
+    if LEGACY_RUNS.is_dir() and os.access(LEGACY_RUNS, os.W_OK) and not (
+            mirror and LEGACY_RUNS.resolve().is_relative_to(Path(mirror).expanduser().resolve())):
+        return LEGACY_RUNS
     return REPO_ROOT / "runs"
 
 

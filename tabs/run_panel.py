@@ -71,7 +71,7 @@ def runs_frame(runs: list[runfolder.RunInfo]) -> pd.DataFrame:
     for r in runs:
         s = r.summary
         final = s.get("final_loss", s.get("final_reward"))
-        rows.append([r.run_id, r.label() + (f" ({r.problem})" if r.problem else ""),
+        rows.append([r.run_id, r.label() + (f" ({r.problem or r.note})" if r.problem or r.note else ""),
                      r.config.get("method", r.config.get("algo", "")), f"{r.step}/{r.max_steps or '?'}",
                      jobs.clock(s["wall_s"]) if "wall_s" in s else "", _num(s.get("seconds_per_step")),
                      _num(s.get("peak_allocated_gb", s.get("peak_rss_gb"))), _num(final)])

@@ -1,5 +1,6 @@
 """Where runs and caches live, atomic writes, safe run names, and a corrupt answer-cache file skipped."""
 import json
+import os
 
 import pytest
 
@@ -14,13 +15,25 @@ def test_runs_dir_follows_alab_runs_at_call_time(tmp_path, monkeypatch):
     assert first.parent == tmp_path / "a" / "icl" and second.parent == tmp_path / "b" / "icl"
 
 
-def test_without_alab_runs_a_space_with_storage_keeps_runs_in_data(tmp_path, monkeypatch):
+def test_without_alab_runs_the_old_data_folder_is_used_only_if_it_exists_writable_and_outside_the_mirror(
+        tmp_path, monkeypatch):
+    """A Space has no /data any more: nothing assumes it; a bucket mounted at /data holds no live run."""
     monkeypatch.delenv("ALAB_RUNS")
-    storage = tmp_path / "data"
-    monkeypatch.setattr(runs, "SPACE_STORAGE", storage)
-    assert runs.runs_dir() == runs.REPO_ROOT / "runs"  # no persistent storage attached
-    storage.mkdir()
-    assert runs.runs_dir() == storage / "alignment-lab" / "runs"
+    monkeypatch.delenv("ALAB_RUNS_MIRROR", raising=False)
+    legacy = tmp_path / "data" / "alignment-lab" / "runs"
+    monkeypatch.setattr(runs, "LEGACY_RUNS", legacy)
+    assert runs.runs_dir() == runs.REPO_ROOT / "runs"  # no such folder
+    legacy.parent.mkdir(parents=True)
+    assert runs.runs_dir() == runs.REPO_ROOT / "runs", "an existing /data alone is not a runs folder"
+    legacy.mkdir()
+    assert runs.runs_dir() == legacy
+    legacy.chmod(0o500)
+    try:
+        assert runs.runs_dir() == runs.REPO_ROOT / "runs" or os.geteuid() == 0, "a read-only folder is not used"
+    finally:
+        legacy.chmod(0o700)
+    monkeypatch.setenv("ALAB_RUNS_MIRROR", str(tmp_path / "data"))
+    assert runs.runs_dir() == runs.REPO_ROOT / "runs", "the bucket's mount is the mirror, never the live folder"
 
 
 @pytest.mark.parametrize("name, why", [

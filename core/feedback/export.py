@@ -8,9 +8,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from core import mirror
 from core.feedback.session import JOB, Pair, load_session, session_dir
 from core.feedback.tally import PairTally, tally
-from core.runs import runs_dir, write_text
+from core.runs import write_text
 
 SOURCE = "class-votes"
 DROPPED = {"no votes": "nobody voted on it", "only ties": "every vote was a tie",
@@ -58,10 +59,11 @@ def export_preferences(name: str) -> ExportResult:
         raise ValueError(f"no pair of {session.name!r} has a majority yet ({why}): vote first, then export")
     path = session_dir(session.name) / "preferences.jsonl"
     write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    mirror.sync(path.parent)
     return ExportResult(session.name, str(path), len(rows), dict(dropped))
 
 
 def list_exports() -> list[Path]:
     """Every session's exported preferences.jsonl, newest first: the trainer's data picker lists these."""
-    files = (runs_dir() / JOB).glob("*/preferences.jsonl")
+    files = mirror.restored(JOB).glob("*/preferences.jsonl")
     return sorted(files, key=lambda f: f.stat().st_mtime, reverse=True)

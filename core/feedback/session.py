@@ -12,11 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import mirror
 from core.generation import GenerationConfig, generate
 from core.loaders import load_language_model
 from core.models import MODELS
 from core.profiles import FULL
-from core.runs import RunControl, check_run_name, runs_dir, write_json
+from core.runs import RunControl, check_run_name, write_json
 
 JOB = "feedback"  # runs/feedback/<session name>/
 MAX_PROMPTS = 10  # a class votes on a handful: with more pairs the late ones get few votes
@@ -127,12 +128,12 @@ def check_session_name(name: str) -> str:
 
 def session_dir(name: str) -> Path:
     """runs/feedback/<name>, for a name check_session_name accepts."""
-    return runs_dir() / JOB / check_session_name(name)
+    return mirror.restored(JOB) / check_session_name(name)
 
 
 def list_sessions() -> list[str]:
     """Every session with a session.json, newest first."""
-    files = (runs_dir() / JOB).glob("*/session.json")
+    files = mirror.restored(JOB).glob("*/session.json")
     return [f.parent.name for f in sorted(files, key=lambda f: f.stat().st_mtime, reverse=True)]
 
 
@@ -151,6 +152,7 @@ def _write(session: Session) -> Session:
     payload = session.to_dict()
     del payload["name"]  # the folder is the name, so a rename is one folder rename
     write_json(session_dir(session.name) / "session.json", payload)
+    mirror.sync(session_dir(session.name))
     return session
 
 
@@ -204,5 +206,7 @@ def rename_session(name: str, new_name: str, requester: str | None) -> Session:
     if target.exists():
         raise ValueError(f"a session named {target.name!r} already exists: choose another name")
     os.rename(session_dir(name), target)
+    mirror.sync(target)
+    mirror.forget(session_dir(name))
     session.name = target.name
     return session

@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-from core import reward
+from core import mirror, reward
 from core.feedback.session import load_session, session_dir
 from core.feedback.votes import current_votes, read_records, votes_path
 from core.profiles import FULL
@@ -162,4 +162,5 @@ def reward_check(cfg: RewardCheckConfig, control: RunControl | None = None) -> R
             control.advance(done, len(session.pairs), f"scored {done} of {len(session.pairs)} pairs")
     result.seconds = time.perf_counter() - start
     write_json(session_dir(session.name) / "reward.json", result.to_dict())
+    mirror.sync(session_dir(session.name))
     return result

@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+from core import mirror
 from core.feedback.session import browser_id, load_session, session_dir
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def _append(name: str, record: dict) -> None:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
+    mirror.sync(session_dir(name))
 
 
 def read_records(name: str) -> list[dict]:
