@@ -85,6 +85,7 @@ class ModelManager:
         self._owner: int | None = None  # the thread inside a `use` block (or unload/hold)
         self._waiting: list[Ticket] = []
         self._chosen: Ticket | None = None  # the waiter the free slot was handed to
+        self._exclusive_waiting = 0  # unload/hold calls waiting: they go ahead of every waiter
         self._numbers = 0
         self._load_s: dict[tuple, float] = {}  # measured switch cost per key (the last load)
         self._work_s: dict[tuple, float] = {}  # a `use` block's duration per key, load excluded (moving average)
@@ -127,7 +128,7 @@ class ModelManager:
         told = None
         try:
             self._hand_over()
-            while not (self._chosen is ticket and self._owner is None):
+            while not (self._chosen is ticket and self._owner is None and not self._exclusive_waiting):
                 if on_wait is not None and (place := self._place(ticket)) != told:
                     told = place
                     on_wait(*place)
@@ -143,6 +144,7 @@ class ModelManager:
         self._chosen, self._owner = None, threading.get_ident()
         self._since, self._key_in_use = time.monotonic(), ticket.key
         _mark_overtaken(self._waiting, ticket, self._since)
+        self._cond.notify_all()  # every waiter moved up a place
 
     def _leave(self, key: tuple, work_s: float | None, nested: bool) -> None:
         if nested:
@@ -177,8 +179,12 @@ class ModelManager:
         me = threading.get_ident()
         with self._cond:
             mine = self._owner == me
-            while not mine and self._owner is not None:
-                self._cond.wait()
+            self._exclusive_waiting += not mine
+            try:
+                while not mine and self._owner is not None:
+                    self._cond.wait()
+            finally:
+                self._exclusive_waiting -= not mine
             self._owner = me
         try:
             yield
