@@ -18,7 +18,7 @@ from typing import Any, Callable
 from core.memory import memory_stats
 
 log = logging.getLogger(__name__)
-BEHIND_LATER_SWITCHES = 2  # the fairness bound: a request waits behind later arrivals at most this many switches' time
+BEHIND_LATER_SWITCHES = 2  # a run's newcomers overtake an older request for at most this many switches' time
 
 
 class ModelLoadError(RuntimeError):
@@ -59,15 +59,17 @@ class Ticket:
     overtaken_at: float | None = None  # when a later arrival was first served ahead of it
 
 
-def next_ticket(waiting: list[Ticket], resident: tuple | None, now: float, bound_s: float) -> Ticket:
-    """Whom the slot serves next (`waiting` in arrival order): the oldest request for the resident model, while no
-    older request of another model has waited behind later arrivals for `bound_s`; else the oldest request (its
-    model is loaded next, the oldest request's model is the one switched to)."""
+def next_ticket(waiting: list[Ticket], resident: tuple | None, run_began: float, now: float,
+                bound_s: float) -> Ticket:
+    """Whom the slot serves next (`waiting` in arrival order). The resident model's run serves its oldest request
+    if it was waiting when the run began, or, a later one, while no older request of another model has waited behind
+    later arrivals for `bound_s`; else the oldest request, whose model the slot switches to. A run switched to is the
+    oldest request's, so a request waits behind later arrivals for at most (models - 1) runs."""
     same = next((t for t in waiting if t.key == resident), None)
     if same is None:
         return waiting[0]
     passed = [t for t in waiting if t.number < same.number]
-    if all(t.overtaken_at is None or now - t.overtaken_at < bound_s for t in passed):
+    if same.arrived <= run_began or all(t.overtaken_at is None or now - t.overtaken_at < bound_s for t in passed):
         return same
     return waiting[0]
 
@@ -91,6 +93,7 @@ class ModelManager:
         self._work_s: dict[tuple, float] = {}  # a `use` block's duration per key, load excluded (moving average)
         self._since: float | None = None  # when the current owner's use began
         self._key_in_use: tuple | None = None
+        self._run_began = 0.0  # when the resident's run began: the grant that switched to it
         self._held: Callable[[], str] | None = None  # set while a training job holds the accelerator
         self.last_eviction: dict | None = None
 
@@ -141,6 +144,8 @@ class ModelManager:
             self._hand_over()
             raise
         self._waiting.remove(ticket)
+        if ticket.key != self._resident_key():
+            self._run_began = time.monotonic()
         self._chosen, self._owner = None, threading.get_ident()
         self._since, self._key_in_use = time.monotonic(), ticket.key
         _mark_overtaken(self._waiting, ticket, self._since)
@@ -159,11 +164,11 @@ class ModelManager:
     def _hand_over(self) -> None:
         """A free slot goes to the next waiter (chosen once, so every waiter agrees); everyone re-reads the queue."""
         if self._owner is None and self._chosen is None and self._waiting:
-            self._chosen = self._pick(self._waiting, self._resident_key(), time.monotonic())
+            self._chosen = self._pick(self._waiting, self._resident_key(), self._run_began, time.monotonic())
         self._cond.notify_all()
 
-    def _pick(self, waiting: list[Ticket], resident: tuple | None, now: float) -> Ticket:
-        return waiting[0] if self.order == "fifo" else next_ticket(waiting, resident, now, self.bound_s())
+    def _pick(self, waiting: list[Ticket], resident: tuple | None, run_began: float, now: float) -> Ticket:
+        return waiting[0] if self.order == "fifo" else next_ticket(waiting, resident, run_began, now, self.bound_s())
 
     def _resident_key(self) -> tuple | None:
         return (self._resident.kind, self._resident.model_id) if self._resident is not None else None
@@ -212,15 +217,17 @@ class ModelManager:
     def _serving_order(self) -> list[tuple[Ticket, float]]:
         """The scheduler run forward on copies of the waiters, with the clock advanced by estimates."""
         now = time.monotonic()
-        clock, resident = now, self._key_in_use or self._resident_key()
+        clock, resident, run_began = now, self._key_in_use or self._resident_key(), self._run_began
         if self._key_in_use is not None:
             clock += max(self._estimate(self._work_s, self._key_in_use) - (now - self._since), 0.0)
         waiting = [Ticket(t.number, t.key, t.role, t.arrived, t.overtaken_at) for t in self._waiting]
         order = []
         while waiting:
             chosen = next((t for t in waiting if self._chosen and t.number == self._chosen.number), None)
-            ticket = chosen or self._pick(waiting, resident, clock)
-            clock += self._estimate(self._load_s, ticket.key) if ticket.key != resident else 0.0
+            ticket = chosen or self._pick(waiting, resident, run_began, clock)
+            if ticket.key != resident:
+                run_began = clock
+                clock += self._estimate(self._load_s, ticket.key)
             order.append((ticket, clock - now))
             clock += self._estimate(self._work_s, ticket.key)
             waiting.remove(ticket)

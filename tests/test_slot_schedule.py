@@ -14,17 +14,18 @@ def ticket(number, key, overtaken_at=None):
     return Ticket(number, key, "role", float(number), overtaken_at)
 
 
-@pytest.mark.parametrize("keys, overtaken, resident, expected, why", [
-    ([Y, X, Y, X], {}, X, 2, "the resident's oldest request jumps the queue"),
-    ([Y, X], {1: 9.5}, X, 2, "an older request overtaken 0.5 s ago is still within the 1 s bound"),
-    ([Y, X], {1: 8.0}, X, 1, "overtaken for 2 s, past the bound: its model is loaded next"),
-    ([Y, Z, Y], {}, X, 1, "nothing waits for the resident: the oldest request's model is switched to"),
-    ([X, Y, X], {}, None, 1, "an empty slot serves the oldest"),
-    ([X, Y, X], {2: 0.0}, X, 1, "an overtaken request younger than the resident's oldest does not hold it back"),
+@pytest.mark.parametrize("keys, overtaken, resident, run_began, expected, why", [
+    ([Y, X, Y, X], {}, X, 0.0, 2, "the resident's oldest request jumps the queue"),
+    ([Y, X], {1: 9.5}, X, 0.0, 2, "an older request overtaken 0.5 s ago is still within the 1 s bound"),
+    ([Y, X], {1: 8.0}, X, 0.0, 1, "overtaken for 2 s, past the bound: its model is loaded next"),
+    ([Y, X], {1: 8.0}, X, 2.5, 2, "past the bound, but x2 was waiting when x's run began: the run serves it"),
+    ([Y, Z, Y], {}, X, 0.0, 1, "nothing waits for the resident: the oldest request's model is switched to"),
+    ([X, Y, X], {}, None, 0.0, 1, "an empty slot serves the oldest"),
+    ([X, Y, X], {2: 0.0}, X, 0.0, 1, "an overtaken request younger than the resident's oldest does not hold it back"),
 ])
-def test_next_ticket(keys, overtaken, resident, expected, why):
+def test_next_ticket(keys, overtaken, resident, run_began, expected, why):
     waiting = [ticket(n, key, overtaken.get(n)) for n, key in enumerate(keys, 1)]
-    assert next_ticket(waiting, resident, now=10.0, bound_s=1.0).number == expected, why
+    assert next_ticket(waiting, resident, run_began, now=10.0, bound_s=1.0).number == expected, why
 
 
 def sleeping_loader(seconds: float, loads: list, fail: bool = False):
@@ -155,6 +156,9 @@ def test_a_waiter_hears_its_place_and_estimate_as_it_moves():
     slot.hold_with("x")
     slot.queue_up("y1", "y", on_wait=lambda place, wait_s: heard.append((place, wait_s)))
     slot.queue_up("x2", "x", work_s=0.3)
+    deadline = time.monotonic() + 5
+    while not any(place == 2 for place, _ in heard) and time.monotonic() < deadline:  # y1's thread has run
+        time.sleep(0.005)
     slot.finish()
     places = [p for i, (p, _) in enumerate(heard) if i == 0 or heard[i - 1][0] != p]
     assert places == [1, 2, 1], "next, then behind x2 (the resident's request), then next again"
