@@ -9,6 +9,7 @@ BENCHES = {
     "rag": "bench.rag",
     "align": "bench.align",  # DPO/ORPO: the project's trainer vs plain transformers+bnb+peft+trl (GPU); --smoke, --lite
     "rl": "bench.rl",  # our PPO (default path vs the notebook's) and trl GRPO: s/step
+    "load": "bench.load",  # the model slot under a class of 30: FIFO vs model affinity, simulated switch costs
 }
 
 

@@ -83,7 +83,8 @@ def plot_frame(rows: list, columns: dict[str, str]) -> pd.DataFrame | None:
 
 
 def status_markdown() -> str:
-    """The status line: resident model, its load time, and memory figures."""
+    """The status line: resident model, its load time, memory figures, and the slot's next waiters with their
+    estimated waits."""
     JOBS.active()  # adopts a job that outlived an app restart, and frees the slot once a job has ended
     s = MODELS.status()
     if s["device"] == "cuda":
@@ -98,7 +99,8 @@ def status_markdown() -> str:
         model = f"resident: **{s['role']}** `{s['model_id']}` (loaded in {s['load_seconds']:.1f} s)"
     else:
         model = "no model resident"
-    return f"{model} · {memory}" + (" · busy" if s["busy"] else "")
+    waiting = "".join(f" · {w['place']}. {w['role']} ~{w['wait_s']:.0f} s" for w in s["queue"][:3])
+    return f"{model} · {memory}" + (" · busy" if s["busy"] else "") + waiting
 
 
 def real(value, name: str) -> float:
