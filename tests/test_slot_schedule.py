@@ -116,8 +116,8 @@ def test_a_stream_of_the_resident_model_does_not_starve_another_past_the_bound()
     slot.finish()
     y_start = next(t for name, _, t in slot.served if name == "y1")
     assert streaming and y_start < stop, "y1 waited for the whole stream of later arrivals"
-    behind_later = y_start - streaming[0]  # y1's own load (0.2 s) included, and 0.5 s for a busy machine's threads
-    assert behind_later < slot.manager.bound_s() + 0.2 + 0.5, (behind_later, slot.manager.bound_s())
+    behind_later = y_start - streaming[0]  # y1's own load (0.2 s) included, and 1 s for a busy machine's threads
+    assert behind_later < slot.manager.bound_s() + 0.2 + 1.0, (behind_later, slot.manager.bound_s())
     assert slot.loads.count("y") == 1 and slot.manager.status()["queue"] == []
 
 
