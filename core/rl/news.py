@@ -50,8 +50,9 @@ def news_article(spec: str, index: int, split: str = SPLIT) -> dict:
 
 
 def load_articles(news_id: str, n: int, split: str = SPLIT) -> list[dict]:
-    """The first n rows (fewer if the split is shorter) as {article, highlights, id}; a row with an empty article
-    or no highlights raises ValueError naming it."""
+    """The first n rows (fewer if the split is shorter) as {article, highlights, id}, id being the row's number (the
+    tab's "article 3"; the data set's own id is a 40-hex hash); a row with an empty article or no highlights raises
+    ValueError naming it."""
     rows = data.load_split(news_id, split)
     missing = [c for c in ("article", "highlights") if c not in rows.column_names]
     if missing:
@@ -64,7 +65,7 @@ def load_articles(news_id: str, n: int, split: str = SPLIT) -> list[dict]:
             raise ValueError(f"{name} has an empty article: remove it or pick other rows")
         if not str(row["highlights"] or "").strip():
             raise ValueError(f"{name} has no reference highlights, so ROUGE has nothing to compare with")
-        picked.append({"article": row["article"], "highlights": row["highlights"], "id": str(row.get("id", i))})
+        picked.append({"article": row["article"], "highlights": row["highlights"], "id": i})
     return picked
 
 
