@@ -72,7 +72,8 @@ def score_handler(profile):
 
 @user_errors
 def on_compare_click(selected):
-    """Compare button -> DPO vs ORPO: the picked runs, or the newest run of each method with scores (said in a toast)."""
+    """Compare button -> DPO vs ORPO: the picked runs, or the newest run of each method with scores (a toast names
+    them)."""
     runs = [runfolder.find_run("align", r) for r in selected or []]
     if len(runs) < 2:
         runs = align.latest_per_method()

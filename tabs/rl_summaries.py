@@ -11,7 +11,8 @@ from tabs.common import POLL_EVENT, text_table, user_errors, whole
 API_NAMES = ["rl_samples", "load_article", "score_summary"]
 # header -> share of the table's width
 SAMPLE_COLUMNS = {"step": 0.8, "article": 1.2, "reward": 1, "summary": 9}
-BEFORE_AFTER_COLUMNS = {"article": 1.2, "reference": 3, "before": 3, "ROUGE-1 before": 1, "after": 3, "ROUGE-1 after": 1}
+BEFORE_AFTER_COLUMNS = {"article": 1.2, "reference": 3, "before": 3, "ROUGE-1 before": 1, "after": 3,
+                        "ROUGE-1 after": 1}
 
 
 def article_name(article_id) -> str:
@@ -37,8 +38,8 @@ def before_after_frame(run: runfolder.RunInfo) -> pd.DataFrame:
     rows = []
     for a in articles:
         before, after = a.get("before") or {}, a.get("after") or {}
-        rows.append([article_name(a.get("id")), a.get("highlights"), before.get("text"), before.get("rouge1"), after.get("text"),
-                     after.get("rouge1")])
+        rows.append([article_name(a.get("id")), a.get("highlights"), before.get("text"), before.get("rouge1"),
+                     after.get("text"), after.get("rouge1")])
     return pd.DataFrame(rows, columns=list(BEFORE_AFTER_COLUMNS)).round(3)
 
 

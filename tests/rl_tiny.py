@@ -60,7 +60,8 @@ def finished_rl_run(name: str, created: float, text: str) -> Path:
     (folder / "samples.jsonl").write_text("".join(
         json.dumps({"step": i + 1, "id": i, "text": f"Summary {i}. {text}", "reward": 0.25}) + "\n" for i in range(3)))
     summary = {"rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.15}
-    articles = [{"id": i, "highlights": f"Reference {i}. {text[:300]}", "before": {"text": f"Before. {text}", **summary},
-                 "after": {"text": f"After. {text}", **summary}} for i in range(3)]
+    articles = [{"id": i, "highlights": f"Reference {i}. {text[:300]}",
+                 "before": {"text": f"Before. {text}", **summary}, "after": {"text": f"After. {text}", **summary}}
+                for i in range(3)]
     write_json(folder / "before_after.json", {"articles": articles, "mean": {}})
     return folder

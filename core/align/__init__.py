@@ -19,4 +19,5 @@ __all__ = ["CHECKPOINTING_CHOICES", "COMPARISON_COLUMNS", "METHODS", "PRESETS", 
            "AlignConfig", "BatchPlan", "ModelShape", "PreferenceDataConfig", "PreferenceDataResult", "RULES",
            "choose_micro_batch", "comparison_row", "data_config", "filter_pairs", "format_for_training",
            "format_pair", "latest_per_method", "prepare", "preset_config", "push_adapter", "read_answers",
-           "read_scores", "removal_reason", "same_trained_answers", "score_run", "select_subset", "train", "training_bytes"]
+           "read_scores", "removal_reason", "same_trained_answers", "score_run", "select_subset", "train",
+           "training_bytes"]
