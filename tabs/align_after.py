@@ -8,11 +8,14 @@ import gradio as gr
 import pandas as pd
 
 from core import align, runfolder
-from tabs.common import GPU_EVENT, POLL_EVENT, plot_frame, user_errors
+from tabs.common import GPU_EVENT, POLL_EVENT, plot_frame, text_table, user_errors
 
 log = logging.getLogger(__name__)
 API_NAMES = ["align_answers", "align_score", "align_compare", "align_push"]
-ANSWER_COLUMNS = ["prompt", "base", "trained", "base_score", "trained_score"]
+# header -> share of the table's width; the keys of answers.json / scores.json each shows
+ANSWER_COLUMNS = {"prompt": 3, "base answer": 4, "trained answer": 4, "base score": 1.1, "trained score": 1.1}
+ANSWER_KEYS = ["prompt", "base", "trained", "base_score", "trained_score"]
+COMPARISON_WIDTHS = {"method": 1, "run": 1.8, "status": 1.5}  # the other columns: 1.05 each (fits "trained")
 
 
 def _picked(selected) -> list[runfolder.RunInfo]:
@@ -35,7 +38,7 @@ def score_all(profile):
 
 def answers_frame(run: runfolder.RunInfo) -> pd.DataFrame:
     scored = align.read_scores(run) or align.read_answers(run)
-    return pd.DataFrame(scored, columns=ANSWER_COLUMNS).round(3)
+    return pd.DataFrame(scored, columns=ANSWER_KEYS).set_axis(list(ANSWER_COLUMNS), axis=1).round(3)
 
 
 @user_errors
@@ -45,7 +48,7 @@ def on_selection(selected):
     try:
         return answers_frame(runs[0]) if runs else gr.skip()
     except ValueError:
-        return pd.DataFrame(columns=ANSWER_COLUMNS)
+        return pd.DataFrame(columns=list(ANSWER_COLUMNS))
 
 
 def comparison_frames(runs: list[runfolder.RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -69,11 +72,18 @@ def score_handler(profile):
 
 @user_errors
 def on_compare_click(selected):
-    """Compare button -> DPO vs ORPO: the picked runs, or the newest finished run of each method."""
+    """Compare button -> DPO vs ORPO: the picked runs, or the newest run of each method with scores (a toast names
+    them)."""
     runs = [runfolder.find_run("align", r) for r in selected or []]
-    runs = runs if len(runs) >= 2 else align.latest_per_method()
-    if not runs:
-        raise ValueError("no finished DPO or ORPO run yet: train one first")
+    if len(runs) < 2:
+        runs = align.latest_per_method()
+        if not runs:
+            raise ValueError("no DPO or ORPO run has reward scores yet: pick a finished run and press Score answers")
+        gr.Info("Compared the newest run of each method with scores: " + ", ".join(r.run_id for r in runs))
+    if align.same_trained_answers(runs):
+        gr.Warning("These runs wrote the very same answers, each with its own adapter: in so few steps the adapters "
+                   "moved the model too little for greedy answers to tell them apart (see 'answers changed'). Train "
+                   "longer (more pairs, or the Course notebook preset) to compare them by their answers.")
     return comparison_frames(runs)
 
 
@@ -88,14 +98,13 @@ def build(profile, selected: gr.Dropdown) -> None:
     gr.Markdown("### 3. After training\nThe job answers a few seeded prompts of the data (and yours) with the base "
                 "model and with the trained adapter. Scoring loads the reward model into the slot once the job has "
                 "ended.")
-    answers = gr.Dataframe(pd.DataFrame(columns=ANSWER_COLUMNS), label="answers of the picked run", wrap=True,
-                           interactive=False)
+    answers = text_table(ANSWER_COLUMNS, "answers of the picked run")
     gr.Markdown("<small>What to look for: whether the trained answer reads more like the chosen answers of the data "
                 "(helpful, on topic) than the base answer; the reward model's scores say the same in numbers.</small>")
     with gr.Row():
         score_button = gr.Button("Score answers with the reward model", variant="primary")
         compare_button = gr.Button("Compare DPO and ORPO")
-    table = gr.Dataframe(pd.DataFrame(columns=align.COMPARISON_COLUMNS), label="DPO vs ORPO", interactive=False)
+    table = text_table({c: COMPARISON_WIDTHS.get(c, 1.05) for c in align.COMPARISON_COLUMNS}, "DPO vs ORPO")
     bars = gr.BarPlot(None, x="method", y="mean reward",
                       color="answers", title="Mean reward of the answers: base model vs trained adapter", height=260)
     gr.Markdown("<small>What to look for: ORPO needs no reference model, so it often uses less time per step; the "

@@ -1,5 +1,5 @@
-"""What every tab shares: the accelerator queue settings, the status line, turning core errors into gr.Error, and
-the per-session Stop of work that runs inside a handler."""
+"""What every tab shares: the accelerator queue settings, the status line, turning core errors into gr.Error, the
+per-session Stop of work that runs inside a handler, and tables that fit the page."""
 from __future__ import annotations
 
 import contextlib
@@ -196,3 +196,12 @@ def unload() -> str:
     """Unload button -> status line: frees the accelerator."""
     MODELS.unload()
     return status_markdown()
+
+
+def text_table(columns: dict[str, float], label: str, **options) -> gr.Dataframe:
+    """A read-only table whose columns share its width in the proportions `columns` gives (header -> share), long
+    texts wrapped inside their cell. Without set widths gradio 6.31 sizes each column to its content, up to the whole
+    width: a table of three long texts was 3,000 px wide in a 960 px page, its later columns off-screen."""
+    total = sum(columns.values())
+    return gr.Dataframe(pd.DataFrame(columns=list(columns)), label=label, wrap=True, interactive=False,
+                        column_widths=[f"{100 * share / total:.2f}%" for share in columns.values()], **options)

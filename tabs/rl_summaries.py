@@ -6,18 +6,26 @@ import gradio as gr
 import pandas as pd
 
 from core import rl, runfolder
-from tabs.common import POLL_EVENT, user_errors, whole
+from tabs.common import POLL_EVENT, text_table, user_errors, whole
 
 API_NAMES = ["rl_samples", "load_article", "score_summary"]
-SAMPLE_COLUMNS = ["step", "article", "reward", "summary"]
-BEFORE_AFTER_COLUMNS = ["article", "reference", "before", "ROUGE-1 before", "after", "ROUGE-1 after"]
+# header -> share of the table's width
+SAMPLE_COLUMNS = {"step": 0.8, "article": 1.2, "reward": 1, "summary": 9}
+BEFORE_AFTER_COLUMNS = {"article": 1.2, "reference": 3, "before": 3, "ROUGE-1 before": 1, "after": 3,
+                        "ROUGE-1 after": 1}
+
+
+def article_name(article_id) -> str:
+    """"article 3": the article's row in the news data, the number the ROUGE panel below loads (runs recorded before
+    that kept the data set's 40-hex id: its first 8 characters)."""
+    return f"article {article_id}" if isinstance(article_id, int) else str(article_id)[:8]
 BAR_ORDER = [f"{metric} · {who}" for metric in rl.ROUGE_TYPES for who in ("yours", "lead-3")]
 
 
 def samples_frame(run: runfolder.RunInfo, last: int = 8) -> pd.DataFrame:
     rows = runfolder.read_lines(run.folder / "samples.jsonl")[-last:]
-    return pd.DataFrame([[r.get("step"), r.get("id"), round(r.get("reward", 0.0), 3), r.get("text", "")]
-                         for r in reversed(rows)], columns=SAMPLE_COLUMNS)
+    return pd.DataFrame([[r.get("step"), article_name(r.get("id")), round(r.get("reward", 0.0), 3), r.get("text", "")]
+                         for r in reversed(rows)], columns=list(SAMPLE_COLUMNS))
 
 
 def before_after_frame(run: runfolder.RunInfo) -> pd.DataFrame:
@@ -26,13 +34,13 @@ def before_after_frame(run: runfolder.RunInfo) -> pd.DataFrame:
     try:
         articles = json.loads((run.folder / "before_after.json").read_text())["articles"]
     except (OSError, ValueError, KeyError):
-        return pd.DataFrame(columns=BEFORE_AFTER_COLUMNS)
+        return pd.DataFrame(columns=list(BEFORE_AFTER_COLUMNS))
     rows = []
     for a in articles:
         before, after = a.get("before") or {}, a.get("after") or {}
-        rows.append([a.get("id"), a.get("highlights"), before.get("text"), before.get("rouge1"), after.get("text"),
-                     after.get("rouge1")])
-    return pd.DataFrame(rows, columns=BEFORE_AFTER_COLUMNS).round(3)
+        rows.append([article_name(a.get("id")), a.get("highlights"), before.get("text"), before.get("rouge1"),
+                     after.get("text"), after.get("rouge1")])
+    return pd.DataFrame(rows, columns=list(BEFORE_AFTER_COLUMNS)).round(3)
 
 
 @user_errors
@@ -40,17 +48,15 @@ def on_selection(selected):
     """Timer (3 s) -> the first picked run's latest sampled summaries and its before/after table."""
     runs = [runfolder.find_run("rl", name) for name in (selected or [])[:1]]
     if not runs:
-        return pd.DataFrame(columns=SAMPLE_COLUMNS), pd.DataFrame(columns=BEFORE_AFTER_COLUMNS)
+        return pd.DataFrame(columns=list(SAMPLE_COLUMNS)), pd.DataFrame(columns=list(BEFORE_AFTER_COLUMNS))
     return samples_frame(runs[0]), before_after_frame(runs[0])
 
 
 def build(profile, selected: gr.Dropdown) -> None:
-    samples = gr.Dataframe(pd.DataFrame(columns=SAMPLE_COLUMNS), label="summaries sampled in the last steps",
-                           wrap=True, interactive=False)
+    samples = text_table(SAMPLE_COLUMNS, "summaries sampled in the last steps")
     gr.Markdown("<small>What to look for: rewards rising while the text stays a summary is learning; rising rewards "
                 "with repeated phrases or copied article openings is the policy hacking ROUGE.</small>")
-    before_after = gr.Dataframe(pd.DataFrame(columns=BEFORE_AFTER_COLUMNS), wrap=True, interactive=False,
-                                label="before and after training (greedy summaries of fixed articles)")
+    before_after = text_table(BEFORE_AFTER_COLUMNS, "before and after training (greedy summaries of fixed articles)")
     gr.Markdown("<small>What to look for: ROUGE-1 after vs before on the same articles; a few articles are noisy, "
                 "so read the texts too.</small>")
     gr.Timer(3.0).tick(on_selection, selected, [samples, before_after], api_name="rl_samples", **POLL_EVENT)

@@ -1,8 +1,9 @@
-"""Shared by the align tests: preference pairs a tiny random Llama can train on, written as JSONL, and the
-AlignConfig sized for them."""
+"""Shared by the align tests: preference pairs a tiny random Llama can train on, written as JSONL, the AlignConfig
+sized for them, and finished run folders written directly (for the after-training panel)."""
 import json
 
 from core.align import AlignConfig
+from core.runs import runs_dir, write_json
 
 WORDS = "the answer is forty two apples pencils graphite soup noodle pork step think problem tom buys more".split()
 
@@ -28,3 +29,19 @@ def tiny_config(model_dir, pairs, **overrides) -> AlignConfig:
                     max_steps=2, lora_r=4, lora_alpha=8, learning_rate=1e-3, warmup_ratio=0.0, max_length=192,
                     eval_prompts=1, max_new_tokens=4)
     return AlignConfig(**{**settings, **overrides})
+
+
+def finished_run(name: str, method: str, created: float, answers: list[dict], scores: list[float] | None = None):
+    """A finished run folder under $ALAB_RUNS/align with the answers its job wrote and, when given, one (base,
+    trained) reward per answer as Score writes them."""
+    folder = runs_dir() / "align" / name
+    folder.mkdir(parents=True)
+    write_json(folder / "launch.json", {"created": created})
+    write_json(folder / "config.json", {"method": method, "max_steps": 3})
+    write_json(folder / "summary.json", {"status": "finished", "reason": "finished 3 optimizer steps", "wall_s": 90.0,
+                                         "seconds_per_step": 30.0, "final_loss": 0.69})
+    write_json(folder / "answers.json", answers)
+    if scores is not None:
+        rows = [{**a, "base_score": base, "trained_score": trained} for a, (base, trained) in zip(answers, scores)]
+        write_json(folder / "scores.json", {"reward_model": "test", "rows": rows})
+    return folder

@@ -1,11 +1,12 @@
-"""Shared by the RL tests: a reward the tiny random model can learn in a few dozen steps, a few news rows, and the
-RlConfig sized for it."""
+"""Shared by the RL tests: a reward the tiny random model can learn in a few dozen steps, a few news rows, the
+RlConfig sized for it, and a finished run folder written directly (for the tab's tables)."""
 import json
 from pathlib import Path
 
 import pytest
 
 from core.rl import RlConfig
+from core.runs import runs_dir, write_json
 from testing.tiny import CORPUS, SPECIALS
 
 TARGETS = range(len(SPECIALS), len(SPECIALS) + 32)  # 32 of the ~320 ids (10%), none of them pad or EOS
@@ -46,3 +47,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def finished_rl_run(name: str, created: float, text: str) -> Path:
+    """A finished PPO run folder under $ALAB_RUNS/rl with three sampled summaries (articles 0-2, steps 1-3) and
+    before/after summaries of three articles, every text `text` (for the tab's tables)."""
+    folder = runs_dir() / "rl" / name
+    folder.mkdir(parents=True)
+    write_json(folder / "launch.json", {"created": created})
+    write_json(folder / "config.json", {"algo": "ppo", "max_steps": 3})
+    write_json(folder / "summary.json", {"status": "finished", "reason": "finished 3 steps"})
+    (folder / "samples.jsonl").write_text("".join(
+        json.dumps({"step": i + 1, "id": i, "text": f"Summary {i}. {text}", "reward": 0.25}) + "\n" for i in range(3)))
+    summary = {"rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.15}
+    articles = [{"id": i, "highlights": f"Reference {i}. {text[:300]}",
+                 "before": {"text": f"Before. {text}", **summary}, "after": {"text": f"After. {text}", **summary}}
+                for i in range(3)]
+    write_json(folder / "before_after.json", {"articles": articles, "mean": {}})
+    return folder

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from core import jobs, profiles, runfolder
+from core import align, jobs, profiles, runfolder
 from testing import tiny
 from testing.qrm_like import save_qrm_like
 from tests.served import served_app
-from tests.align_tiny import pair, write_pairs
+from tests.align_tiny import finished_run, pair, write_pairs
 from tests.test_icl_tab import settings as icl_settings
 
 ADVANCED = dict(pairs=8, beta=0.1, learning_rate=1e-3, lora_r=4, max_length=192, micro_batch=1, precision="4bit",
@@ -104,3 +104,38 @@ def test_stop_and_cancel_with_nothing_running_say_so(served):
     for endpoint in ("/align_stop", "/align_cancel"):
         with pytest.raises(AppError, match="no training run of this tab is running"):
             served.predict([], api_name=endpoint)
+
+
+def answers(*trained: str) -> list[dict]:
+    return [{"prompt": f"prompt {i}", "base": "the base answer", "trained": t} for i, t in enumerate(trained)]
+
+
+def test_compare_without_a_pick_takes_the_newest_scored_run_of_each_method(served):
+    now = time.time()
+    finished_run("1-quick-dpo", "dpo", now - 30, answers("a DPO answer", "the base answer"), [(2.2, 2.5), (2.0, 2.0)])
+    finished_run("2-quick-orpo", "orpo", now - 20, answers("an ORPO answer", "another"), [(2.2, 2.1), (2.0, 1.9)])
+    finished_run("3-class-vote-dpo", "dpo", now - 10, answers("a class answer", "x"))  # newer, never scored
+    table, bars = served.predict([], api_name="/align_compare")
+    rows = [dict(zip(table["headers"], r)) for r in table["data"]]
+    assert [(r["method"], r["run"]) for r in rows] == [("DPO", "1-quick-dpo"), ("ORPO", "2-quick-orpo")], \
+        "the class-vote run has no scores: its reward cells would be blank"
+    assert [r["answers changed"] for r in rows] == ["1 of 2", "2 of 2"]
+    assert rows[0]["trained reward"] == pytest.approx(2.25) and rows[1]["margin over base"] == pytest.approx(-0.1)
+
+
+def test_compare_with_no_scored_run_says_what_to_do(served):
+    from gradio_client.exceptions import AppError
+
+    finished_run("1-class-vote-dpo", "dpo", time.time(), answers("x"))
+    with pytest.raises(AppError, match="no DPO or ORPO run has reward scores yet: pick a finished run and press Score"):
+        served.predict([], api_name="/align_compare")
+
+
+@pytest.mark.parametrize("trained, same, why", [
+    ((["a", "b"], ["a", "b"]), True, "two adapters that moved too little for greedy decoding to tell apart"),
+    ((["a", "b"], ["a", "c"]), False, "one answer differs"),
+    ((["a", "b"],), False, "a single run has nothing to be the same as"),
+])
+def test_same_trained_answers(trained, same, why):
+    runs = [runfolder.read_run(finished_run(f"{i}-quick-dpo", "dpo", i, answers(*t))) for i, t in enumerate(trained)]
+    assert align.same_trained_answers(runs) is same, why

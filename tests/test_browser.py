@@ -2,12 +2,15 @@
 renders, the trainer's preview and the RL tab's reward line. The generator is the tiny test model, so runs are fast."""
 import dataclasses
 import shutil
+import time
 
 import pytest
 
 import app
 from core import profiles
 from core.models import MODELS
+from tests.align_tiny import finished_run
+from tests.rl_tiny import finished_rl_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -86,3 +89,74 @@ def test_rl_tab_scores_the_lead_3_summary(page):
     panel.get_by_role("button", name="Score with ROUGE").click()
     panel.get_by_text("Reward (rouge1 F1)").first.wait_for(timeout=30000)
     assert "lead-3 baseline" in panel.inner_text()
+
+
+LONG = "The committee met again on Tuesday to weigh the proposal, and the debate ran late into the evening. " * 5
+# how a table sits in its block: whether anything in it scrolls sideways, each header's right edge against the
+# block's, and the header words a line break cut in two ("traine d_scor e")
+TABLE_FIT = """block => {
+  const table = block.querySelector('table'), right = block.getBoundingClientRect().right;
+  const scrolls = [];
+  for (let el = table; el && el !== block.parentElement; el = el.parentElement)
+    if (el.scrollWidth > el.clientWidth + 1) scrolls.push([el.className, el.scrollWidth, el.clientWidth]);
+  const heads = [...block.querySelectorAll('thead th')].filter(th => th.getBoundingClientRect().width > 0);
+  const cut = [];
+  for (const th of heads) {
+    const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+    for (let node; (node = walker.nextNode());)
+      for (const m of node.textContent.matchAll(/\\S+/g)) {
+        const range = document.createRange();
+        range.setStart(node, m.index); range.setEnd(node, m.index + m[0].length);
+        if (new Set([...range.getClientRects()].map(r => Math.round(r.top))).size > 1) cut.push(m[0]);
+      }
+  }
+  return {scrolls, cut, headers: heads.map(th => th.innerText.replace(/\\s+/g, ' ').trim()),
+          offscreen: heads.filter(th => th.getBoundingClientRect().right > right + 1).map(th => th.innerText.trim())};
+}"""
+
+
+def table_fit(panel, label: str) -> dict:
+    block = panel.locator(".block").filter(has=panel.page.get_by_text(label, exact=True)).last
+    block.scroll_into_view_if_needed()
+    return block.evaluate(TABLE_FIT)
+
+
+def test_answers_and_before_after_tables_fit_the_page_with_every_column_in_view(page, tmp_path):
+    """At 1214 px the answers table was 3,160 px wide: the trained answer and both scores off-screen, "traine
+    d_scor e" as headers; the RL before/after table showed only article and reference; the samples a 40-hex id."""
+    now = time.time()
+    answers = [{"prompt": f"Question {i}? {LONG}", "base": f"Base. {LONG}", "trained": f"Trained. {LONG}"}
+               for i in range(2)]
+    finished_run("1-quick-dpo", "dpo", now - 20, answers, [(2.217, 2.159)] * 2)
+    finished_run("2-quick-orpo", "orpo", now - 10, answers, [(2.217, 2.3)] * 2)
+    finished_rl_run("1-healthy-ppo", now, LONG)
+    page.set_viewport_size({"width": 1214, "height": 900})
+    page.reload()  # a fresh page picks the newest run of each tab
+    page.get_by_text("Alignment Lab").first.wait_for(timeout=30000)
+    page.get_by_role("tab", name="DPO / ORPO trainer").click()
+    panel = visible_panel(page)
+    panel.locator("text=Trained. The committee >> visible=true").first.wait_for(timeout=30000)
+    panel.get_by_role("button", name="Compare DPO and ORPO").click()
+    page.get_by_text("Compared the newest run of each method with scores: 1-quick-dpo, 2-quick-orpo").wait_for(
+        timeout=30000)
+    page.get_by_text("These runs wrote the very same answers").first.wait_for(timeout=10000)
+    fits = {"answers of the picked run": table_fit(panel, "answers of the picked run"),
+            "DPO vs ORPO": table_fit(panel, "DPO vs ORPO")}
+    page.screenshot(path="/tmp/test_browser_answers_table.png")
+    page.get_by_role("tab", name="RL summarizer").click()
+    panel = visible_panel(page)
+    panel.locator("text=After. The committee >> visible=true").first.wait_for(timeout=30000)
+    for label in ("summaries sampled in the last steps", "before and after training (greedy summaries of fixed "
+                                                          "articles)"):
+        fits[label] = table_fit(panel, label)
+    page.screenshot(path="/tmp/test_browser_before_after_table.png")
+    assert fits["answers of the picked run"]["headers"] == ["prompt", "base answer", "trained answer", "base score",
+                                                            "trained score"]
+    assert fits["before and after training (greedy summaries of fixed articles)"]["headers"] == [
+        "article", "reference", "before", "ROUGE-1 before", "after", "ROUGE-1 after"]
+    for label, fit in fits.items():
+        assert not fit["scrolls"], f"{label}: scrolls sideways {fit['scrolls']}"
+        assert not fit["offscreen"], f"{label}: headers off-screen {fit['offscreen']}"
+        assert not fit["cut"], f"{label}: header words broken across lines {fit['cut']}"
+    text = panel.inner_text()
+    assert "article 2" in text and "ROUGE-1 after" in text

@@ -64,6 +64,12 @@ def test_lite_profile_starts_from_the_lite_preset_then_presets_then_flags():
         preset_config(["nope"])
 
 
+def test_articles_are_named_by_their_row_number(tmp_path):
+    """The tab shows "article 3" (the number the ROUGE panel loads), not cnn_dailymail's 40-hex id."""
+    rows = load_articles(str(write_news(tmp_path, 5)), 4)
+    assert [r["id"] for r in rows] == [0, 1, 2, 3]
+
+
 def test_bad_articles_and_rewards_say_what_is_wrong(tmp_path):
     path = tmp_path / "news.jsonl"
     path.write_text(json.dumps({"article": " ", "highlights": "h", "id": "x"}) + "\n")

@@ -7,7 +7,7 @@ run through core.runfolder.run_job, for training; after training, a run's answer
 pushed to the Hub (compare.py). Importing this package loads no transformers, peft or trl.
 """
 from core.align.compare import (COMPARISON_COLUMNS, comparison_row, latest_per_method, push_adapter, read_answers,
-                                read_scores, score_run)
+                                read_scores, same_trained_answers, score_run)
 from core.align.config import METHODS, PRESETS, TARGET_MODULES, AlignConfig, data_config, preset_config
 from core.align.data import (RULES, PreferenceDataConfig, PreferenceDataResult, filter_pairs, format_for_training,
                              format_pair, prepare, removal_reason, select_subset)
@@ -19,4 +19,5 @@ __all__ = ["CHECKPOINTING_CHOICES", "COMPARISON_COLUMNS", "METHODS", "PRESETS", 
            "AlignConfig", "BatchPlan", "ModelShape", "PreferenceDataConfig", "PreferenceDataResult", "RULES",
            "choose_micro_batch", "comparison_row", "data_config", "filter_pairs", "format_for_training",
            "format_pair", "latest_per_method", "prepare", "preset_config", "push_adapter", "read_answers",
-           "read_scores", "removal_reason", "score_run", "select_subset", "train", "training_bytes"]
+           "read_scores", "removal_reason", "same_trained_answers", "score_run", "select_subset", "train",
+           "training_bytes"]

@@ -12,8 +12,8 @@ from core.runs import RunControl, write_json
 
 NO_ANSWER = "(no answer)"  # an empty generation still gets a score: the reward model's view of saying nothing
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-COMPARISON_COLUMNS = ["method", "run", "status", "wall s", "s/step", "peak GB", "final loss", "base reward",
-                      "trained reward", "margin over base"]
+COMPARISON_COLUMNS = ["method", "run", "status", "wall s", "s/step", "peak GB", "final loss", "answers changed",
+                      "base reward", "trained reward", "margin over base"]
 
 
 def read_answers(run: RunInfo) -> list[dict]:
@@ -55,6 +55,25 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def changed_answers(run: RunInfo) -> str:
+    """"k of n": how many of the run's answers the trained adapter changed from the base model's (greedy decoding: an
+    adapter that barely moved changes none, or only flips a near-tied token)."""
+    try:
+        answers = read_answers(run)
+    except ValueError:
+        return ""
+    return f"{sum(a.get('trained') != a.get('base') for a in answers)} of {len(answers)}"
+
+
+def same_trained_answers(runs: list[RunInfo]) -> bool:
+    """Whether two or more runs wrote the very same trained answers (each from its own adapter: see changed_answers)."""
+    try:
+        trained = [[a.get("trained") for a in read_answers(r)] for r in runs]
+    except ValueError:  # a run that wrote no answers differs from every other
+        return False
+    return len(trained) > 1 and bool(trained[0]) and all(t == trained[0] for t in trained)
+
+
 def comparison_row(run: RunInfo) -> dict:
     s, scores = run.summary, read_scores(run)
     base = _mean([r["base_score"] for r in scores])
@@ -62,16 +81,17 @@ def comparison_row(run: RunInfo) -> dict:
     return {"method": str(run.config.get("method", "")).upper(), "run": run.run_id, "status": run.label(),
             "wall s": s.get("wall_s"), "s/step": s.get("seconds_per_step"),
             "peak GB": s.get("peak_allocated_gb", s.get("peak_rss_gb")), "final loss": s.get("final_loss"),
-            "base reward": base, "trained reward": trained,
+            "answers changed": changed_answers(run), "base reward": base, "trained reward": trained,
             "margin over base": None if base is None or trained is None else trained - base}
 
 
 def latest_per_method() -> list[RunInfo]:
-    """The newest finished run of each method (DPO, then ORPO): the default pair to compare."""
+    """The newest run of each method (DPO, then ORPO) whose answers have reward scores: the default pair to compare
+    (a run without scores, such as a class-vote run, would leave the reward columns blank)."""
     picked = {}
     for run in list_runs("align"):
         method = run.config.get("method")
-        if run.status == "finished" and method and method not in picked:
+        if method and method not in picked and read_scores(run):
             picked[method] = run
     return [picked[m] for m in ("dpo", "orpo") if m in picked]
 

@@ -51,23 +51,26 @@ def news_article(spec: str, index: int, split: str = SPLIT) -> dict:
 
 def load_articles(news_id: str, n: int, split: str = SPLIT, shuffle_seed: int | None = None) -> list[dict]:
     """The first n rows (fewer if the split is shorter) as {article, highlights, id}, of the split shuffled with
-    `shuffle_seed` when given (the notebook's shuffled DataLoader); a row with an empty article or no highlights
-    raises ValueError naming it."""
+    `shuffle_seed` when given (the notebook's shuffled DataLoader); id is the row's number in the split (the tab's
+    "article 3"; the data set's own id is a 40-hex hash); a row with an empty article or no highlights raises
+    ValueError naming it."""
     rows = data.load_split(news_id, split)
     missing = [c for c in ("article", "highlights") if c not in rows.column_names]
     if missing:
         raise ValueError(f"{news_id} has no {' or '.join(missing)} column: the RL summarizer needs cnn_dailymail's "
                          "article/highlights/id schema")
+    rows = rows.add_column("row_number", list(range(len(rows))))
     if shuffle_seed is not None:
         rows = rows.shuffle(seed=shuffle_seed)
     picked = []
-    for i, row in enumerate(rows.select(range(min(n, len(rows))))):
+    for row in rows.select(range(min(n, len(rows)))):
+        i = row["row_number"]
         name = f"{news_id} row {i} (id {row.get('id', i)})"
         if not str(row["article"] or "").strip():
             raise ValueError(f"{name} has an empty article: remove it or pick other rows")
         if not str(row["highlights"] or "").strip():
             raise ValueError(f"{name} has no reference highlights, so ROUGE has nothing to compare with")
-        picked.append({"article": row["article"], "highlights": row["highlights"], "id": str(row.get("id", i))})
+        picked.append({"article": row["article"], "highlights": row["highlights"], "id": i})
     return picked
 
 

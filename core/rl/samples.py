@@ -15,7 +15,7 @@ class SampleLog:
     def __init__(self, path: Path | None, per_step: int = 2):
         self.path, self.per_step = path, per_step
 
-    def write(self, step: int, ids: list[str], texts: list[str], rewards: list[float]) -> None:
+    def write(self, step: int, ids: list[int], texts: list[str], rewards: list[float]) -> None:
         if self.path is None or self.per_step <= 0:
             return
         with open(self.path, "a") as f:
