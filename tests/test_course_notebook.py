@@ -96,8 +96,9 @@ def test_the_notebook_presets_articles_come_from_the_shuffled_split_not_its_head
     cfg = rl.preset_config(["notebook"], news=profiles.LITE.news, n_articles=8)
     rows = data.load_split(cfg.news, SPLIT)
     drawn = load_articles(cfg.news, cfg.n_articles, shuffle_seed=cfg.seed)
-    assert [r["id"] for r in drawn] == list(rows.shuffle(seed=cfg.seed).select(range(8))["id"])
-    assert [r["id"] for r in drawn] != list(rows.select(range(8))["id"])
+    assert [r["article"] for r in drawn] == list(rows.shuffle(seed=cfg.seed).select(range(8))["article"])
+    assert [r["article"] for r in drawn] != list(rows.select(range(8))["article"])
+    assert [rows[r["id"]]["article"] for r in drawn] == [r["article"] for r in drawn], "ids are the split's rows"
 
 
 @pytest.mark.parametrize("presets", [align.PRESETS, rl.PRESETS], ids=["align", "rl"])
