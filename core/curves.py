@@ -65,12 +65,17 @@ TAB_RUN_NAME = re.compile(r"\d{8}-\d{6}-(.+)-([a-z]+)(?:-\d+)?")
 
 
 def run_labels(runs: list[RunInfo]) -> list[str]:
-    """Brief legend names: a run named {stamp}-{preset}-{method} reads "preset · method"; another name stays as it
-    is; a name two runs share gets "#2", "#3" in order."""
+    """Brief legend names: runs named {stamp}-{preset}-{method} read by what tells them apart ("healthy",
+    "kl-too-strong"; "dpo", "orpo"; else "preset · method"); another name stays as it is; a name two runs share
+    gets "#2", "#3" in order."""
+    named = [TAB_RUN_NAME.fullmatch(run.run_id) for run in runs]
+    if all(named):  # the part that tells the runs apart, or both
+        parts = [i for i in (1, 2) if len({m[i] for m in named}) > 1] or [1, 2]
+        names = [" · ".join(m[i] for i in parts) for m in named]
+    else:
+        names = [f"{m[1]} · {m[2]}" if m else run.run_id for m, run in zip(named, runs)]
     labels, seen = [], {}
-    for run in runs:
-        named = TAB_RUN_NAME.fullmatch(run.run_id)
-        label = f"{named[1]} · {named[2]}" if named else run.run_id
+    for label in names:
         seen[label] = seen.get(label, 0) + 1
         labels.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
     return labels

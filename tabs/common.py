@@ -99,7 +99,8 @@ def curve_updates(frames: list, drawn: list | None) -> tuple[list | None, list, 
     layouts = [curve_layout(frame) for frame in frames]
     stale = [old is not None and new is not None and old != new for old, new in zip(drawn or layouts, layouts)]
     clear = [None if changed else gr.skip() for changed in stale] if any(stale) else None
-    draw = [None if frame is None else gr.update(value=frame, x_lim=layout[1]) for frame, layout in zip(frames, layouts)]
+    draw = [None if frame is None else gr.update(value=frame, x_lim=layout[1])
+            for frame, layout in zip(frames, layouts)]
     return clear, draw, layouts
 
 

@@ -27,9 +27,11 @@ def test_rows_per_key_and_runs_overlay_under_their_names(tmp_path):
 
 
 @pytest.mark.parametrize("run_ids, labels", [
-    (["20261201-101500-healthy-ppo", "20261201-101800-kl-too-strong-grpo"], ["healthy · ppo", "kl-too-strong · grpo"]),
+    (["20261201-101500-healthy-ppo", "20261201-101800-no-kl-grpo"], ["healthy · ppo", "no-kl · grpo"]),  # both
+    (["20261201-101500-healthy-ppo", "20261201-101800-no-kl-ppo"], ["healthy", "no-kl"]),  # the presets differ
+    (["20261201-101500-quick-dpo", "20261201-101500-quick-orpo"], ["dpo", "orpo"]),  # the methods differ
     (["20261201-101500-quick-dpo", "20261201-101500-quick-dpo-1"], ["quick · dpo", "quick · dpo #2"]),  # same name
-    (["20261201-101500", "my-run"], ["20261201-101500", "my-run"]),  # not named by a tab: kept as it is
+    (["20261201-101500-quick-dpo", "my-run"], ["quick · dpo", "my-run"]),  # not named by a tab: kept as it is
 ])
 def test_legends_name_runs_by_preset_and_method(tmp_path, run_ids, labels):
     runs = [run_with(tmp_path, name, [{"step": 1, "loss": 1.0}]) for name in run_ids]

@@ -69,9 +69,9 @@ def test_a_second_run_picked_clears_each_drawn_chart_then_draws_both_runs():
     [clear, draw], seen = ticks(on_tick, names, seen)
     assert clear[1:3] == (None, None), "the reward and KL charts were drawn: both cleared first"
     assert all(update == gr.skip() for update in clear[3:]), "charts never drawn and the rest are left as they are"
-    assert set(value(draw[1])["series"]) == {"healthy · ppo", "healthy · ppo (smoothed)", "kl-too-strong · ppo",
-                                              "kl-too-strong · ppo (smoothed)"}
-    assert set(value(draw[2])["series"]) == {"healthy · ppo", "kl-too-strong · ppo"}
+    assert set(value(draw[1])["series"]) == {"healthy", "healthy (smoothed)", "kl-too-strong",
+                                              "kl-too-strong (smoothed)"}
+    assert set(value(draw[2])["series"]) == {"healthy", "kl-too-strong"}
     recorder.log(2, 2, {"reward": 0.2, "kl": 0.02})
     updates, _ = ticks(on_tick, names, seen)
     assert len(updates) == 1, "a new step of the same series is drawn into the chart as it is, no clearing"
