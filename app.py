@@ -9,12 +9,12 @@ import argparse
 import gradio as gr
 
 from core import profiles
-from tabs import align, common, icl, rag, reward, rl
+from tabs import align, common, icl, rag, reward, rl, run_panel
 
 TABS = [("ICL lab", icl), ("Reward explorer", reward), ("DPO / ORPO trainer", align),
         ("RAG recipe chat", rag), ("RL summarizer", rl)]
 THEME = gr.themes.Soft(primary_hue="indigo")
-CSS = ".status-line {font-size: 0.9em; opacity: 0.85}"
+CSS = ".status-line {font-size: 0.9em; opacity: 0.85} " + run_panel.CURVE_CSS
 QUEUE = {"default_concurrency_limit": 8}  # events without a limit of their own; model events share one of width 1
 LAUNCH = {"max_file_size": "25mb"}  # gradio refuses larger uploads before they reach disk (pairs files: 20 MB)
 

@@ -2,6 +2,7 @@
 for, and long-format rows (step, value, series) for several runs at once, so runs overlay on one chart."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from core.runfolder import RunInfo, last_per_step, read_lines
@@ -65,11 +66,32 @@ def ema(values: list[float], alpha: float = 0.2) -> list[float]:
     return out
 
 
+# {UTC stamp}-{preset}-{method}, as tabs.run_panel.run_name names a run, [-n] when that folder existed already
+TAB_RUN_NAME = re.compile(r"\d{8}-\d{6}-(.+)-([a-z]+)(?:-\d+)?")
+
+
+def run_labels(runs: list[RunInfo]) -> list[str]:
+    """Brief legend names: runs named {stamp}-{preset}-{method} read by what tells them apart ("healthy",
+    "kl-too-strong"; "dpo", "orpo"; else "preset · method"); another name stays as it is; a name two runs share
+    gets "#2", "#3" in order."""
+    named = [TAB_RUN_NAME.fullmatch(run.run_id) for run in runs]
+    if all(named):  # the part that tells the runs apart, or both
+        parts = [i for i in (1, 2) if len({m[i] for m in named}) > 1] or [1, 2]
+        names = [" · ".join(m[i] for i in parts) for m in named]
+    else:
+        names = [f"{m[1]} · {m[2]}" if m else run.run_id for m, run in zip(named, runs)]
+    labels, seen = [], {}
+    for label in names:
+        seen[label] = seen.get(label, 0) + 1
+        labels.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return labels
+
+
 def chart_rows(runs: list[RunInfo], chart: Chart) -> list[dict]:
-    """[{step, value, series}] for every key of `chart` logged by each run; series = "<run id> · <key>" when several
-    runs overlay, else the key."""
+    """[{step, value, series}] for every key of `chart` logged by each run. One run: series = the key; several
+    runs overlaid: the run's label (run_labels), then the key when the chart draws several."""
     rows = []
-    for run in runs:
+    for run, label in zip(runs, run_labels(runs)):
         if chart.method and run.config.get("method") != chart.method:
             continue
         metrics = read_lines(run.folder / "metrics.jsonl")
@@ -77,7 +99,7 @@ def chart_rows(runs: list[RunInfo], chart: Chart) -> list[dict]:
             points = [(m["step"], float(m[key])) for m in last_per_step(metrics, key)]
             if not points:
                 continue
-            name = key if len(runs) == 1 else f"{run.run_id} · {key}"
+            name = key if len(runs) == 1 else label if len(chart.keys) == 1 else f"{label} · {key}"
             rows += [{"step": step, "value": value, "series": name} for step, value in points]
             if chart.smooth and key == chart.keys[0]:
                 smoothed = ema([v for _, v in points])

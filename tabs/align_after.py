@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from core import align, runfolder
-from tabs.common import GPU_EVENT, POLL_EVENT, plot_frame, text_table, user_errors
+from tabs.common import GPU_EVENT, POLL_EVENT, text_table, user_errors
 
 log = logging.getLogger(__name__)
 API_NAMES = ["align_answers", "align_score", "align_compare", "align_push"]
@@ -51,12 +51,10 @@ def on_selection(selected):
         return pd.DataFrame(columns=list(ANSWER_COLUMNS))
 
 
-def comparison_frames(runs: list[runfolder.RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def comparison_frames(runs: list[runfolder.RunInfo]) -> tuple[pd.DataFrame, object]:
+    """The comparison table and its grouped bars (a matplotlib figure, None before any run is scored)."""
     rows = [align.comparison_row(r) for r in runs]
-    table = pd.DataFrame(rows, columns=align.COMPARISON_COLUMNS).round(3)
-    bars = [{"method": r["method"], "answers": who, "mean reward": r[f"{who} reward"]}
-            for r in rows for who in ("base", "trained") if r[f"{who} reward"] is not None]
-    return table, plot_frame(bars, {"method": "object", "answers": "object", "mean reward": "float64"})
+    return pd.DataFrame(rows, columns=align.COMPARISON_COLUMNS).round(3), align.reward_bars(rows)
 
 
 def score_handler(profile):
@@ -105,8 +103,7 @@ def build(profile, selected: gr.Dropdown) -> None:
         score_button = gr.Button("Score answers with the reward model", variant="primary")
         compare_button = gr.Button("Compare DPO and ORPO")
     table = text_table({c: COMPARISON_WIDTHS.get(c, 1.05) for c in align.COMPARISON_COLUMNS}, "DPO vs ORPO")
-    bars = gr.BarPlot(None, x="method", y="mean reward",
-                      color="answers", title="Mean reward of the answers: base model vs trained adapter", height=260)
+    bars = gr.Plot(label="Mean reward of the answers: base model vs trained adapter", show_label=False)
     gr.Markdown("<small>What to look for: ORPO needs no reference model, so it often uses less time per step; the "
                 "margin over base says which alignment the reward model prefers (with two prompts, a hint, not a "
                 "verdict).</small>")

@@ -76,10 +76,32 @@ def _fits_data_model(block, value) -> bool:
 def plot_frame(rows: list, columns: dict[str, str]) -> pd.DataFrame | None:
     """A native plot's update: `rows` as a frame with each column of a fixed dtype (columns: name -> dtype), or None
     (which clears the plot) while there are no rows. Gradio 6.31 types each axis from the frame's dtypes (an empty
-    frame's object columns read as "nominal") and builds a plot's encoding from the first frame it draws: a chart
-    first drawn from an empty frame drew no lines and no legend for the frames that followed (seen in the browser
-    on a training run watched from its start), while after None the next frame is drawn afresh."""
+    frame's object columns read as "nominal")."""
     return pd.DataFrame(rows, columns=list(columns)).astype(columns) if rows else None
+
+
+MIN_STEP_SPAN = 5  # below it an x axis of steps shows fractional ticks (as "1 2 2 3 3" once formatted as integers)
+
+
+def curve_layout(frame: pd.DataFrame | None) -> tuple | None:
+    """What a line chart of (step, value, series) fixes when gradio embeds it: its series in order (the colour
+    domain and the legend) and its x range (fixed to 0..MIN_STEP_SPAN for a short run, else automatic)."""
+    if frame is None:
+        return None
+    return tuple(dict.fromkeys(frame["series"])), None if frame["step"].max() >= MIN_STEP_SPAN else [0, MIN_STEP_SPAN]
+
+
+def curve_updates(frames: list, drawn: list | None) -> tuple[list | None, list, list]:
+    """Line charts' updates as (clear, draw, layouts). Gradio 6.31 builds a plot's encoding when it embeds it, on its
+    first frame after None; a later frame only swaps the data, so a frame with other series drew no line for them
+    (their colour is not in the old domain) under the old legend. A chart whose layout changed is therefore cleared
+    first (`clear`: None for it, gr.skip() for the rest; None when nothing changed), then drawn afresh."""
+    layouts = [curve_layout(frame) for frame in frames]
+    stale = [old is not None and new is not None and old != new for old, new in zip(drawn or layouts, layouts)]
+    clear = [None if changed else gr.skip() for changed in stale] if any(stale) else None
+    draw = [None if frame is None else gr.update(value=frame, x_lim=layout[1])
+            for frame, layout in zip(frames, layouts)]
+    return clear, draw, layouts
 
 
 def status_markdown() -> str:

@@ -13,10 +13,15 @@ import pandas as pd
 
 from core import curves, jobs, runfolder
 from core.runs import runs_dir
-from tabs.common import GPU_EVENT, POLL_EVENT, plot_frame, user_errors
+from tabs.common import GPU_EVENT, POLL_EVENT, curve_updates, plot_frame, user_errors
 
 RUN_COLUMNS = ["run", "status", "method", "steps", "wall", "s/step", "peak GB", "final"]
 CURVE_COLUMNS = {"step": "int64", "value": "float64", "series": "object"}
+CURVE_CLASS = "training-curve"
+# Vega draws a series of one point (step 1 of a run, a 1-step run) as a path "Mx,yZ" of length zero, which no butt
+# line cap shows: round caps, and a wide stroke for such paths, draw it as a dot. app.CSS carries this.
+CURVE_CSS = (f".{CURVE_CLASS} .mark-line path {{stroke-linecap: round; stroke-linejoin: round}} "
+             f".{CURVE_CLASS} .mark-line path[d$='Z']:not([d*='L']) {{stroke-width: 8px}}")
 
 
 def progress_html(info: runfolder.RunInfo | None) -> str:
@@ -111,18 +116,22 @@ def poll_handler(kind: str, charts: tuple[curves.Chart, ...]):
     def on_tick(selected, seen):
         """Timer (1 s) -> progress, every chart, the runs table, the run picker, the selection (a reloaded page
         starts empty and re-attaches to the running job here) and what was last drawn (nothing is redrawn
-        while nothing changed)."""
+        while nothing changed; a chart whose series or x range changed is cleared, then drawn: curve_updates)."""
         runs = runfolder.list_runs(kind)  # the one read of the run folders per tick
         selected = [r for r in (selected or []) if r] or default_selection(kind, runs)
         selected = list(dict.fromkeys(name for r in selected for name in jobs.JOBS.companions(r)))
-        signature = _signature(runs, selected)
-        if signature == seen:
-            return gr.skip()
+        signature, drawn = _signature(runs, selected), (seen or (None, None))[1]
+        if seen and signature == seen[0]:
+            yield gr.skip()
+            return
         by_id = {r.run_id: r for r in runs}
         picked = [by_id[name] for name in selected if name in by_id]
-        frames = [plot_frame(curves.chart_rows(picked, c), CURVE_COLUMNS) for c in charts]
-        return (progress_html(picked[0] if picked else None), *frames, runs_frame(runs),
-                gr.update(choices=list(by_id), value=selected), selected, signature)
+        clear, draw, layouts = curve_updates([plot_frame(curves.chart_rows(picked, c), CURVE_COLUMNS)
+                                              for c in charts], drawn)
+        if clear:
+            yield gr.skip(), *clear, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        yield (progress_html(picked[0] if picked else None), *draw, runs_frame(runs),
+               gr.update(choices=list(by_id), value=selected), selected, (signature, layouts))
     return on_tick
 
 
@@ -178,10 +187,11 @@ def build(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
             for chart in pair:
                 with gr.Column():
                     # starts as None, never an empty frame (see plot_frame); the title sits above the plot, not
-                    # in it, since a plot without points shows no title of its own
+                    # in it, since a plot without points shows no title of its own; CURVE_CSS
                     gr.Markdown(f"**{chart.title}**")
                     plots.append(gr.LinePlot(None, x="step", y="value", color="series", show_label=False,
-                                             height=260))
+                                             height=260, x_axis_format="d", y_axis_format="~g",
+                                             elem_classes=CURVE_CLASS))
                     gr.Markdown(f"<small>What to look for: {chart.look_for}</small>")
     with gr.Accordion("Runs (every run in the runs folder, as it ended)", open=True):
         table = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), interactive=False, label="runs")

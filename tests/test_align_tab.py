@@ -63,6 +63,7 @@ def test_a_run_from_the_page_trains_draws_curves_and_is_scored(served):
     polled = client.predict(api_name="/align_poll")  # a fresh page: the newest run is picked
     progress, loss, rewards, orpo_rewards, accuracy, orpo, rate, grad_norm, table, picker = polled[:10]
     assert "finished" in progress and f"<b>{run_id}</b>" in progress
+    loss, rewards = loss["value"], rewards["value"]  # each chart: its frame and its x range (common.curve_updates)
     assert {row[2] for row in loss["data"]} == {"loss"} and len(loss["data"]) == 3, "one loss point per step"
     assert {row[2] for row in rewards["data"]} == {"rewards/chosen", "rewards/rejected", "rewards/margins"}
     assert orpo is None and orpo_rewards is None, "a DPO run logs no ORPO terms, and its rewards go on DPO's chart"
@@ -73,7 +74,7 @@ def test_a_run_from_the_page_trains_draws_curves_and_is_scored(served):
     row = dict(zip(comparison["headers"], comparison["data"][0]))
     assert row["method"] == "DPO" and row["run"] == run_id and row["margin over base"] == pytest.approx(
         row["trained reward"] - row["base reward"], abs=1e-3)
-    assert {r[1] for r in bars["data"]} == {"base", "trained"}
+    assert bars["type"] == "matplotlib" and bars["plot"].startswith("data:image/"), "the grouped bars, drawn"
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -1,5 +1,7 @@
 """What a person sees: the page in headless Chromium, every tab opened, a run whose table fills and whose chart
-renders, the trainer's preview and the RL tab's reward line. The generator is the tiny test model, so runs are fast."""
+renders, the trainer's preview, the RL tab's reward line, and two training runs overlaid on every chart of each
+training tab. The generator is the tiny test model, so runs are fast."""
+import collections
 import dataclasses
 import shutil
 import time
@@ -7,8 +9,10 @@ import time
 import pytest
 
 import app
-from core import profiles
+from core import curves, profiles
 from core.models import MODELS
+from core.runfolder import RunRecorder, find_run
+from core.runs import runs_dir
 from tests.align_tiny import finished_run
 from tests.rl_tiny import finished_rl_run
 
@@ -27,7 +31,7 @@ def page(tiny_lm_dir, tmp_path_factory):
     playwright = pytest.importorskip("playwright.sync_api")
     MODELS.unload()  # the page opens on an empty slot, whatever a test module before this one left resident
     demo = app.build_app(dataclasses.replace(profiles.LITE, generator=str(tiny_lm_dir)))
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, css=app.CSS)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -160,3 +164,62 @@ def test_answers_and_before_after_tables_fit_the_page_with_every_column_in_view(
         assert not fit["cut"], f"{label}: header words broken across lines {fit['cut']}"
     text = panel.inner_text()
     assert "article 2" in text and "ROUGE-1 after" in text
+
+
+# Two runs per training tab, as a tab names them; every logged key of the tab's charts; the first run has one step
+OVERLAID = {
+    "RL summarizer": ("rl", curves.RL_CHARTS, ["20261201-100000-healthy-ppo", "20261201-100500-kl-too-strong-ppo"]),
+    "DPO / ORPO trainer": ("align", curves.ALIGN_CHARTS, ["20261201-100000-quick-dpo", "20261201-100500-quick-orpo"]),
+}
+# Each chart's line marks: vega draws one path per series in the chart's line layer; a series whose colour is not
+# in the chart's colour domain gets no stroke and shows nothing.
+LINES = """el => [...el.querySelectorAll('.training-curve')].map(chart => ({
+    lines: [...chart.querySelectorAll('g.mark-line path')].filter(p => p.getAttribute('stroke')).length,
+    dots: [...chart.querySelectorAll('g.mark-line path')].filter(p => !p.getAttribute('d').includes('L')
+                                                                   && getComputedStyle(p).strokeWidth === '8px').length,
+    legend: [...chart.querySelectorAll('.role-legend-label text')].map(t => t.textContent),
+    steps: [...(chart.querySelector('.role-axis-label')?.querySelectorAll('text') ?? [])].map(t => t.textContent)}))"""
+
+
+def write_runs(kind: str, charts, names: list[str]) -> None:
+    for n, name in enumerate(names):
+        recorder = RunRecorder(runs_dir() / kind / name)
+        recorder.write_config({"method": name.rsplit("-", 1)[1], "algo": "ppo", "max_steps": 1 + 2 * n})
+        for step in range(1, 2 + 2 * n):
+            logged = {key: 0.1 * step + n for chart in charts for key in chart.keys}
+            if not name.endswith("orpo"):  # a DPO run logs no ORPO terms
+                logged = {k: v for k, v in logged.items() if k not in next(c for c in curves.ALIGN_CHARTS if c.title == 'ORPO terms').keys}
+            recorder.log(step, 1 + 2 * n, logged)
+
+
+@pytest.mark.parametrize("title", list(OVERLAID))
+def test_two_runs_overlaid_draw_a_line_per_run_on_every_chart(page, title, tmp_path):
+    """The bug: picking a second run in "show runs" left every chart drawn before with its old legend and no line."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    kind, charts, names = OVERLAID[title]
+    write_runs(kind, charts, names)
+    page.get_by_role("tab", name=title).click()
+    panel = visible_panel(page)
+    playwright.expect(panel.locator(".training-curve g.mark-line path").first).to_be_visible(timeout=20000)
+    page.wait_for_timeout(1500)  # every chart of the newest run drawn
+    picker = panel.get_by_label("show runs (several overlay on the charts)")
+    picker.click()
+    page.get_by_role("option", name=names[0]).click()
+    picker.blur()
+    runs = [find_run(kind, name) for name in names]
+    points = [collections.Counter(r["series"] for r in curves.chart_rows(runs, chart)) for chart in charts]
+    expected, lone = [len(p) for p in points], [sum(n == 1 for n in p.values()) for p in points]
+    assert min(expected) >= 2, "every chart has a series from each run (the ORPO terms: three from one run)"
+    drawn = []
+    for _ in range(40):  # the poll draws within a second or two of the pick
+        page.wait_for_timeout(500)
+        drawn = panel.evaluate(LINES)
+        if [chart["lines"] for chart in drawn] == expected:
+            break
+    page.screenshot(path=f"/tmp/overlaid-{kind}.png", full_page=True)
+    assert [chart["lines"] for chart in drawn] == expected, drawn
+    assert all(len(chart["legend"]) == n for chart, n in zip(drawn, expected)), "the legend names every series"
+    assert [chart["dots"] for chart in drawn] == lone, "the one-step run's single points are drawn as dots"
+    assert all(label.split()[0] in ("healthy", "kl-too-strong", "dpo", "orpo") for chart in drawn
+               for label in chart["legend"]), "runs named by what tells them apart (preset, method), not by a stamp"
+    assert all(chart["steps"] == ["0", "1", "2", "3", "4", "5"] for chart in drawn), "whole steps"

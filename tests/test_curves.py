@@ -23,8 +23,24 @@ def test_rows_per_key_and_runs_overlay_under_their_names(tmp_path):
     one = curves.chart_rows([a], curves.ALIGN_CHARTS[0])
     assert one == [{"step": 1, "value": 0.7, "series": "loss"}, {"step": 2, "value": 0.6, "series": "loss"}]
     both = curves.chart_rows([a, b], curves.ALIGN_CHARTS[0])
-    assert {r["series"] for r in both} == {"dpo-1 · loss", "orpo-1 · loss"} and len(both) == 3
+    assert {r["series"] for r in both} == {"dpo-1", "orpo-1"} and len(both) == 3, "one key: the run names it"
+    terms = curves.chart_rows([a, run_with(tmp_path, "orpo-2", [{"step": 1, "nll_loss": 0.1, "log_odds_ratio": -1}])],
+                              chart("ORPO terms"))
+    assert [r["series"] for r in terms] == ["orpo-2 · nll_loss", "orpo-2 · log_odds_ratio"], "several keys: run, key"
     assert curves.chart_rows([b], chart("ORPO terms")) == [], "no ORPO terms logged: nothing drawn"
+
+
+@pytest.mark.parametrize("run_ids, labels", [
+    (["20261201-101500-healthy-ppo", "20261201-101800-no-kl-grpo"], ["healthy · ppo", "no-kl · grpo"]),  # both
+    (["20261201-101500-healthy-ppo", "20261201-101800-no-kl-ppo"], ["healthy", "no-kl"]),  # the presets differ
+    (["20261201-101500-quick-dpo", "20261201-101500-quick-orpo"], ["dpo", "orpo"]),  # the methods differ
+    (["20261201-101500-quick-dpo", "20261201-101500-quick-dpo-1"], ["quick · dpo", "quick · dpo #2"]),  # same name
+    (["20261201-101500-quick-dpo", "my-run"], ["quick · dpo", "my-run"]),  # not named by a tab: kept as it is
+])
+def test_legends_name_runs_by_preset_and_method(tmp_path, run_ids, labels):
+    runs = [run_with(tmp_path, name, [{"step": 1, "loss": 1.0}]) for name in run_ids]
+    assert curves.run_labels(runs) == labels
+    assert [r["series"] for r in curves.chart_rows(runs, curves.ALIGN_CHARTS[0])] == labels
 
 
 def test_a_resumed_runs_repeated_steps_keep_the_last_value(tmp_path):

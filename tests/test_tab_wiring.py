@@ -128,12 +128,12 @@ def test_one_poll_tick_reads_the_run_folders_once(monkeypatch):
     for recorder in recorders:
         recorder.write_config({"algo": "ppo", "max_steps": 2})
     on_tick = run_panel.poll_handler("rl", curves.RL_CHARTS)
-    seen = on_tick([], None)[-1]  # a fresh page; the first call also adopts any job left running
+    seen = list(on_tick([], None))[-1][-1]  # a fresh page; the first call also adopts any job left running
     listed = counted(monkeypatch, run_panel.runfolder, "list_runs")
     read = counted(monkeypatch, run_panel.runfolder, "read_run")
     for step, selected in enumerate(([recorders[0].run_id], []), 1):
         recorders[0].log(step, 2, {"reward": 0.5})
-        seen = on_tick(selected, seen)[-1]
+        seen = list(on_tick(selected, seen))[-1][-1]
         assert len(listed) == 1 and len(read) == len(recorders), (len(listed), len(read))
         listed.clear(), read.clear()
 

@@ -4,7 +4,8 @@ subset formatted with the generator's chat template, and LoRA training with trl 
 The contract (see core/__init__.py): `PreferenceDataConfig`, `PreferenceDataResult`, `prepare(cfg, control=None)` for
 the data; `AlignConfig` (+ `PRESETS`, `preset_config`; config.py) and `train(cfg, recorder, resume=False)` (job.py),
 run through core.runfolder.run_job, for training; after training, a run's answers scored, runs compared and an adapter
-pushed to the Hub (compare.py). Importing this package loads no transformers, peft or trl.
+pushed to the Hub (compare.py), the compared mean rewards as grouped bars (plots.py). Importing this package loads
+no transformers, peft, trl or matplotlib.
 """
 from core.align.compare import (COMPARISON_COLUMNS, comparison_row, latest_per_method, push_adapter, read_answers,
                                 read_scores, same_trained_answers, score_run)
@@ -13,11 +14,12 @@ from core.align.data import (RULES, PreferenceDataConfig, PreferenceDataResult, 
                              format_pair, prepare, removal_reason, select_subset)
 from core.align.job import train
 from core.align.plan import CHECKPOINTING_CHOICES, BatchPlan, ModelShape, choose_micro_batch, training_bytes
+from core.align.plots import reward_bars
 from core.data import TOXIC_SOURCE
 
 __all__ = ["CHECKPOINTING_CHOICES", "COMPARISON_COLUMNS", "METHODS", "PRESETS", "TARGET_MODULES", "TOXIC_SOURCE",
            "AlignConfig", "BatchPlan", "ModelShape", "PreferenceDataConfig", "PreferenceDataResult", "RULES",
            "choose_micro_batch", "comparison_row", "data_config", "filter_pairs", "format_for_training",
            "format_pair", "latest_per_method", "prepare", "preset_config", "push_adapter", "read_answers",
-           "read_scores", "removal_reason", "same_trained_answers", "score_run", "select_subset", "train",
-           "training_bytes"]
+           "read_scores", "removal_reason", "reward_bars", "same_trained_answers", "score_run", "select_subset",
+           "train", "training_bytes"]
