@@ -118,13 +118,14 @@ def poll_handler(kind: str, charts: tuple[curves.Chart, ...]):
         starts empty and re-attaches to the running job here) and what was last drawn (nothing is redrawn
         while nothing changed; a chart whose series or x range changed is cleared, then drawn: curve_updates)."""
         runs = runfolder.list_runs(kind)  # the one read of the run folders per tick
-        selected = [r for r in (selected or []) if r] or default_selection(kind, runs)
+        by_id = {r.run_id: r for r in runs}
+        # a picked run whose folder is gone (deleted, another runs folder) drops out of the selection
+        selected = [r for r in (selected or []) if r in by_id] or default_selection(kind, runs)
         selected = list(dict.fromkeys(name for r in selected for name in jobs.JOBS.companions(r)))
         signature, drawn = _signature(runs, selected), (seen or (None, None))[1]
         if seen and signature == seen[0]:
             yield gr.skip()
             return
-        by_id = {r.run_id: r for r in runs}
         picked = [by_id[name] for name in selected if name in by_id]
         clear, draw, layouts = curve_updates([plot_frame(curves.chart_rows(picked, c), CURVE_COLUMNS)
                                               for c in charts], drawn)

@@ -138,6 +138,16 @@ def test_one_poll_tick_reads_the_run_folders_once(monkeypatch):
         listed.clear(), read.clear()
 
 
+def test_a_picked_run_whose_folder_is_gone_drops_out_of_the_selection():
+    """A page kept a run picked after its folder went away: every chart stayed empty and handlers raised "no rl run
+    named ..." toasts; the poll now falls back to the newest run there is."""
+    recorder = RunRecorder(runs_dir() / "rl" / "20261201-000000-healthy-ppo")
+    recorder.write_config({"algo": "ppo", "max_steps": 2})
+    recorder.log(1, 2, {"reward": 0.5})
+    frames = list(run_panel.poll_handler("rl", curves.RL_CHARTS)(["20261130-000000-gone-ppo"], None))
+    assert frames[-1][-2] == [recorder.run_id]
+
+
 def test_a_stop_press_reaches_only_its_own_sessions_work():
     stops, mine, theirs = SessionStops(), SimpleNamespace(session_hash="s1"), SimpleNamespace(session_hash="s2")
     assert stops.stop(mine) == "Nothing is running."
