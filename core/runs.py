@@ -41,6 +41,11 @@ class RunControl:
             self.on_progress(done / total, message)
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 optimizer step", "3 optimizer steps"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def runs_dir() -> Path:
     """$ALAB_RUNS; else /data/alignment-lab/runs on a Space with persistent storage; else runs/ in the checkout.
     Read at every call, so a test (or a child process) can point it elsewhere."""

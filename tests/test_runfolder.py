@@ -112,3 +112,17 @@ def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 0.7}\n{"step": 2, "loss": 0.6}\n{"step": 3, "lo')
     assert [r["step"] for r in runfolder.read_lines(path)] == [1, 2]
+
+
+def test_the_runs_table_shows_the_final_figure_each_kind_writes(tmp_path, monkeypatch):
+    from core.rl.job import curve_figures
+    from tabs.run_panel import runs_frame
+
+    monkeypatch.setenv("ALAB_RUNS", str(tmp_path))
+    recorder = RunRecorder(tmp_path / "rl" / "healthy-ppo")
+    for step, reward in [(1, 0.1), (2, 0.3)]:
+        recorder.log(step, 2, {"reward": reward})
+    recorder.finish("finished", "trained 2 steps", **curve_figures(recorder.run_dir))
+    table = runs_frame(runfolder.list_runs("rl"))
+    assert table["final"].tolist() == [f"{curve_figures(recorder.run_dir)['reward_final']:.3g}"], \
+        "the RL summary's reward_final fills the final column"
