@@ -138,6 +138,13 @@ def whole(value, name: str) -> int:
     return value if isinstance(value, int) else int(number)
 
 
+def in_page_words(message: str, labels: dict[str, str]) -> str:
+    """core's message with each config field it names replaced by the field's label on the page, quoted:
+    "learning_rate must be > 0" -> "'learning rate' must be > 0"."""
+    names = re.compile(r"\b(" + "|".join(map(re.escape, sorted(labels, key=len, reverse=True))) + r")\b")
+    return names.sub(lambda found: repr(labels[found[1]]), message)
+
+
 def model_line(role: str, model_id: str) -> str:
     return f"<small>{role}: `{model_id}`</small>"
 
