@@ -89,6 +89,8 @@ class JobManager:
         if folder is None:
             return ""
         info = read_run(folder)
+        if info.step == 0:
+            return f"training {info.kind}/{info.run_id}: preparing (the data and the model load before step 1)"
         return (f"training {info.kind}/{info.run_id}: step {info.step}/{info.max_steps or '?'}, "
                 f"ETA {clock(info.eta_s)}")
 
