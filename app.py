@@ -26,13 +26,15 @@ def build_app(profile: profiles.Profile | None = None) -> gr.Blocks:
         gr.Markdown(f"# Alignment Lab\nPrompting, reward models and alignment, hands on. "
                     f"Profile: **{profile.name}**{lite_note}")
         with gr.Row():
-            status = gr.Markdown(common.status_markdown(), elem_classes="status-line")
+            status = gr.Markdown("", elem_classes="status-line")  # filled per page as it loads (below)
             unload_button = gr.Button("Unload model", size="sm", scale=0)
         with gr.Tabs():
             for title, module in TABS:
                 with gr.Tab(title):
                     module.build(profile)
-        gr.Timer(2.0).tick(common.status_markdown, outputs=status, api_name="status", queue=False)
+        # The state as of this page's load, not of the app's start; then on the run panels' tick (1 s, their queue).
+        demo.load(common.status_markdown, outputs=status, api_visibility="private", **common.POLL_EVENT)
+        gr.Timer(1.0).tick(common.status_markdown, outputs=status, api_name="status", **common.POLL_EVENT)
         unload_button.click(common.unload, outputs=status, api_name="unload", **common.GPU_EVENT)
     return demo
 

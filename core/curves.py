@@ -51,7 +51,9 @@ RL_CHARTS = (
           "A clip fraction near 0 means tiny updates, well above 0.2 too large ones; falling entropy means the "
           "policy is becoming sure of itself."),
     Chart("Response length (tokens)", ("response_length", "completions/mean_length"),
-          "Summaries that shrink to nothing or run to the token limit are a sign of reward hacking."),
+          "Compare with step 1: a length that drifts to nothing or to the limit (max new tokens) while the reward "
+          "rises is a sign of reward hacking; one that sits at the limit from step 1 on only means the model has not "
+          "learned to stop (usual for lite's 48 tokens)."),
     Chart("KL coefficient β (PPO) and reward spread (GRPO)", ("beta", "reward_std"),
           "The adaptive controller raises β when KL overshoots its target; GRPO learns only where rewards differ."),
 )

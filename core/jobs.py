@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from core import mirror
-from core.runfolder import CANCEL, KINDS, STOP, RunInfo, clear_marks, find_run, list_runs, process_alive, read_run
+from core.runfolder import (CANCEL, CANCELLED, KINDS, MARKS_CLEARED_ENV, STOP, RunInfo, clear_marks, find_run,
+                            list_runs, process_alive, read_run)
 from core.runs import REPO_ROOT, new_run_dir, runs_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class JobManager:
         if folder is None:
             return ""
         info = read_run(folder)
+        if info.step == 0:
+            return f"training {info.kind}/{info.run_id}: preparing (the data and the model load before step 1)"
         return (f"training {info.kind}/{info.run_id}: step {info.step}/{info.max_steps or '?'}, "
                 f"ETA {clock(info.eta_s)}")
 
@@ -155,8 +158,8 @@ class JobManager:
     def _spawn(self, folder: Path, argv: list[str], resume: bool) -> subprocess.Popen:
         if not resume:
             write_json(folder / "launch.json", {"argv": argv, "created": time.time()})
-        clear_marks(folder)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "ALAB_RUNS": str(runs_dir())}
+        clear_marks(folder)  # here, not in the job: a Stop or Cancel pressed from now on is kept for it
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "ALAB_RUNS": str(runs_dir()), MARKS_CLEARED_ENV: "1"}
         with open(folder / "log.txt", "ab") as out:
             # A session of its own: a Ctrl-C meant for the app does not reach the job, and the job outlives it.
             process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -165,12 +168,15 @@ class JobManager:
         return process
 
     def _watch(self, process: subprocess.Popen | None, folder: Path, generation: int) -> None:
-        """A thread that waits for the job to end, records an exit without a summary, and frees the slot (unless a
-        newer job holds it: a resumed run reuses its folder, and its watcher is another one)."""
+        """A thread that waits for the job to end, records an exit without a summary (cancelled when Cancel was
+        pressed: a SIGTERM before the job handles it ends the process at once), and frees the slot (unless a newer
+        job holds it: a resumed run reuses its folder, and its watcher is another one)."""
         def wait():
             if process is not None:
                 code = process.wait()
-                if code not in (0, -signal.SIGKILL) and not (folder / "summary.json").exists():
+                if (folder / CANCEL).exists() and not (folder / "summary.json").exists():
+                    write_json(folder / "summary.json", {"status": "cancelled", "reason": CANCELLED})
+                elif code not in (0, -signal.SIGKILL) and not (folder / "summary.json").exists():
                     tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-3:]
                     write_json(folder / "summary.json", {"status": "failed", "reason": f"the job exited with code "
                                                          f"{code}: " + " | ".join(tail)})
@@ -203,7 +209,7 @@ class JobManager:
         if process_alive(info.folder):
             os.kill(pid, signal.SIGKILL)
         if not (info.folder / "summary.json").exists():
-            write_json(info.folder / "summary.json", {"status": "cancelled", "reason": "cancelled by the user"})
+            write_json(info.folder / "summary.json", {"status": "cancelled", "reason": CANCELLED})
             mirror.sync(info.folder)
         return read_run(info.folder)
 

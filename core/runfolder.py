@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 KINDS = ("align", "rl")  # the jobs that train: `python -m core <kind> --run-dir ...`
 STOP, CANCEL = "STOP", "CANCEL"
 MARKS = (STOP, CANCEL, "summary.json")  # how the last end left the folder; a resumed run starts without them
+# Set by the app, which clears the marks of a run's last end before it launches the job: the job then keeps the marks
+# it finds, which are a Stop or Cancel pressed while it was still preparing. A job started by hand clears them itself.
+MARKS_CLEARED_ENV = "ALAB_MARKS_CLEARED"
 FINAL = ("finished", "stopped", "cancelled", "failed")
 MIRRORED_AT = ("checkpoint", *FINAL)  # the events after which the folder is copied to $ALAB_RUNS_MIRROR
 CANCELLED = "cancelled by the user: ended at once, no adapter saved"
@@ -48,10 +51,11 @@ class Cancelled(BaseException):
 class RunRecorder:
     """What a training job writes into its run folder, and the Stop request it reads from there."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, resume: bool = False):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.started = time.perf_counter()
+        # a resumed run's clock goes on from where the run ended: elapsed and wall time count every launch
+        self.started = time.perf_counter() - (seconds_so_far(self.run_dir) if resume else 0.0)
         # Under `accelerate launch --num_processes N` every process runs the job; only rank 0 writes the folder.
         self.writes = rank() == 0
 
@@ -72,7 +76,7 @@ class RunRecorder:
             os.fsync(f.fileno())
 
     def log(self, step: int, max_steps: int, values: dict) -> None:
-        """One metrics line: step, max_steps, seconds since the job (re)started, then the logged values."""
+        """One metrics line: step, max_steps, seconds the run has taken (every launch of it), then the values."""
         self._append("metrics.jsonl", {"step": step, "max_steps": max_steps,
                                        "elapsed_s": time.perf_counter() - self.started, **values})
 
@@ -94,12 +98,13 @@ class RunRecorder:
                                                                     **record})
 
     def finish(self, status: str, reason: str, **figures) -> dict:
-        """summary.json, the run's last write: status, why it ended, wall time and the job's figures."""
+        """summary.json, the run's last write: status, why it ended, wall time (every launch of the run) and the
+        job's figures; the final event keeps the wall time, for a resume (the app clears summary.json first)."""
         summary = {"status": status, "reason": reason, "wall_s": time.perf_counter() - self.started,
                    **peak_memory(), **figures}
         if self.writes:
             write_json(self.run_dir / "summary.json", summary)
-        self.event(status, reason=reason)
+        self.event(status, reason=reason, wall_s=summary["wall_s"])
         return summary
 
 
@@ -109,11 +114,19 @@ def clear_marks(folder: Path) -> None:
         (Path(folder) / mark).unlink(missing_ok=True)
 
 
+def seconds_so_far(folder: Path) -> float:
+    """The seconds a run took before this launch: the latest of its logged elapsed times and of the wall times its
+    ends recorded (a killed run recorded no end; each figure already counts the launches before it)."""
+    metrics = [m.get("elapsed_s") for m in read_lines(Path(folder) / "metrics.jsonl")]
+    ends = [e.get("wall_s") for e in read_lines(Path(folder) / "events.jsonl")]
+    return max((s for s in metrics + ends if isinstance(s, (int, float))), default=0.0)
+
+
 def run_job(run_dir: Path, work: Callable[[RunRecorder], dict], resume: bool = False) -> dict:
     """Runs `work(recorder)` as the job of `run_dir`: work returns its summary figures with "status" (finished or
     stopped) and "reason"; an exception ends the run as failed, SIGTERM as cancelled. Returns the summary."""
-    recorder = RunRecorder(run_dir)
-    if recorder.writes:
+    recorder = RunRecorder(run_dir, resume)
+    if recorder.writes and not os.environ.get(MARKS_CLEARED_ENV):
         clear_marks(recorder.run_dir)
     previous = signal.signal(signal.SIGTERM, _raise_cancelled)
     recorder.event("resumed" if resume else "started", pid=os.getpid())

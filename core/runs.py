@@ -41,6 +41,11 @@ class RunControl:
             self.on_progress(done / total, message)
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 optimizer step", "3 optimizer steps"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def runs_dir() -> Path:
     """$ALAB_RUNS; else /data/alignment-lab/runs when that folder exists and is writable, as a plain local folder
     (never inside $ALAB_RUNS_MIRROR, a bucket: live runs need appends and renames); else runs/ in the checkout.

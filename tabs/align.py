@@ -3,6 +3,7 @@ job apart from the page (live curves, Stop and save / Cancel, resume), then answ
 Layout and wiring only: the work is core.align and core.jobs."""
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import gradio as gr
@@ -102,6 +103,17 @@ def _configs(profile, method, preset, values: dict) -> list[align.AlignConfig]:
     return [align.preset_config(preset, profile, method=m, **overrides) for m in methods]
 
 
+def with_pairs_available(cfgs: list[align.AlignConfig]) -> list[align.AlignConfig]:
+    """The configs with no more pairs than the filtered data has (a warning says how many are used); zero pairs left
+    is refused by core before a job starts."""
+    data = align.prepare(align.data_config(cfgs[0]))
+    if data.selected >= cfgs[0].pairs:
+        return cfgs
+    gr.Warning(f"pairs: {cfgs[0].pairs:,} asked, but {data.kept:,} pairs pass the filters: the run trains on "
+               f"{data.selected:,}.")
+    return [dataclasses.replace(c, pairs=data.selected) for c in cfgs]
+
+
 def start_handler(profile):
     @user_errors
     def on_start_click(method, preset, dataset, similarity, word_limit, drop_toxic, *advanced):
@@ -109,7 +121,7 @@ def start_handler(profile):
         training job(s) and selects the new run (its curves appear below)."""
         cfgs = _configs(profile, method, preset, dict(dataset=dataset, similarity=similarity, word_limit=word_limit,
                                                       drop_toxic=drop_toxic, advanced=advanced))
-        align.prepare(align.data_config(cfgs[0]))  # zero pairs left after filtering: say so before a job starts
+        cfgs = with_pairs_available(cfgs)
         runs = [(c.method, ["--profile", profile.name, *flags.config_argv(c)]) for c in cfgs]
         return run_panel.start_runs("align", preset, runs, on_done=align_after.score_all(profile))
     return on_start_click
@@ -130,7 +142,8 @@ def _data_panel(profile) -> SimpleNamespace:
                 "identical (Levenshtein ratio) and pairs with an over-long answer; ours (the quick demo's, not the "
                 "notebook's): drop the toxic-dpo source; then a "
                 "seeded subset, formatted as prompt (chat template + assistant header) / chosen / rejected "
-                "(answer + eos). The class's own votes (panel 4) appear in the picker once exported.")
+                "(answer + eos). The class's own votes (the panel “Your class as the humans in RLHF” at the "
+                "bottom of this tab) appear in the picker once exported.")
     with gr.Row():
         dataset = gr.Dropdown(data_choices(profile), value=profile.preferences, label="preference data", scale=5)
         refresh = gr.Button("↻", scale=0, size="sm")

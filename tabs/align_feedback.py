@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from core import feedback
+from core.runs import RunControl
 from tabs import align_feedback_tally
 from tabs.common import GPU_EVENT, model_line, user_errors, whole
 from tabs.align_feedback_tally import FILE_EVENT, pair_choices
@@ -41,19 +42,26 @@ def _session_config(profile, name, prompts, length, request: gr.Request) -> feed
                                   no_repeat_ngram_size=profile.no_repeat_ngram_size)
 
 
+def _progress_control(progress: gr.Progress) -> RunControl:
+    """The answering's progress (the model load, then each pass over the prompts) on the event's outputs."""
+    return RunControl(on_progress=lambda fraction, message: progress(fraction, desc=message))
+
+
 def session_handlers(profile):
     @user_errors
-    def on_create_click(name, prompts, length, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+    def on_create_click(name, prompts, length, request: gr.Request, progress=gr.Progress()):
         """session_box, prompts_box, length_number -> a new session (you own it): prompts_box, session_note and the
         pair view."""
-        session = feedback.create_session(_session_config(profile, name, prompts, length, request))
+        session = feedback.create_session(_session_config(profile, name, prompts, length, request),
+                                          _progress_control(progress))
         return _session_view(session, request)
 
     @user_errors
-    def on_edit_click(name, prompts, length, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+    def on_edit_click(name, prompts, length, request: gr.Request, progress=gr.Progress()):
         """session_box, prompts_box, length_number -> the owner's new prompts (new ones answered): the same widgets
         as Start."""
-        session = feedback.edit_prompts(_session_config(profile, name, prompts, length, request))
+        session = feedback.edit_prompts(_session_config(profile, name, prompts, length, request),
+                                        _progress_control(progress))
         return _session_view(session, request)
 
     return on_create_click, on_edit_click

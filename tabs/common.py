@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 import math
 import os
 import re
@@ -16,6 +17,8 @@ from gradio.exceptions import InvalidPathError
 from core.jobs import JOBS, JobBusy
 from core.models import MODELS, AcceleratorBusy, ModelLoadError
 from core.runs import RunControl, Stopped
+
+log = logging.getLogger(__name__)
 
 # Every model-using event joins one queue of width 1: users wait their turn for the accelerator (the page shows
 # their place in the queue). Polling events never wait behind it.
@@ -31,10 +34,22 @@ class Blocks(gr.Blocks):
     async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
         try:
             return await super().preprocess_data(block_fn, inputs, state, explicit_call)
-        except gr.Error:
-            raise
+        except gr.Error as exc:  # gradio's own check, e.g. a number below its widget's minimum
+            raise refusal(out_of_range_message(block_fn, inputs) or exc.message) from exc
         except Exception as exc:
-            raise gr.Error(malformed_input_message(block_fn, inputs, exc)) from exc
+            raise refusal(malformed_input_message(block_fn, inputs, exc)) from exc
+
+
+def out_of_range_message(block_fn, inputs: list) -> str | None:
+    """Gradio's "Value 0 is less than minimum value 1." with the widget's name: "'Rows' must be at least 1, got 0"."""
+    for index, (block, value) in enumerate(zip(block_fn.inputs, inputs)):
+        if not isinstance(block, gr.Number) or not isinstance(value, (int, float)):
+            continue
+        if block.minimum is not None and value < block.minimum:
+            return f"{_label(block, index)} must be at least {block.minimum}, got {value}"
+        if block.maximum is not None and value > block.maximum:
+            return f"{_label(block, index)} must be at most {block.maximum}, got {value}"
+    return None
 
 
 def malformed_input_message(block_fn, inputs: list, exc: Exception) -> str:
@@ -147,12 +162,37 @@ def whole(value, name: str) -> int:
     return value if isinstance(value, int) else int(number)
 
 
+def in_page_words(message: str, labels: dict[str, str]) -> str:
+    """core's message with each config field it names replaced by the field's label on the page, quoted:
+    "learning_rate must be > 0" -> "'learning rate' must be > 0"."""
+    names = re.compile(r"\b(" + "|".join(map(re.escape, sorted(labels, key=len, reverse=True))) + r")\b")
+    return names.sub(lambda found: repr(labels[found[1]]), message)
+
+
 def model_line(role: str, model_id: str) -> str:
     return f"<small>{role}: `{model_id}`</small>"
 
 
 STOPPED = "Stopped: {kept}"
-USER_ERRORS = (ValueError, ModelLoadError, FileNotFoundError, AcceleratorBusy, JobBusy)
+USER_ERRORS = (ValueError, ModelLoadError, FileNotFoundError)
+BUSY = (AcceleratorBusy, JobBusy)  # a training job holds the accelerator: the request is refused, the page kept
+JOB_TABS = {"align": "DPO / ORPO trainer", "rl": "RL summarizer"}  # the tab that shows each kind of training run
+
+
+def refusal(message: str) -> gr.Error:
+    """Bad input as the user sees it (a gr.Error with core's message) and as the server log keeps it: one line,
+    no traceback (tracebacks are for bugs)."""
+    log.warning("refused: %s", message.splitlines()[0][:300])
+    return gr.Error(message, print_exception=False)
+
+
+def busy_warning(exc: Exception) -> None:
+    """A refusal while a training job holds the accelerator: a warning that names the job's tab (the event's
+    outputs stay as they were)."""
+    active = JOBS.active()
+    where = f" The run is on the {JOB_TABS[active.kind]} tab." if active is not None else ""
+    log.warning("refused while a job trains: %s", str(exc)[:300])
+    gr.Warning(f"{exc}{where}")
 
 
 class SessionStops:
@@ -189,8 +229,9 @@ def stopped_warning(kept: str) -> None:
 
 def user_errors(fn, kept: str = "what finished before the stop is shown and saved under runs/"):
     """Wraps a handler (plain or streaming): bad input (ValueError), load failures and missing files reach the
-    user as gr.Error with core's message; a Stop shows a warning saying what was kept (`kept`) and leaves the
-    outputs as they were. Anything else is a bug and keeps its traceback."""
+    user as gr.Error with core's message (see `refusal`); a Stop shows a warning saying what was kept (`kept`), and
+    a request refused while a training job holds the accelerator a warning naming its tab (`busy_warning`): both
+    leave the outputs as they were. Anything else is a bug and keeps its traceback."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def streaming(*args, **kwargs):
@@ -198,8 +239,11 @@ def user_errors(fn, kept: str = "what finished before the stop is shown and save
                 yield from fn(*args, **kwargs)
             except Stopped:
                 stopped_warning(kept)
+            except BUSY as exc:
+                busy_warning(exc)
+                yield gr.skip()
             except USER_ERRORS as exc:
-                raise gr.Error(str(exc)) from exc
+                raise refusal(str(exc)) from exc
         return streaming
 
     @functools.wraps(fn)
@@ -209,8 +253,11 @@ def user_errors(fn, kept: str = "what finished before the stop is shown and save
         except Stopped:
             stopped_warning(kept)
             return gr.skip()
+        except BUSY as exc:
+            busy_warning(exc)
+            return gr.skip()
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
     return plain
 
 

@@ -7,7 +7,7 @@ import gradio as gr
 
 from core import curves, flags, rl
 from tabs import rl_summaries, run_panel
-from tabs.common import GPU_EVENT, model_line, real, user_errors, whole
+from tabs.common import GPU_EVENT, in_page_words, model_line, real, user_errors, whole
 
 API_NAMES = ["rl_start", "rl_preset", "rl_poll", "rl_stop", "rl_cancel", "rl_resume", "rl_download",
              *rl_summaries.API_NAMES]
@@ -19,27 +19,35 @@ PRESET_CHOICES = [(rl.PRESETS[name].label, name) for name in ("no-learning", "kl
 # The Advanced widgets, each keyed by its RlConfig field: ADVANCED is their order in the rl_start and rl_preset
 # endpoints (API callers pass them by position), LAYOUT where each sits on the page; moving a widget in LAYOUT changes
 # neither what a handler reads nor the endpoints.
-ADVANCED = ("max_steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "vf_coef", "kl", "init_kl_coef",
-            "target_kl", "max_new_tokens", "num_generations", "grpo_beta", "save_steps", "max_prompt_tokens")
+ADVANCED = ("max_steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "vf_coef", "kl",
+            "init_kl_coef", "target_kl", "max_new_tokens", "num_generations", "grpo_beta", "save_steps",
+            "max_prompt_tokens")
 LAYOUT = (("max_steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs"),
           ("vf_coef", "kl", "init_kl_coef", "target_kl"),
           ("max_prompt_tokens", "max_new_tokens", "num_generations", "grpo_beta", "save_steps"))
+LABELS = {  # field -> its label on the page; core's messages name fields, the tab shows them as labelled here
+    "max_steps": "steps", "learning_rate": "learning rate", "batch_size": "batch size (articles per step)",
+    "mini_batch_size": "mini-batch size", "ppo_epochs": "PPO epochs", "vf_coef": "vf_coef", "kl": "KL controller",
+    "init_kl_coef": "initial KL coefficient β", "target_kl": "KL target (adaptive)",
+    "max_prompt_tokens": "article tokens kept", "max_new_tokens": "max new tokens",
+    "num_generations": "GRPO: summaries per article", "grpo_beta": "GRPO: KL coefficient",
+    "save_steps": "checkpoint every (steps)", "n_articles": "articles the run trains on (set by the profile)"}
 WIDGETS = {
-    "max_steps": lambda cfg: gr.Number(cfg.max_steps, precision=0, label="steps"),
-    "learning_rate": lambda cfg: gr.Number(cfg.learning_rate, label="learning rate"),
-    "batch_size": lambda cfg: gr.Number(cfg.batch_size, precision=0, label="batch size (articles per step)"),
-    "mini_batch_size": lambda cfg: gr.Number(cfg.mini_batch_size, precision=0, label="mini-batch size"),
-    "ppo_epochs": lambda cfg: gr.Number(cfg.ppo_epochs, precision=0, label="PPO epochs"),
-    "vf_coef": lambda cfg: gr.Number(cfg.vf_coef, label="vf_coef"),
-    "kl": lambda cfg: gr.Radio(["adaptive", "fixed"], value=cfg.kl, label="KL controller"),
-    "init_kl_coef": lambda cfg: gr.Number(cfg.init_kl_coef, label="initial KL coefficient β"),
-    "target_kl": lambda cfg: gr.Number(cfg.target_kl, label="KL target (adaptive)"),
-    "max_prompt_tokens": lambda cfg: gr.Number(cfg.max_prompt_tokens, precision=0, label="article tokens kept",
+    "max_steps": lambda cfg: gr.Number(cfg.max_steps, precision=0, label=LABELS["max_steps"]),
+    "learning_rate": lambda cfg: gr.Number(cfg.learning_rate, label=LABELS["learning_rate"]),
+    "batch_size": lambda cfg: gr.Number(cfg.batch_size, precision=0, label=LABELS["batch_size"]),
+    "mini_batch_size": lambda cfg: gr.Number(cfg.mini_batch_size, precision=0, label=LABELS["mini_batch_size"]),
+    "ppo_epochs": lambda cfg: gr.Number(cfg.ppo_epochs, precision=0, label=LABELS["ppo_epochs"]),
+    "vf_coef": lambda cfg: gr.Number(cfg.vf_coef, label=LABELS["vf_coef"]),
+    "kl": lambda cfg: gr.Radio(["adaptive", "fixed"], value=cfg.kl, label=LABELS["kl"]),
+    "init_kl_coef": lambda cfg: gr.Number(cfg.init_kl_coef, label=LABELS["init_kl_coef"]),
+    "target_kl": lambda cfg: gr.Number(cfg.target_kl, label=LABELS["target_kl"]),
+    "max_prompt_tokens": lambda cfg: gr.Number(cfg.max_prompt_tokens, precision=0, label=LABELS["max_prompt_tokens"],
                                                info="the notebook cuts articles at 512 (its Question 3)"),
-    "max_new_tokens": lambda cfg: gr.Number(cfg.max_new_tokens, precision=0, label="max new tokens"),
-    "num_generations": lambda cfg: gr.Number(cfg.num_generations, precision=0, label="GRPO: summaries per article"),
-    "grpo_beta": lambda cfg: gr.Number(cfg.grpo_beta, label="GRPO: KL coefficient"),
-    "save_steps": lambda cfg: gr.Number(cfg.save_steps, precision=0, label="checkpoint every (steps)"),
+    "max_new_tokens": lambda cfg: gr.Number(cfg.max_new_tokens, precision=0, label=LABELS["max_new_tokens"]),
+    "num_generations": lambda cfg: gr.Number(cfg.num_generations, precision=0, label=LABELS["num_generations"]),
+    "grpo_beta": lambda cfg: gr.Number(cfg.grpo_beta, label=LABELS["grpo_beta"]),
+    "save_steps": lambda cfg: gr.Number(cfg.save_steps, precision=0, label=LABELS["save_steps"]),
 }
 FROM_PROFILE = ("algo", "policy", "news")
 
@@ -60,12 +68,16 @@ def shows_line(profile, preset: str) -> str:
 
 
 def _configs(profile, algo, preset, advanced) -> list[rl.RlConfig]:
+    """One config per algorithm; a refused setting is named as the page labels it."""
     base = base_config(profile, preset)
     values = {name: value if isinstance(getattr(base, name), str) else
-              (whole if isinstance(getattr(base, name), int) else real)(value, name.replace("_", " "))
+              (whole if isinstance(getattr(base, name), int) else real)(value, LABELS[name])
               for name, value in zip(ADVANCED, advanced)}
     algos = ["ppo", "grpo"] if algo == "both" else [algo]
-    return [rl.RlConfig(**{**base.__dict__, **values, "algo": a}) for a in algos]
+    try:
+        return [rl.RlConfig(**{**base.__dict__, **values, "algo": a}) for a in algos]
+    except ValueError as exc:
+        raise ValueError(in_page_words(str(exc), LABELS)) from None
 
 
 def start_handler(profile):
@@ -101,7 +113,8 @@ def _advanced(profile) -> dict[str, gr.components.Component]:
 
 def build(profile) -> None:
     lite = " The lite profile's settings are sized for a 2-core laptop (short articles and summaries, LoRA, " \
-           "2 PPO epochs): a step takes about 20-30 s on a 2-core laptop." if profile.name == "lite" else ""
+           "2 PPO epochs): a PPO step of the Healthy run took 30 s on a 2-core machine (measured)." \
+        if profile.name == "lite" else ""
     gr.Markdown("### Reinforcement learning on a ROUGE reward\nThe policy samples summaries (pure sampling, as in "
                 "the notebook), ROUGE-1 F1 against the reference highlights is the reward, and PPO (with a value "
                 "head and a KL penalty to the starting model) or GRPO (trl) updates the policy." + lite)

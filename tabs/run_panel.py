@@ -75,7 +75,7 @@ def runs_frame(runs: list[runfolder.RunInfo]) -> pd.DataFrame:
     rows = []
     for r in runs:
         s = r.summary
-        final = s.get("final_loss", s.get("final_reward"))
+        final = s.get("final_loss", s.get("reward_final"))  # align: loss; rl: mean reward
         rows.append([r.run_id, r.label() + (f" ({r.problem or r.note})" if r.problem or r.note else ""),
                      r.config.get("method", r.config.get("algo", "")), f"{r.step}/{r.max_steps or '?'}",
                      jobs.clock(s["wall_s"]) if "wall_s" in s else "", _num(s.get("seconds_per_step")),

@@ -29,6 +29,12 @@ def write_news(folder: Path, n: int = 8) -> Path:
     return path
 
 
+def tiny_flags(model_dir, news) -> list[str]:
+    """tiny_config's sizes as `python -m core rl` flags."""
+    return ["--profile", "lite", "--summarizer", str(model_dir), "--news", str(news), "--n-articles", "8",
+            "--max-prompt-tokens", "16", "--max-new-tokens", "8", "--learning-rate", "0.01", "--eval-articles", "2"]
+
+
 def tiny_config(model_dir, **overrides) -> RlConfig:
     """8 prompts of <= 16 tokens, 8 new tokens, full fine-tuning at a learning rate a 16-wide model needs."""
     settings = dict(policy=str(model_dir), news="unused", n_articles=8, max_prompt_tokens=16, max_new_tokens=8,

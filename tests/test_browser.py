@@ -223,3 +223,41 @@ def test_two_runs_overlaid_draw_a_line_per_run_on_every_chart(page, title, tmp_p
     assert all(label.split()[0] in ("healthy", "kl-too-strong", "dpo", "orpo") for chart in drawn
                for label in chart["legend"]), "runs named by what tells them apart (preset, method), not by a stamp"
     assert all(chart["steps"] == ["0", "1", "2", "3", "4", "5"] for chart in drawn), "whole steps"
+
+
+def test_stop_before_step_1_a_refusal_and_a_fresh_pages_status(page, tmp_path):
+    """Start a DPO run and press Stop at once (the job is still preparing): while it holds the accelerator an ICL
+    run is refused with a warning that leaves the table shown before in place, and a page opened now names the
+    job in its header; the run then stops at step 1."""
+    page.get_by_role("tab", name="ICL lab").click()
+    icl = visible_panel(page)
+    icl.get_by_label("questions (n)").fill("2")
+    icl.get_by_label("max new tokens").fill("4")
+    icl.get_by_role("button", name="Run evaluation").click()
+    icl.get_by_text("4 rows").first.wait_for(timeout=120000)
+    page.get_by_role("tab", name="DPO / ORPO trainer").click()
+    trainer = visible_panel(page)
+    trainer.get_by_role("button", name="Start training").click()
+    trainer.get_by_text("Started").first.wait_for(timeout=30000)
+    trainer.get_by_role("button", name="Stop and save").click()
+    page.get_by_text("its adapter will be saved").first.wait_for(timeout=10000)
+    run_id = trainer.locator("strong").filter(has_text="-quick-dpo").first.inner_text()
+
+    page.get_by_role("tab", name="ICL lab").click()
+    icl.get_by_label("max new tokens").fill("5")  # not in the answer cache: this run needs the model
+    icl.get_by_role("button", name="Run evaluation").click()
+    page.get_by_text("The run is on the DPO / ORPO trainer tab").first.wait_for(timeout=30000)
+    page.screenshot(path=str(tmp_path / "refused.png"), full_page=True)
+    assert "4 rows" in icl.inner_text() and not icl.get_by_text("Error", exact=True).count(), \
+        "the refused event left the accuracy table in place, with no error badge"
+
+    fresh = page.context.browser.new_page()
+    fresh.goto(page.url)
+    fresh.get_by_text(f"training align/{run_id}").first.wait_for(timeout=3000)  # the state as of this load
+    fresh.close()
+
+    page.get_by_role("tab", name="DPO / ORPO trainer").click()
+    trainer.get_by_text("stopped at step 1/").first.wait_for(timeout=300000)
+    page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)
+    shutil.copy(tmp_path / "refused.png", "/tmp/i22b-refused.png")
+    shutil.copy(tmp_path / "stopped.png", "/tmp/i22b-stopped.png")

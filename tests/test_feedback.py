@@ -7,7 +7,7 @@ import multiprocessing
 import pytest
 
 from core import align, data, feedback
-from core.runs import runs_dir
+from core.runs import RunControl, runs_dir
 
 PROMPTS = ("Is graphite lead?", "Name a prime.", "Say hi.")
 OWNER, STUDENT = "owner-browser", "student-browser"
@@ -84,6 +84,17 @@ def test_a_session_is_written_and_read_back(session, tiny_lm_dir):
     assert OWNER not in (runs_dir() / "feedback" / "class-1" / "session.json").read_text(), "only a digest is kept"
     with pytest.raises(ValueError, match="already exists"):
         feedback.create_session(feedback.SessionConfig(name="class-1", requester=STUDENT, generator=str(tiny_lm_dir)))
+
+
+def test_starting_a_session_reports_the_load_then_each_pass(tiny_lm_dir):
+    heard = []
+    cfg = feedback.SessionConfig(name="class-2", prompts=PROMPTS, requester=OWNER, generator=str(tiny_lm_dir),
+                                 max_new_tokens=8)
+    feedback.create_session(cfg, RunControl(on_progress=lambda fraction, message: heard.append((fraction, message))))
+    fractions, messages = [f for f, _m in heard], [m for _f, m in heard]
+    assert messages[0].startswith("loading the generator") and fractions == sorted(fractions) and fractions[-1] == 1
+    assert any("pass 1 of 2" in m for m in messages) and any("pass 2 of 2" in m for m in messages)
+    assert any(f == 0.5 and "pass 2 of 2" in m for f, m in heard), "the second pass starts halfway"
 
 
 def test_votes_errors_say_what_to_do(session):

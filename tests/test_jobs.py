@@ -13,6 +13,7 @@ from core import align, flags, jobs, runfolder
 from core.models import AcceleratorBusy, ModelManager
 from core.runs import runs_dir, write_json
 from tests.align_tiny import pair, write_pairs
+from tests.rl_tiny import tiny_flags, write_news
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,33 @@ def test_one_job_at_a_time_holds_the_slot_and_stop_saves_the_adapter(manager, ti
     wait_for(lambda: jm.active() is None and slot.status()["held_by"] is None, "the slot to be given back")
     with slot.use("generator", "after", lambda _id: torch.nn.Linear(2, 2)) as model:  # loads work again
         assert model.in_features == 2
+
+
+def early_job_args(kind: str, tiny_lm_dir, pairs_file, folder) -> list[str]:
+    """Six steps of the tiny align or rl job."""
+    if kind == "align":
+        return job_args(tiny_lm_dir, pairs_file, max_steps=6)
+    return [*tiny_flags(tiny_lm_dir, write_news(folder)), "--algo", "ppo", "--max-steps", "6", "--eval-articles", "0"]
+
+
+@pytest.mark.parametrize("kind", ["align", "rl"])
+def test_a_stop_pressed_while_the_job_prepares_stops_it_at_step_1(manager, tiny_lm_dir, pairs_file, tmp_path, kind):
+    jm, _slot = manager
+    run = jm.start(kind, early_job_args(kind, tiny_lm_dir, pairs_file, tmp_path), name=f"{kind}-early-stop")
+    jm.stop(kind, run.run_id)  # before the job has loaded anything
+    info = wait_for(lambda: (i := runfolder.read_run(run.folder)).summary and i, "the run's end")
+    assert (info.status, info.step) == ("stopped", 1), (info.summary, (run.folder / "log.txt").read_text()[-2000:])
+    assert (run.folder / "adapter").is_dir(), "Stop saves the adapter"
+
+
+def test_a_cancel_pressed_while_the_job_prepares_ends_it_as_cancelled(manager, tiny_lm_dir, pairs_file):
+    jm, _slot = manager
+    run = jm.start("align", job_args(tiny_lm_dir, pairs_file, max_steps=6), name="dpo-early-cancel")
+    cancelled = jm.cancel("align", run.run_id)
+    wait_for(lambda: jm.active() is None, "the slot to be given back")
+    info = runfolder.read_run(run.folder)
+    assert (cancelled.status, info.status, info.step) == ("cancelled", "cancelled", 0), info.summary
+    assert info.summary["reason"] == runfolder.CANCELLED
 
 
 def test_cancel_ends_now_and_resume_continues_from_the_last_checkpoint(manager, tiny_lm_dir, pairs_file):

@@ -17,7 +17,7 @@ from core.rl import PRESETS, RlConfig, cli, preset_config
 from core.rl.news import load_articles
 from core.rl.rewards import checked_rewards
 from core.runfolder import read_lines, read_run
-from tests.rl_tiny import one_thread, write_news  # noqa: F401 (fixture)
+from tests.rl_tiny import one_thread, tiny_flags, write_news  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_ERRORS = [  # (fields, what the error says, why it is refused)
@@ -80,11 +80,6 @@ def test_bad_articles_and_rewards_say_what_is_wrong(tmp_path):
         load_articles(str(path), 4)
     with pytest.raises(ValueError, match="returned nan for summary 1"):
         checked_rewards([0.5, math.nan], 2)
-
-
-def tiny_flags(model_dir, news) -> list[str]:
-    return ["--profile", "lite", "--summarizer", str(model_dir), "--news", str(news), "--n-articles", "8",
-            "--max-prompt-tokens", "16", "--max-new-tokens", "8", "--learning-rate", "0.01", "--eval-articles", "2"]
 
 
 def test_both_trains_ppo_then_grpo_on_the_same_articles(tiny_lm_dir, tmp_path, capsys):

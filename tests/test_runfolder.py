@@ -85,7 +85,44 @@ def test_run_job_and_a_resume_clear_the_marks_of_the_last_end(tmp_path):
     assert summary["status"] == "finished", "the STOP of the last end does not stop the resumed run"
 
 
+def test_a_job_the_app_launched_keeps_a_stop_pressed_while_it_prepared(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / runfolder.STOP).write_text("pressed after Start, before the job began")
+    monkeypatch.setenv(runfolder.MARKS_CLEARED_ENV, "1")  # the app cleared the last end's marks before launching
+    summary = runfolder.run_job(folder, lambda recorder: {"status": "stopped" if recorder.stop_requested()
+                                                          else "finished", "reason": "done"})
+    assert summary["status"] == "stopped"
+
+
+def test_a_resumed_run_counts_the_time_before_its_stop(tmp_path):
+    first = RunRecorder(tmp_path / "run")
+    first.started -= 100.0  # as if the first launch had trained for 100 s
+    first.log(1, 4, {"loss": 0.7})
+    first.finish("stopped", "stopped by the user")
+    (first.run_dir / "summary.json").unlink()  # as the app clears it before a resume
+    resumed = RunRecorder(first.run_dir, resume=True)
+    resumed.log(2, 4, {"loss": 0.6})
+    elapsed = [m["elapsed_s"] for m in runfolder.read_lines(first.run_dir / "metrics.jsonl")]
+    assert 100.0 <= elapsed[0] < elapsed[1], "elapsed goes on from the first launch"
+    assert resumed.finish("finished", "done")["wall_s"] > elapsed[1], "wall time counts both launches"
+
+
 def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 0.7}\n{"step": 2, "loss": 0.6}\n{"step": 3, "lo')
     assert [r["step"] for r in runfolder.read_lines(path)] == [1, 2]
+
+
+def test_the_runs_table_shows_the_final_figure_each_kind_writes(tmp_path, monkeypatch):
+    from core.rl.job import curve_figures
+    from tabs.run_panel import runs_frame
+
+    monkeypatch.setenv("ALAB_RUNS", str(tmp_path))
+    recorder = RunRecorder(tmp_path / "rl" / "healthy-ppo")
+    for step, reward in [(1, 0.1), (2, 0.3)]:
+        recorder.log(step, 2, {"reward": reward})
+    recorder.finish("finished", "trained 2 steps", **curve_figures(recorder.run_dir))
+    table = runs_frame(runfolder.list_runs("rl"))
+    assert table["final"].tolist() == [f"{curve_figures(recorder.run_dir)['reward_final']:.3g}"], \
+        "the RL summary's reward_final fills the final column"

@@ -61,7 +61,8 @@ def started(monkeypatch):
 
     monkeypatch.setattr(run_panel.jobs.JOBS, "start", start)
     monkeypatch.setattr(run_panel.jobs.JOBS, "start_sequence", start_sequence)
-    monkeypatch.setattr(core.align, "prepare", lambda cfg: None)  # the data filter is tested in test_align_tab
+    # the data filter is tested in test_align_tab; here every pair asked for passes it
+    monkeypatch.setattr(core.align, "prepare", lambda cfg: SimpleNamespace(selected=cfg.n_rows, kept=cfg.n_rows))
     return calls
 
 
@@ -157,3 +158,52 @@ def test_a_stop_press_reaches_only_its_own_sessions_work():
             my_work.check()
         their_work.check()
     assert not stops and stops.stop(mine) == "Nothing is running."
+
+
+RL_REFUSALS = [  # (Advanced values changed, what the message says, why)
+    ({"learning_rate": 0.0}, "'learning rate' must be > 0", "the field as the page labels it"),
+    ({"batch_size": 40, "mini_batch_size": 4},
+     "'articles the run trains on (set by the profile)' (20) must be at least 'batch size (articles per step)' (40)",
+     "a field the page does not show is named for what it is"),
+]
+
+
+@pytest.mark.parametrize("changes, message, why", RL_REFUSALS, ids=[r[2] for r in RL_REFUSALS])
+def test_rl_refusals_name_fields_as_the_page_labels_them(changes, message, why):
+    cfg = rl_tab.base_config(profiles.LITE)
+    advanced = [changes.get(name, getattr(cfg, name)) for name in rl_tab.ADVANCED]
+    with pytest.raises(ValueError) as refused:
+        rl_tab._configs(profiles.LITE, "ppo", "", advanced)
+    assert message in str(refused.value) and "_" not in str(refused.value).split(",")[0].replace("vf_coef", "")
+
+
+def test_a_refused_request_while_a_job_trains_warns_and_keeps_the_outputs():
+    from core.models import MODELS
+    from tabs.common import user_errors
+
+    @user_errors
+    def on_score_click():
+        with MODELS.use("generator", "any", lambda _id: None):
+            return "a new result"
+    MODELS.hold(lambda: "training align/x: step 1/3, ETA 0:10")
+    try:
+        with pytest.warns(UserWarning, match="training align/x: step 1/3"):
+            assert on_score_click() == gr.skip(), "every output stays as it was (no red Error badge)"
+    finally:
+        MODELS.release()
+
+
+def test_a_number_below_its_minimum_is_refused_by_its_label():
+    from tabs.common import out_of_range_message
+
+    rows = gr.Number(1600, minimum=1, label="Rows")
+    block_fn = SimpleNamespace(inputs=[gr.Textbox(label="data"), rows])
+    assert out_of_range_message(block_fn, ["x", 0]) == "'Rows' must be at least 1, got 0"
+    assert out_of_range_message(block_fn, ["x", 5]) is None
+
+
+def test_more_pairs_than_the_data_has_are_clamped_with_a_warning():
+    cfg = core.align.preset_config("quick", profiles.LITE, pairs=10_000_000)
+    with pytest.warns(UserWarning, match=r"pairs: 10,000,000 asked, but \d+ pairs pass the filters: the run trains on"):
+        clamped = align_tab.with_pairs_available([cfg])
+    assert 0 < clamped[0].pairs < 100

@@ -20,7 +20,7 @@ from core.align.plan import (BatchPlan, choose_micro_batch, cpu_plan, lora_param
 from core.memory import apply_memory_cap, free_accelerator_bytes, held_accelerator_bytes
 from core.processes import smallest_across_processes, summed_over_processes, world_size
 from core.runfolder import RunRecorder, last_checkpoint
-from core.runs import publish_folder, write_json
+from core.runs import counted, publish_folder, write_json
 from core.training import rank_record_callback, recorder_callback, set_cpu_threads, use_cpu_lm_head
 
 MIN_ANSWER_TOKENS = 16  # a pair whose prompt leaves fewer than this many tokens of max_length teaches nothing
@@ -189,7 +189,7 @@ def figures(trainer, recorder: RunRecorder, meter, max_steps: int, train_seconds
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     stopped = steps < max_steps and recorder.stop_requested()
     reason = (f"stopped by the user after step {steps} of {max_steps}; adapter saved" if stopped
-              else f"finished {steps} optimizer steps")
+              else f"finished {counted(steps, 'optimizer step')}")
     return {"status": "stopped" if stopped else "finished", "reason": reason, "steps_done": steps,
             "max_steps": max_steps, "seconds_per_step": meter.seconds_per_step(),
             "final_loss": losses[-1] if losses else None, "tokens_per_second": tokens / max(train_seconds, 1e-9),

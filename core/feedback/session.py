@@ -166,14 +166,32 @@ def make_pair(prompt: str, first: str, second: str, cfg: SessionConfig) -> Pair:
 
 
 def generate_pairs(cfg: SessionConfig, prompts: list[str], control: RunControl | None = None) -> list[Pair]:
-    """Two answers per prompt from the generator in the model slot: one batched pass per sampling."""
+    """Two answers per prompt from the generator in the model slot: one batched pass per sampling. The control
+    hears the model load, then each pass as it starts and as its batches end (a share of all passes)."""
     if not prompts:
         return []
+    passes, answers = len(cfg.samplings), []
+    if control is not None:
+        control.advance(0, 1, f"loading the generator {cfg.generator}")
     with MODELS.use("generator", cfg.generator, load_language_model) as lm:
-        answers = [generate(lm, prompts, GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=t, seed=s,
-                                                          no_repeat_ngram_size=cfg.no_repeat_ngram_size),
-                            control, desc=f"answers at temperature {t}") for t, s in cfg.samplings]
+        for index, (temperature, seed) in enumerate(cfg.samplings):
+            desc = f"answering {len(prompts)} prompts at temperature {temperature} (pass {index + 1} of {passes})"
+            share = _pass_control(control, index, passes)
+            if share is not None:
+                share.advance(0, 1, desc)
+            answers.append(generate(lm, prompts, GenerationConfig(
+                max_new_tokens=cfg.max_new_tokens, temperature=temperature, seed=seed,
+                no_repeat_ngram_size=cfg.no_repeat_ngram_size), share, desc=desc))
     return [make_pair(p, first, second, cfg) for p, first, second in zip(prompts, *answers)]
+
+
+def _pass_control(control: RunControl | None, index: int, passes: int) -> RunControl | None:
+    """The control of pass `index` of `passes`: the same Stop, its progress reported as a share of every pass."""
+    if control is None or control.on_progress is None:
+        return control
+    report = control.on_progress
+    return dataclasses.replace(control, on_progress=lambda fraction, message: report((index + fraction) / passes,
+                                                                                    message))
 
 
 def create_session(cfg: SessionConfig, control: RunControl | None = None) -> Session:

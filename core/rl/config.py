@@ -118,7 +118,8 @@ PRESETS = {
                     dict(kl="fixed", init_kl_coef=0.0), departs=f"no KL penalty; {FAST_PATH}"),
     "high-vf-coef": Preset("High vf_coef", "the notebook's bonus question: the value loss dominates the shared update",
                            dict(vf_coef=1.0), departs=f"vf_coef 1.0; {FAST_PATH}"),
-    "healthy": Preset("Healthy run (fast path)", "the reward rises with the steps (the notebook's plot C)", {},
+    "healthy": Preset("Healthy run (fast path)", "the reward rises slowly and noisily while the adaptive controller "
+                      "keeps the KL to the starting model near its target (the notebook's plot C)", {},
                       departs=FAST_PATH),
     "no-learning": Preset("No learning", "learning rate 0, the untrained policy: the reward spreads over its range "
                           "and stays flat (the notebook's plot A)", dict(learning_rate=0.0),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from core.rl.news import with_prompts
 from core.runfolder import RunRecorder
+from core.runs import counted
 from core.rl.policy import load_lm, load_tokenizer, lora_config
 from core.rl.samples import SampleLog, logging_reward
 from core.training import rank_record_callback, recorder_callback, use_cpu_lm_head
@@ -59,6 +60,6 @@ def train_grpo(cfg, rows: list[dict], reward_fn, recorder: RunRecorder, checkpoi
     if recorder.writes:
         trainer.processing_class.save_pretrained(recorder.run_dir / "adapter")
     stopped = recorder.stop_requested() and done < cfg.max_steps
-    return {"status": "stopped" if stopped else "finished",
-            "reason": f"stopped by the user after step {done}" if stopped else f"trained {cfg.max_steps} steps",
+    reason = f"stopped by the user after step {done}" if stopped else f"trained {counted(cfg.max_steps, 'step')}"
+    return {"status": "stopped" if stopped else "finished", "reason": reason,
             "steps_done": done, "seconds_per_step": elapsed / max(done - started, 1)}

@@ -13,6 +13,7 @@ import torch
 
 from core.processes import rank0_flag, trainable_sha256, write_rank_record
 from core.runfolder import RunRecorder
+from core.runs import counted
 from core.rl.checkpoints import load_checkpoint, save_checkpoint, save_policy
 from core.rl.news import with_prompts
 from core.rl.policy import build_policy
@@ -203,7 +204,7 @@ class PpoTrainer:
         """Steps from steps_done to cfg.max_steps, a metrics line after each, a checkpoint every save_steps; Stop ends
         after the current step with a checkpoint. The adapter (or weights) goes to run_dir/adapter/ either way."""
         cfg, started, began = self.cfg, self.steps_done, time.perf_counter()
-        status, reason = "finished", f"trained {cfg.max_steps} steps"
+        status, reason = "finished", f"trained {counted(cfg.max_steps, 'step')}"
         for step in range(self.steps_done, cfg.max_steps):
             stats = self.step(step)
             self.steps_done = step + 1
