@@ -161,7 +161,7 @@ def test_a_stop_press_reaches_only_its_own_sessions_work():
 
 
 RL_REFUSALS = [  # (Advanced values changed, what the message says, why)
-    ({"learning_rate": 0.0}, "'learning rate' must be > 0", "the field as the page labels it"),
+    ({"ppo_epochs": 0}, "'PPO epochs' must be > 0", "the field as the page labels it"),
     ({"batch_size": 40, "mini_batch_size": 4},
      "'articles the run trains on (set by the profile)' (20) must be at least 'batch size (articles per step)' (40)",
      "a field the page does not show is named for what it is"),
@@ -173,7 +173,7 @@ def test_rl_refusals_name_fields_as_the_page_labels_them(changes, message, why):
     cfg = rl_tab.base_config(profiles.LITE)
     advanced = [changes.get(name, getattr(cfg, name)) for name in rl_tab.ADVANCED]
     with pytest.raises(ValueError) as refused:
-        rl_tab._configs(profiles.LITE, "ppo", "", advanced)
+        rl_tab._configs(profiles.LITE, "ppo", "healthy", advanced)
     assert message in str(refused.value) and "_" not in str(refused.value).split(",")[0].replace("vf_coef", "")
 
 
