@@ -158,6 +158,9 @@ class JobManager:
     def _spawn(self, folder: Path, argv: list[str], resume: bool) -> subprocess.Popen:
         if not resume:
             write_json(folder / "launch.json", {"argv": argv, "created": time.time()})
+        # the last launch's pid goes first: until the new one is written the run reads "starting", never
+        # "interrupted" (a resumed run had no summary and a dead pid in that window)
+        (folder / "pid").unlink(missing_ok=True)
         clear_marks(folder)  # here, not in the job: a Stop or Cancel pressed from now on is kept for it
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "ALAB_RUNS": str(runs_dir()), MARKS_CLEARED_ENV: "1"}
         with open(folder / "log.txt", "ab") as out:

@@ -180,3 +180,26 @@ def test_a_sequence_starts_each_next_job_when_the_previous_finishes_then_runs_on
     assert [[r.run_id for r in runs] for runs in done] == [["dpo-1", "orpo-1"]]
     assert jm.companions("orpo-1") == ["dpo-1", "orpo-1"], "the ended sequence still overlays its runs"
     assert jm.companions("other") == ["other"]
+
+
+def test_a_resumed_run_never_reads_interrupted_while_it_launches(manager, monkeypatch):
+    manager, _slot = manager
+    """Resume clears the last end's summary; the last launch's pid (a dead process) used to stay until the new one was
+    written, so a poll in that window read "interrupted" (and the manager let go of the slot)."""
+    folder = runs_dir() / "align" / "20261204-000000-quick-dpo"
+    (folder / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    write_json(folder / "launch.json", {"argv": [], "created": time.time()})
+    write_json(folder / "config.json", {"method": "dpo", "max_steps": 3})
+    (folder / "events.jsonl").write_text(json.dumps({"event": "checkpoint", "step": 1}) + "\n")
+    write_json(folder / "summary.json", {"status": "stopped", "reason": "stopped by the user"})
+    (folder / "pid").write_text("999999")  # the last launch's process, long gone
+    seen, real = [], jobs.subprocess.Popen
+
+    def popen(*args, **kwargs):  # the moment between clearing the marks and writing the new pid
+        seen.append(runfolder.read_run(folder).status)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", popen)
+    manager.resume("align", folder.name)
+    assert seen == ["starting"]
+    wait_for(lambda: runfolder.read_run(folder).status not in ("running", "starting"), "the resumed job to end")
