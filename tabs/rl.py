@@ -93,6 +93,7 @@ def start_handler(profile):
 
 
 def preset_handler(profile):
+    @user_errors
     def on_preset_change(preset):
         """Preset radio -> every Advanced setting filled with the preset's values, and what the preset shows."""
         cfg = base_config(profile, preset)
