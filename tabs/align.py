@@ -119,11 +119,12 @@ def start_handler(profile):
     def on_start_click(method, preset, dataset, similarity, word_limit, drop_toxic, *advanced):
         """Start button: reads the method, preset, data picker and filters, and the Advanced settings; starts the
         training job(s) and selects the new run (its curves appear below)."""
-        cfgs = _configs(profile, method, preset, dict(dataset=dataset, similarity=similarity, word_limit=word_limit,
-                                                      drop_toxic=drop_toxic, advanced=advanced))
-        cfgs = with_pairs_available(cfgs)
-        runs = [(c.method, ["--profile", profile.name, *flags.config_argv(c)]) for c in cfgs]
-        return run_panel.start_runs("align", preset, runs, on_done=align_after.score_all(profile))
+        with run_panel.PRESSES.preparing("align"):  # a Stop or Cancel pressed meanwhile is kept
+            cfgs = _configs(profile, method, preset, dict(dataset=dataset, similarity=similarity, word_limit=word_limit,
+                                                          drop_toxic=drop_toxic, advanced=advanced))
+            cfgs = with_pairs_available(cfgs)
+            runs = [(c.method, ["--profile", profile.name, *flags.config_argv(c)]) for c in cfgs]
+            return run_panel.start_runs("align", preset, runs, on_done=align_after.score_all(profile))
     return on_start_click
 
 

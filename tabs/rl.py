@@ -85,10 +85,11 @@ def start_handler(profile):
     def on_start_click(algo, preset, *advanced):
         """Start button: reads the algorithm, the preset and the Advanced settings; starts the job(s) and selects
         the new run."""
-        cfgs = _configs(profile, algo, preset, advanced)
-        runs = [(c.algo, ["--profile", profile.name, "--algo", c.algo, *flags.config_argv(c, skip=FROM_PROFILE)])
-                for c in cfgs]
-        return run_panel.start_runs("rl", preset, runs)
+        with run_panel.PRESSES.preparing("rl"):  # a Stop or Cancel pressed meanwhile is kept
+            cfgs = _configs(profile, algo, preset, advanced)
+            runs = [(c.algo, ["--profile", profile.name, "--algo", c.algo, *flags.config_argv(c, skip=FROM_PROFILE)])
+                    for c in cfgs]
+            return run_panel.start_runs("rl", preset, runs)
     return on_start_click
 
 

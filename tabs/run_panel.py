@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import html
 import shutil
+import threading
 import time
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import gradio as gr
@@ -54,6 +56,44 @@ def started_line(run_id: str) -> str:
             "stop it.")
 
 
+class StartPresses:
+    """Stop and Cancel pressed while a tab's Start still prepares its job (configs checked, data filtered: seconds
+    before any process exists), kept and applied to the job the moment it starts: a press at any moment after Start
+    takes effect."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._preparing: dict[str, int] = {}  # kind -> Start handlers preparing now
+        self._pressed: dict[str, str] = {}  # kind -> "stop" or "cancel"
+
+    @contextmanager
+    def preparing(self, kind: str):
+        with self._lock:
+            self._preparing[kind] = self._preparing.get(kind, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._preparing[kind] -= 1
+                if not self._preparing[kind]:
+                    self._pressed.pop(kind, None)
+
+    def press(self, kind: str, what: str) -> bool:
+        """Keeps `what` for the job a Start of `kind` is preparing; False when none is."""
+        with self._lock:
+            if not self._preparing.get(kind):
+                return False
+            self._pressed[kind] = what
+            return True
+
+    def take(self, kind: str) -> str | None:
+        with self._lock:
+            return self._pressed.pop(kind, None)
+
+
+PRESSES = StartPresses()
+
+
 def run_name(stamp: str, preset: str, method: str) -> str:
     """The one naming rule for a run started from a tab: {stamp}-{preset}-{method or algo}, so names sort by time."""
     return f"{stamp}-{preset}-{method}"
@@ -68,6 +108,13 @@ def start_runs(kind: str, preset: str, runs: list[tuple[str, list[str]]], on_don
         first = jobs.JOBS.start(kind, *named[0])
     else:
         first = jobs.JOBS.start_sequence(kind, named, on_done=on_done)
+    pressed = PRESSES.take(kind)  # Stop or Cancel pressed while this Start prepared
+    if pressed == "stop":
+        jobs.JOBS.stop(kind, first.run_id)
+        return [first.run_id], started_line(first.run_id) + " Stop was pressed: it stops after its first step."
+    if pressed == "cancel":
+        jobs.JOBS.cancel(kind, first.run_id)
+        return [first.run_id], f"Cancelled **{first.run_id}** as it started: nothing saved."
     return [first.run_id], started_line(first.run_id)
 
 
@@ -143,15 +190,26 @@ def control_handlers(kind: str):
             raise ValueError("no training run of this tab is running")
         return active
 
+    def pressed_while_preparing(what: str) -> bool:
+        active = jobs.JOBS.active()
+        return (active is None or active.kind != kind) and PRESSES.press(kind, what)
+
     @user_errors
     def on_stop(selected):
-        """Stop and save -> the running job ends after its current step and saves its adapter."""
+        """Stop and save -> the running job ends after its current step and saves its adapter (a job still being
+        prepared: after its first step)."""
+        if pressed_while_preparing("stop"):
+            gr.Warning("Stop noted: the run being prepared stops after its first step and saves its adapter.")
+            return
         run = jobs.JOBS.stop(kind, active_run(selected).run_id)
         gr.Warning(f"Stopping {run.run_id} after the current step: its adapter will be saved.")
 
     @user_errors
     def on_cancel(selected):
-        """Cancel -> the running job ends now; nothing is saved."""
+        """Cancel -> the running job ends now; nothing is saved (a job still being prepared: as it starts)."""
+        if pressed_while_preparing("cancel"):
+            gr.Warning("Cancel noted: the run being prepared ends as soon as it starts; nothing is saved.")
+            return
         run = jobs.JOBS.cancel(kind, active_run(selected).run_id)
         gr.Warning(f"Cancelled {run.run_id} at step {run.step}: no adapter saved.")
 

@@ -117,6 +117,29 @@ def test_both_tabs_name_runs_stamp_preset_method(started):
         names
 
 
+@pytest.mark.parametrize("what, stopped, cancelled", [("stop", True, False), ("cancel", False, True)])
+def test_a_stop_or_cancel_pressed_while_start_prepares_reaches_the_job(started, monkeypatch, what, stopped, cancelled):
+    """Start filters the data and checks the configs for seconds before any job exists: a Stop pressed then was
+    refused ("no training run of this tab is running") and the run trained to the end (seen in the browser)."""
+    demo, applied = build(align_tab), []
+    monkeypatch.setattr(run_panel.jobs.JOBS, "active", lambda: None)
+    for name in ("stop", "cancel"):
+        monkeypatch.setattr(run_panel.jobs.JOBS, name, lambda kind, run_id, name=name: applied.append((name, run_id)))
+    on_press = event(demo, f"align_{what}").fn
+
+    def prepare_while_the_teacher_presses(cfg):
+        on_press([])  # the press arrives while Start still prepares
+        return SimpleNamespace(selected=cfg.n_rows, kept=cfg.n_rows)
+
+    monkeypatch.setattr(core.align, "prepare", prepare_while_the_teacher_presses)
+    selection, line = press(demo, "align_start", ALIGN_TYPED, preset="quick")
+    assert applied == [(what, selection[0])], "the press reached the job Start made"
+    assert ("Stop was pressed" in line) is stopped and ("Cancelled" in line) is cancelled
+    monkeypatch.setattr(core.align, "prepare", lambda cfg: SimpleNamespace(selected=cfg.n_rows, kept=cfg.n_rows))
+    press(demo, "align_start", ALIGN_TYPED, preset="quick")
+    assert len(applied) == 1, "a press is kept for the Start it came during, not the next one"
+
+
 def counted(monkeypatch, module, name: str) -> list:
     calls = []
     real = getattr(module, name)
