@@ -26,7 +26,7 @@ CAPPED_LOAD = textwrap.dedent("""
     from testing.tiny import save_tiny_lm
 
     big, small = Path(sys.argv[1]), Path(sys.argv[2])
-    import torch, transformers  # everything the load needs is imported before the cap
+    import psutil, torch, transformers  # everything the load and the status need is imported before the cap
     torch.set_num_threads(1)
     with open("/proc/self/status") as f:
         used = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
