@@ -184,33 +184,34 @@ def poll_handler(kind: str, charts: tuple[curves.Chart, ...]):
 
 
 def control_handlers(kind: str):
-    def active_run(selected):
+    def running_or_kept(what: str):
+        """The running job of this tab; None when `what` was kept for the job a Start of this tab is preparing."""
         active = jobs.JOBS.active()
-        if active is None or active.kind != kind:
-            raise ValueError("no training run of this tab is running")
-        return active
-
-    def pressed_while_preparing(what: str) -> bool:
-        active = jobs.JOBS.active()
-        return (active is None or active.kind != kind) and PRESSES.press(kind, what)
+        if active is not None and active.kind == kind:
+            return active
+        if PRESSES.press(kind, what):
+            return None
+        raise ValueError("no training run of this tab is running")
 
     @user_errors
     def on_stop(selected):
         """Stop and save -> the running job ends after its current step and saves its adapter (a job still being
         prepared: after its first step)."""
-        if pressed_while_preparing("stop"):
+        running = running_or_kept("stop")
+        if running is None:
             gr.Warning("Stop noted: the run being prepared stops after its first step and saves its adapter.")
             return
-        run = jobs.JOBS.stop(kind, active_run(selected).run_id)
+        run = jobs.JOBS.stop(kind, running.run_id)
         gr.Warning(f"Stopping {run.run_id} after the current step: its adapter will be saved.")
 
     @user_errors
     def on_cancel(selected):
         """Cancel -> the running job ends now; nothing is saved (a job still being prepared: as it starts)."""
-        if pressed_while_preparing("cancel"):
+        running = running_or_kept("cancel")
+        if running is None:
             gr.Warning("Cancel noted: the run being prepared ends as soon as it starts; nothing is saved.")
             return
-        run = jobs.JOBS.cancel(kind, active_run(selected).run_id)
+        run = jobs.JOBS.cancel(kind, running.run_id)
         gr.Warning(f"Cancelled {run.run_id} at step {run.step}: no adapter saved.")
 
     @user_errors
