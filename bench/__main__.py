@@ -1,5 +1,6 @@
 """`python -m bench <name> [options]`: run one benchmark (each prints a table). Names: see BENCHES."""
 import importlib
+import os
 import sys
 
 BENCHES = {
@@ -17,6 +18,8 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHES:
         print(f"usage: python -m bench {{{','.join(BENCHES)}}} [options]")
         return 2
+    if argv[0] == "rl":  # as `python -m core rl` runs it: unsloth's patched GRPOTrainer takes no plain GPT-2
+        os.environ["ALAB_NO_UNSLOTH"] = "1"
     from core.memory import hold_memory_as_card
 
     hold_memory_as_card()  # ALAB_FREE_GIB=22: every bench as on a 24 GB card (the jobs it starts hold it too)
