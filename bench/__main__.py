@@ -8,6 +8,7 @@ BENCHES = {
     "icl": "bench.icl",
     "reward": "bench.reward",
     "rag": "bench.rag",
+    "rag-answer": "bench.rag_answer",  # RAG LLM 8-bit vs 16-bit decode, the tab's ask and dish comparison (GPU)
     "align": "bench.align",  # DPO/ORPO: the project's trainer vs plain transformers+bnb+peft+trl (GPU); --smoke, --lite
     "rl": "bench.rl",  # our PPO (default path vs the notebook's) and trl GRPO: s/step
     "load": "bench.load",  # the model slot under a class of 30: FIFO vs model affinity, simulated switch costs

