@@ -1,6 +1,7 @@
 # `make run` installs into a cached virtualenv and starts the app; `make test` runs the test suite.
 PYTHON ?= python3
-REQS_HASH := $(shell cat requirements.txt requirements-nodeps.txt constraints.txt | sha256sum | cut -c1-12)
+# The hash covers the interpreter too: a venv made by Python 3.11 is not reused by 3.12.
+REQS_HASH := $(shell ($(PYTHON) --version; cat requirements.txt requirements-nodeps.txt constraints.txt) | sha256sum | cut -c1-12)
 VENV ?= $(HOME)/.cache/alignment-lab/venv-$(REQS_HASH)
 PY := $(VENV)/bin/python
 
