@@ -16,7 +16,7 @@ START_S = 15.0  # a call's fixed part: the worker's fork, its CUDA start, the mo
 # together), per reward-model pair, per embedded recipe. ALAB_ZEROGPU_STEP_S overrides the first.
 STEP_S = 0.06
 PAIR_S = 0.5
-TRAINING = ("align_start", "align_resume", "rl_start", "rl_resume", "feedback_train")
+TRAINING = ("rl_start", "rl_resume")  # refused on ZeroGPU; align runs go through core.jobs (core/zerogpu_jobs.py)
 
 
 def enabled() -> bool:
@@ -103,7 +103,7 @@ def work_s(api_name: str | None, fn: Callable, args: tuple, kwargs: dict) -> flo
 def duration_s(api_name: str | None, fn: Callable, args: tuple, kwargs: dict) -> int:
     """What the call asks for: START_S plus its work, rounded up; TooLong past max_call_s()."""
     if api_name in TRAINING:
-        raise TooLong(TRAINING_MESSAGE)
+        raise TooLong(training_note("rl"))
     seconds = math.ceil(START_S + work_s(api_name, fn, args, kwargs))
     if seconds > max_call_s():
         raise TooLong(f"this needs about {seconds} s of GPU and a ZeroGPU call gets at most {max_call_s()} s: "
@@ -116,13 +116,23 @@ class TooLong(ValueError):
     """The event's work does not fit one ZeroGPU call; refused before a GPU is asked for."""
 
 
-TRAINING_MESSAGE = ("On ZeroGPU, training needs a dedicated GPU Space: a GPU exists only inside a call of a few "
-                    "minutes, and a training job runs as a process of its own. Duplicate this Space (⋮ -> Duplicate "
-                    "this Space) and pick GPU hardware such as a10g-large in Settings -> Space hardware (a paid "
-                    "plan); runs trained there can be used here through the ICL model picker")
+MAX_PAIRS = 64  # the most pairs a run trains on here: the quick preset's 48 fit, the course notebook's 1600 do not
+NEEDS_DEDICATED = ("needs a dedicated GPU Space: on ZeroGPU a GPU exists only inside calls of a few minutes, so only "
+                   f"the trainer's quick preset (at most {MAX_PAIRS} pairs) trains here, a few steps a call. Duplicate "
+                   "this Space (⋮ -> Duplicate this Space) and pick GPU hardware such as a10g-large under Settings -> "
+                   "Space hardware (a paid plan)")
 
 
-SPLIT = ("icl_run",)  # events that split their work into calls themselves (core.icl.run): not wrapped whole
+def training_note(kind: str) -> str:
+    """What a training tab says on ZeroGPU (and why its Start is refused when it is)."""
+    if kind == "align":
+        return ("On ZeroGPU the quick preset trains as GPU calls of a few steps each, checkpointed between calls; "
+                f"any longer run {NEEDS_DEDICATED}.")
+    return f"On ZeroGPU an RL run {NEEDS_DEDICATED}."
+
+
+# Events that split their work into calls themselves, not wrapped whole: core.icl.run, core.jobs (align training).
+SPLIT = ("icl_run", "align_start", "align_resume")
 _in_call = False  # set in a ZeroGPU worker process (forked for a call): work there is never split again
 
 

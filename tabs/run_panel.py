@@ -236,7 +236,7 @@ def control_handlers(kind: str):
 
 def build(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
     """Lays out the panel; returns the selection state, which a tab's start handler writes."""
-    note = zerogpu.TRAINING_MESSAGE if zerogpu.enabled() else ""  # Start is refused there (tabs.common.on_zerogpu)
+    note = zerogpu.training_note(kind) if zerogpu.enabled() else ""
     ui = SimpleNamespace(selected=gr.State([]), started=gr.Markdown(note))  # + picker: the runs shown, as a person sees
     with gr.Row():
         stop_button = gr.Button("Stop and save", variant="secondary")

@@ -6,6 +6,7 @@ import inspect
 import multiprocessing
 import os
 import pickle
+import threading
 import time
 import traceback
 from datetime import timedelta
@@ -119,16 +120,21 @@ def _work(task, payload: bytes, send, stop, generator: bool) -> None:
         except (pickle.PicklingError, TypeError, AttributeError) as exc:  # wrappers.py: PicklingError as a result
             send.send_bytes(pickle.dumps(("error", _failure(exc))))
 
-    try:
-        if generator:
-            for item in task(*args, **kwargs):
-                if stop.is_set():
-                    break
-                put("ok", item)
-        else:
-            put("ok", task(*args, **kwargs))
-    except Exception as exc:
-        put("error", _failure(exc))
+    def run():
+        try:
+            if generator:
+                for item in task(*args, **kwargs):
+                    if stop.is_set():
+                        break
+                    put("ok", item)
+            else:
+                put("ok", task(*args, **kwargs))
+        except Exception as exc:
+            put("error", _failure(exc))
+
+    thread = threading.Thread(target=run)  # wrappers.py runs the task in a thread pool of the worker, not its main
+    thread.start()
+    thread.join()
     put("end", None)
     send.close()
 

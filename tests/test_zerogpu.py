@@ -58,7 +58,7 @@ def test_work_past_the_cap_and_training_are_refused(monkeypatch):
     with pytest.raises(zerogpu.TooLong, match=r"about 75 s of GPU .* at most 60 s"):
         zerogpu.duration_s("icl_run", fn, (["baseline"], 10, 1000, 0), {})
     with pytest.raises(zerogpu.TooLong, match="dedicated GPU Space"):
-        zerogpu.duration_s("align_start", fn, (), {})
+        zerogpu.duration_s("rl_start", fn, (), {})
     monkeypatch.setenv("ALAB_ZEROGPU_MAX_S", "-3")
     with pytest.raises(ValueError, match="ALAB_ZEROGPU_MAX_S must be a positive number"):
         zerogpu.max_call_s()
