@@ -80,8 +80,16 @@ def answers_s(a: dict) -> float:
     return 2 * _n(a, "length", 256) * step_s()
 
 
+ICL_SETTINGS = ("strategies", "n", "seed", "first", "max_tokens", "batch", "shots", "samples")  # icl_compare's *settings
+
+
+def compare_s(a: dict) -> float:
+    """ICL compare: the run's work for every picked model (its settings arrive as one tuple, in the tab's order)."""
+    return icl_s({**dict(zip(ICL_SETTINGS, a.get("settings") or ())), "models": a.get("models")})
+
+
 WORK: dict[str, Callable[[dict], float]] = {  # api_name -> seconds of work from the handler's arguments
-    "icl_run": icl_s, "icl_ask": icl_s, "icl_compare": icl_s, "reward_score": pairs_s, "reward_pairs": pairs_s,
+    "icl_run": icl_s, "icl_ask": icl_s, "icl_compare": compare_s, "reward_score": pairs_s, "reward_pairs": pairs_s,
     "rag_ask": rag_s, "rag_chat": rag_s, "rag_compare": rag_s, "rag_quality": lambda a: 30.0,
     "align_score": pairs_s, "feedback_reward": pairs_s, "feedback_create": answers_s, "feedback_edit": answers_s,
 }
@@ -160,9 +168,17 @@ def on_gpu(fn: Callable, api_name: str | None) -> Callable:
     Outside ZeroGPU, and for the events in SPLIT, `fn` itself."""
     if not enabled() or api_name in SPLIT:
         return fn
-    import spaces  # only here: it patches torch at import, and outside ZeroGPU it is not needed
+    return _spaces().GPU(_inside(fn), duration=lambda *args, **kwargs: duration_s(api_name, fn, args, kwargs))
 
-    return spaces.GPU(_inside(fn), duration=lambda *args, **kwargs: duration_s(api_name, fn, args, kwargs))
+
+def _spaces():
+    """The `spaces` package, imported only on ZeroGPU (where the Space provides it; gradio imports it first)."""
+    try:
+        import spaces
+    except ImportError as exc:
+        raise RuntimeError("SPACES_ZERO_GPU is set but the `spaces` package is missing: add spaces==0.51.3 to "
+                           "requirements.txt (it installs against constraints.txt with nothing else new)") from exc
+    return spaces
 
 
 @dataclass
@@ -185,8 +201,7 @@ def call(fn: Callable, *args, seconds: int):
     and result pickled); its exceptions are raised here as they were. Outside ZeroGPU, a plain call."""
     if not splits_here():
         return fn(*args)
-    import spaces
-
+    spaces = _spaces()
     gpu = _GPU_CALLS.get(spaces) or _GPU_CALLS.setdefault(
         spaces, spaces.GPU(_inside(_trampoline), duration=lambda fn, seconds, args: seconds))
     result = gpu(fn, seconds, args)

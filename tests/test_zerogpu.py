@@ -15,6 +15,7 @@ from gradio_client.exceptions import AppError
 from core import icl, zerogpu
 from core.runs import RunControl, Stopped
 from testing import zerogpu_worker
+from tests.align_tiny import finished_run
 from tests.served import served_classroom
 
 # (api_name, handler arguments by name, seconds asked for with START_S 15 and STEP_S 0.06, why)
@@ -33,6 +34,8 @@ DURATIONS = [
     ("reward_pairs", {"n": 100, "batch_size": 0}, 65, "a pair takes 0.5 s"),
     ("rag_ask", {"question": "soup?", "new_tokens": 200}, 39, "the RAG answer and the plain answer: 2 x 200 steps"),
     ("rag_compare", {"n": 8, "new_tokens": 100, "batch": 0}, 27, "8 dishes in one automatic pass, RAG and plain"),
+    ("icl_compare", {"models": ["base", "dpo"], "settings": (["baseline"], 10, 42, False, 100, 0)}, 27,
+     "the run's work once per model, its settings read in the tab's order"),
     ("unlisted", {}, 45, "an event without an estimate asks for 30 s of work"),
 ]
 
@@ -135,30 +138,56 @@ EVENTS = [
 
 
 @pytest.fixture(scope="module")
-def zero_app(tmp_path_factory):
+def zero_folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("zero")
+
+
+@pytest.fixture(scope="module")
+def zero_app(zero_folder):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SPACES_ZERO_GPU", "true")
         patch.setitem(sys.modules, "spaces", zerogpu_worker)
-        with served_classroom(tmp_path_factory.mktemp("zero")) as client:
+        with served_classroom(zero_folder) as client:
             yield client
 
 
-@pytest.mark.parametrize("endpoint, args, why", EVENTS)
-def test_every_gpu_event_runs_in_a_forked_worker(zero_app, endpoint, args, why):
-    zerogpu_worker.CALLS.clear()
-    result = zero_app.predict(*args, api_name=endpoint)
-    assert result is not None, why
+def one_call(why: str) -> None:
     calls = zerogpu_worker.CALLS
     assert len(calls) == 1 and calls[0]["ended"] == "ok", (why, calls)
     assert calls[0]["pid"] != os.getpid() and 15 <= calls[0]["duration"] <= zerogpu.max_call_s(), why
 
 
-def test_the_main_process_loads_no_model(zero_app):
-    """Every model was loaded inside a worker: the app's own slot stays empty (CUDA never starts there)."""
-    from core.models import MODELS
+@pytest.mark.parametrize("endpoint, args, why", EVENTS)
+def test_every_gpu_event_runs_in_a_forked_worker(zero_app, endpoint, args, why):
+    zerogpu_worker.CALLS.clear()
+    assert zero_app.predict(*args, api_name=endpoint) is not None, why
+    one_call(why)
+
+
+def test_after_training_the_gsm8k_comparison_and_the_scores_run_in_a_worker(zero_app, zero_folder):
+    """The trainer's after panel scores a run's answers; the ICL lab compares models on GSM8K (the base one here)."""
+    zerogpu_worker.CALLS.clear()
+    table = zero_app.predict([str(zero_folder / "lm")], *ICL[1:], api_name="/icl_compare")
+    assert len(table["data"]) == 1, "one model x one strategy"
+    one_call("ICL compare")
+    finished_run("zero-run", "dpo", 1.0, [{"prompt": "Say hi.", "base": "hi", "trained": "hello there"}])
+    zerogpu_worker.CALLS.clear()
+    answers, scores, _bars = zero_app.predict(["zero-run"], api_name="/align_score")
+    assert len(scores["data"]) >= 1
+    one_call("align score")
+
+
+def test_the_main_process_loads_no_model(zero_app, tiny_lm_dir):
+    """Every model was loaded inside a worker: the app's own slot stays empty (CUDA never starts there), and a load
+    asked for there outside a call is refused."""
+    from core.loaders import load_language_model
+    from core.models import MODELS, ModelLoadError
 
     zero_app.predict(*ICL, api_name="/icl_run")
-    assert MODELS.status()["model_id"] is None
+    assert MODELS.status()["model_id"] is None and MODELS.status()["device"] == "cpu"
+    with pytest.raises(ModelLoadError, match="only inside a GPU call"):
+        with MODELS.use("generator", str(tiny_lm_dir), load_language_model):
+            pass
 
 
 def test_work_past_the_cap_is_refused_before_a_worker_starts(zero_app, monkeypatch):
