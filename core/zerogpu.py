@@ -13,7 +13,7 @@ from typing import Callable
 DEFAULT_MAX_CALL_S = 120  # not documented by the Hub; ZeroGPU staff gave "5 minutes" as the most, ALAB_ZEROGPU_MAX_S
 START_S = 15.0  # a call's fixed part: the worker's fork, its CUDA start, the model's load or move onto the GPU
 # Planning figures, not measured on ZeroGPU: seconds per decoding step of a batch (a batch decodes its sequences
-# together), per reward-model pair, per embedded recipe. ALAB_ZEROGPU_STEP_S overrides the first.
+# together) and per reward-model pair. ALAB_ZEROGPU_STEP_S overrides the first.
 STEP_S = 0.06
 PAIR_S = 0.5
 TRAINING = ("rl_start", "rl_resume")  # refused on ZeroGPU; align runs go through core.jobs (core/zerogpu_jobs.py)
@@ -53,15 +53,24 @@ def _n(args: dict, name: str, default: int = 0) -> int:
         return default
 
 
+# ICL strategies of more than one generation stage
+STAGES = {"zero_shot_cot": 2, "least_to_most": 2, "generated_knowledge": 2}
+VOTING = ("self_consistency", "role_few_shot_sc")  # ICL strategies whose last stage is sampled k times
+# (tests/test_zerogpu.py checks both against core.icl.STRATEGIES, which this module may not import)
+
+
+def stage_passes(strategies, samples: int) -> int:
+    """Generation passes of a batch of questions over `strategies`: one per stage, k for a voted last stage."""
+    return sum(STAGES.get(s, 1) + (max(samples, 1) - 1 if s in VOTING else 0) for s in strategies)
+
+
 def icl_s(a: dict) -> float:
-    """ICL run / ask / compare: per strategy, its stages (least-to-most and generated-knowledge: 2) times its
-    samples (self-consistency), each a pass over the questions of max-tokens decoding steps."""
+    """ICL run / ask / compare: per picked model, every strategy's passes (stage_passes) over the questions in
+    batches, each pass max-tokens decoding steps."""
     questions = 1 if "question" in a else _n(a, "n", 1)
-    strategies = len(a.get("strategies") or []) or 1
-    stages = strategies + sum(s in ("least_to_most", "generated_knowledge") for s in a.get("strategies") or [])
-    samples = max(_n(a, "samples", 1), 1) if "self_consistency" in (a.get("strategies") or []) else 1
+    stages = stage_passes(a.get("strategies") or ["baseline"], _n(a, "samples", 1))
     models = max(len(a.get("models") or []), 1)
-    return models * (stages + samples - 1) * passes(questions, _n(a, "batch")) * _n(a, "max_tokens", 256) * step_s()
+    return models * stages * passes(questions, _n(a, "batch")) * _n(a, "max_tokens", 256) * step_s()
 
 
 def pairs_s(a: dict) -> float:
@@ -80,7 +89,8 @@ def answers_s(a: dict) -> float:
     return 2 * _n(a, "length", 256) * step_s()
 
 
-ICL_SETTINGS = ("strategies", "n", "seed", "first", "max_tokens", "batch", "shots", "samples")  # icl_compare's *settings
+# icl_compare's *settings, in the ICL tab's order
+ICL_SETTINGS = ("strategies", "n", "seed", "first", "max_tokens", "batch", "shots", "samples")
 
 
 def compare_s(a: dict) -> float:
@@ -127,8 +137,8 @@ class TooLong(ValueError):
 MAX_PAIRS = 64  # the most pairs a run trains on here: the quick preset's 48 fit, the course notebook's 1600 do not
 NEEDS_DEDICATED = ("needs a dedicated GPU Space: on ZeroGPU a GPU exists only inside calls of a few minutes, so only "
                    f"the trainer's quick preset (at most {MAX_PAIRS} pairs) trains here, a few steps a call. Duplicate "
-                   "this Space (⋮ -> Duplicate this Space) and pick GPU hardware such as a10g-large under Settings -> "
-                   "Space hardware (a paid plan)")
+                   "this Space (⋮ -> Duplicate this Space) and pick GPU hardware such as a10g-large under "
+                   "Settings -> Space hardware (a paid plan)")
 
 
 def training_note(kind: str) -> str:

@@ -17,7 +17,7 @@ from core.runfolder import (CANCEL, CANCELLED, MARKS_CLEARED_ENV, OWNER, PAUSE_E
 from core.runs import write_json
 
 log = logging.getLogger(__name__)
-TRAIN_STEP_S = 10.0  # planning figure, not measured on ZeroGPU: one quick-preset optimizer step (ALAB_ZEROGPU_TRAIN_STEP_S)
+TRAIN_STEP_S = 10.0  # planning, not measured on ZeroGPU: one quick-preset step (ALAB_ZEROGPU_TRAIN_STEP_S)
 RESERVE_S = 45.0  # a call's data preparation and model load, and in the last call the answers after training
 WORKER = "zerogpu-worker"  # the pid of the worker running the run's current call (Cancel ends it)
 def refusal(kind: str, folder: Path, argv: list[str]) -> str | None:

@@ -55,6 +55,13 @@ def test_duration_follows_the_work(api_name, arguments, expected, why, monkeypat
     assert zerogpu.duration_s(api_name, fn, tuple(arguments.values()), {}) == expected, why
 
 
+@pytest.mark.parametrize("name", list(icl.STRATEGIES))
+def test_the_icl_estimate_counts_each_strategys_passes(name):
+    """zerogpu keeps its own table of the strategies' stages (core/ may not import a pipeline): it must match."""
+    strategy = icl.STRATEGIES[name]
+    assert zerogpu.stage_passes([name], 5) == len(strategy.stages) + (4 if strategy.voting else 0), name
+
+
 def test_work_past_the_cap_and_training_are_refused(monkeypatch):
     monkeypatch.setenv("ALAB_ZEROGPU_MAX_S", "60")
     fn = handler(strategies=0, n=0, max_tokens=0, batch=0)
@@ -133,6 +140,8 @@ EVENTS = [
     ("/reward_pairs", [None, 2, 2, 256], "Reward explorer: a data set's pairs"),
     ("/rag_ask", ["How do I make soup?", *RAG_SETTINGS], "RAG: a streamed answer"),
     ("/rag_compare", [1, 0, *RAG_SETTINGS], "RAG: the test dishes compared"),
+    ("/rag_chat", ["How do I make soup?", [], *RAG_SETTINGS], "RAG chat: a streamed reply"),
+    ("/rag_quality", [], "RAG: retrieval quality (the embedding model only)"),
     ("/feedback_create", ["zero-class", "Say hi.", 8], "the class's answer pairs generated"),
 ]
 
@@ -162,6 +171,13 @@ def test_every_gpu_event_runs_in_a_forked_worker(zero_app, endpoint, args, why):
     zerogpu_worker.CALLS.clear()
     assert zero_app.predict(*args, api_name=endpoint) is not None, why
     one_call(why)
+
+
+def test_a_class_session_is_created_then_edited_each_in_a_worker(zero_app):
+    for endpoint, prompts in (("/feedback_create", "Say hi."), ("/feedback_edit", "Say hi.\nSay bye.")):
+        zerogpu_worker.CALLS.clear()
+        assert zero_app.predict("zero-edit", prompts, 8, api_name=endpoint) is not None
+        one_call(endpoint)
 
 
 def test_after_training_the_gsm8k_comparison_and_the_scores_run_in_a_worker(zero_app, zero_folder):
