@@ -72,9 +72,12 @@ def run_in_calls(folder: Path, argv: list[str], resume: bool) -> None:
         try:
             zerogpu.call(train_part, argv if first else again, pause, seconds=call_seconds(steps_per_call()))
         except Exception as exc:
-            log.exception("a ZeroGPU call of %s failed", folder.name)
+            cancelled = (folder / CANCEL).exists()  # Cancel killed the call's worker
+            if not cancelled:
+                log.exception("a ZeroGPU call of %s failed", folder.name)
             if not (folder / "summary.json").exists():
-                write_json(folder / "summary.json", {"status": "failed", "reason": f"a ZeroGPU call failed: {exc}"})
+                write_json(folder / "summary.json", {"status": "cancelled", "reason": CANCELLED} if cancelled else
+                           {"status": "failed", "reason": f"a ZeroGPU call failed: {exc}"})
             return
         first = False
         if not (folder / "summary.json").exists() and (checkpoint_step(folder) or 0) <= done:

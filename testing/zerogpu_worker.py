@@ -84,11 +84,20 @@ def _run(task, seconds: float, args, kwargs, generator: bool):
     try:
         while True:
             left = seconds - (time.monotonic() - began)
-            if left <= 0 or not receive.poll(left):
+            if left <= 0:
                 worker.kill()
                 record["ended"] = "aborted"
                 raise _error("ZeroGPU worker error", "GPU task aborted")
-            kind, value = pickle.loads(receive.recv_bytes())
+            if not receive.poll(min(left, 0.2)):
+                if not worker.is_alive() and not receive.poll(0):  # wrappers.py's sentinel: the worker ended
+                    record["ended"] = "aborted"
+                    raise _error("ZeroGPU worker error", "GPU task aborted")
+                continue
+            try:
+                kind, value = pickle.loads(receive.recv_bytes())
+            except EOFError:  # the worker died without an answer (killed): wrappers.py reads None, "aborted"
+                record["ended"] = "aborted"
+                raise _error("ZeroGPU worker error", "GPU task aborted") from None
             if kind == "end":
                 record["ended"] = "ok"
                 return

@@ -30,6 +30,12 @@ def ended(run) -> runfolder.RunInfo:
     return wait_for(lambda: (i := runfolder.read_run(run.folder)).status in runfolder.FINAL and i, "the run's end")
 
 
+def calls() -> list[dict]:
+    """The emulated calls once the last has returned (a job's summary is written inside its last call)."""
+    wait_for(lambda: zerogpu_worker.CALLS and zerogpu_worker.CALLS[-1]["ended"], "the last call's return")
+    return zerogpu_worker.CALLS
+
+
 def events(run) -> list[str]:
     return [e["event"] for e in runfolder.read_lines(run.folder / "events.jsonl")]
 
@@ -39,8 +45,8 @@ def test_a_quick_dpo_run_trains_as_calls_of_one_step(one_step_a_call, tiny_lm_di
     run = manager.start("align", job_args(tiny_lm_dir, pairs, max_steps=3), name="zero-dpo")
     info = ended(run)
     assert info.status == "finished" and info.summary["steps_done"] == 3, info.summary
-    calls = zerogpu_worker.CALLS
-    assert [c["ended"] for c in calls] == ["ok"] * 3 and os.getpid() not in {c["pid"] for c in calls}
+    made = calls()
+    assert [c["ended"] for c in made] == ["ok"] * 3 and os.getpid() not in {c["pid"] for c in made}
     assert events(run) == ["started", "checkpoint", "paused", "resumed", "checkpoint", "paused", "resumed",
                            "checkpoint", "finished"]
     logged = [m["step"] for m in runfolder.read_lines(run.folder / "metrics.jsonl")]
@@ -60,6 +66,18 @@ def test_stop_between_calls_saves_and_resume_goes_on(one_step_a_call, tiny_lm_di
     manager.resume("align", run.run_id)
     info = ended(run)
     assert info.status == "finished" and info.summary["steps_done"] == 3, info.summary
+
+
+def test_cancel_kills_the_call_and_ends_the_run(one_step_a_call, tiny_lm_dir):
+    manager, pairs = one_step_a_call
+    run = manager.start("align", job_args(tiny_lm_dir, pairs, max_steps=40), name="zero-cancel")
+    wait_for(lambda: "resumed" in events(run), "the second call")
+    manager.cancel("align", run.run_id)
+    info = ended(run)
+    assert info.status == "cancelled" and not (run.folder / "adapter").exists(), info.summary
+    wait_for(lambda: manager.active() is None, "the slot to be given back")
+    made = calls()
+    assert made[-1]["ended"] in ("aborted", "ok") and len(made) == 2, "killed (or just done); no call after it"
 
 
 @pytest.mark.parametrize("kind, args, why", [
