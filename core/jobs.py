@@ -173,6 +173,7 @@ class JobManager:
         clear_marks(folder)  # here, not in the job: a Stop or Cancel pressed from now on is kept for it
         if not launch:
             return None
+        (folder / OWNER).unlink(missing_ok=True)  # a run begun on ZeroGPU, resumed here as a process of its own
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "ALAB_RUNS": str(runs_dir()), MARKS_CLEARED_ENV: "1"}
         with open(folder / "log.txt", "ab") as out:
             # A session of its own: a Ctrl-C meant for the app does not reach the job, and the job outlives it.

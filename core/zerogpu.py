@@ -12,10 +12,11 @@ from typing import Callable
 
 DEFAULT_MAX_CALL_S = 120  # not documented by the Hub; ZeroGPU staff gave "5 minutes" as the most, ALAB_ZEROGPU_MAX_S
 START_S = 15.0  # a call's fixed part: the worker's fork, its CUDA start, the model's load or move onto the GPU
-# Planning figures, not measured on ZeroGPU: seconds per decoding step of a batch (a batch decodes its sequences
-# together) and per reward-model pair. ALAB_ZEROGPU_STEP_S overrides the first.
-STEP_S = 0.06
-PAIR_S = 0.5
+# Planning figures, not measured on ZeroGPU (its large size is half an RTX Pro 6000, nothing here ran on one), from
+# bench/RESULTS.md on an H200: a decoding step of the 3B 4-bit generator took 0.079 s at batch 300 (the ICL sweep:
+# 256 steps in 20.3 s) and 0.089 s at batch 62 (114 s for 5 passes); QRM scored a pair in 46 ms. Rounded up:
+STEP_S = 0.1  # seconds per decoding step of a batch (a batch decodes its sequences together); ALAB_ZEROGPU_STEP_S
+PAIR_S = 0.1  # seconds per reward-model pair
 TRAINING = ("rl_start", "rl_resume")  # refused on ZeroGPU; align runs go through core.jobs (core/zerogpu_jobs.py)
 
 

@@ -17,8 +17,10 @@ from core.runfolder import (CANCEL, CANCELLED, MARKS_CLEARED_ENV, OWNER, PAUSE_E
 from core.runs import write_json
 
 log = logging.getLogger(__name__)
-TRAIN_STEP_S = 10.0  # planning, not measured on ZeroGPU: one quick-preset step (ALAB_ZEROGPU_TRAIN_STEP_S)
-RESERVE_S = 45.0  # a call's data preparation and model load, and in the last call the answers after training
+# Planning, not measured on ZeroGPU; bench/RESULTS.md on an H200: a quick DPO step 0.488 s, the whole 6-step run 58.8 s
+# (data, model load, training, the answers after it).
+TRAIN_STEP_S = 2.0  # one quick-preset optimizer step (ALAB_ZEROGPU_TRAIN_STEP_S)
+RESERVE_S = 60.0  # a call's data preparation and model load, and in the last call the answers after training
 WORKER = "zerogpu-worker"  # the pid of the worker running the run's current call (Cancel ends it)
 def refusal(kind: str, folder: Path, argv: list[str]) -> str | None:
     """Why this run cannot train on ZeroGPU, or None: RL runs, align runs of more than zerogpu.MAX_PAIRS pairs."""

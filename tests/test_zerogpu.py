@@ -18,7 +18,7 @@ from testing import zerogpu_worker
 from tests.align_tiny import finished_run
 from tests.served import served_classroom
 
-# (api_name, handler arguments by name, seconds asked for with START_S 15 and STEP_S 0.06, why)
+# (api_name, handler arguments by name, seconds asked for with START_S 15, 0.06 s a decoding step, 0.1 s a pair, why)
 DURATIONS = [
     ("icl_run", {"strategies": ["baseline"], "n": 10, "max_tokens": 100, "batch": 0}, 21,
      "one strategy, one automatic batch: 100 decoding steps (6 s) + 15 s"),
@@ -31,7 +31,7 @@ DURATIONS = [
     ("icl_ask", {"question": "2+2?", "strategies": ["baseline"], "n": 50, "max_tokens": 100, "batch": 1}, 21,
      "a question asked alone is one prompt, whatever n says"),
     ("reward_score", {"prompt": "p", "chosen": "a", "rejected": "b"}, 16, "two answers, one pair"),
-    ("reward_pairs", {"n": 100, "batch_size": 0}, 65, "a pair takes 0.5 s"),
+    ("reward_pairs", {"n": 100, "batch_size": 0}, 25, "a pair takes 0.1 s"),
     ("rag_ask", {"question": "soup?", "new_tokens": 200}, 39, "the RAG answer and the plain answer: 2 x 200 steps"),
     ("rag_compare", {"n": 8, "new_tokens": 100, "batch": 0}, 27, "8 dishes in one automatic pass, RAG and plain"),
     ("icl_compare", {"models": ["base", "dpo"], "settings": (["baseline"], 10, 42, False, 100, 0)}, 27,
@@ -50,7 +50,7 @@ def handler(**names):
 
 @pytest.mark.parametrize("api_name, arguments, expected, why", DURATIONS)
 def test_duration_follows_the_work(api_name, arguments, expected, why, monkeypatch):
-    monkeypatch.delenv("ALAB_ZEROGPU_STEP_S", raising=False)
+    monkeypatch.setenv("ALAB_ZEROGPU_STEP_S", "0.06")
     fn = handler(**arguments)
     assert zerogpu.duration_s(api_name, fn, tuple(arguments.values()), {}) == expected, why
 
@@ -64,6 +64,7 @@ def test_the_icl_estimate_counts_each_strategys_passes(name):
 
 def test_work_past_the_cap_and_training_are_refused(monkeypatch):
     monkeypatch.setenv("ALAB_ZEROGPU_MAX_S", "60")
+    monkeypatch.setenv("ALAB_ZEROGPU_STEP_S", "0.06")
     fn = handler(strategies=0, n=0, max_tokens=0, batch=0)
     with pytest.raises(zerogpu.TooLong, match=r"about 75 s of GPU .* at most 60 s"):
         zerogpu.duration_s("icl_run", fn, (["baseline"], 10, 1000, 0), {})

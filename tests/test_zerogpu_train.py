@@ -14,7 +14,8 @@ from tests.test_jobs import job_args, wait_for
 
 @pytest.fixture
 def one_step_a_call(monkeypatch, tmp_path):
-    """ZeroGPU emulated; a call fits one optimizer step (15 s start + 45 s reserve + 60 s a step = the 120 s cap)."""
+    """ZeroGPU emulated; a call fits one optimizer step (15 s start + 60 s reserve + 60 s a step: past the 120 s cap,
+    so one step, and the call asks for the cap)."""
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     monkeypatch.setitem(sys.modules, "spaces", zerogpu_worker)
     monkeypatch.setenv("ALAB_ZEROGPU_TRAIN_STEP_S", "60")
