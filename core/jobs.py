@@ -3,6 +3,7 @@
 writes and how a run is read back from its folder is core.runfolder; its command-line flags are core.flags."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from core import mirror
-from core.runfolder import (CANCEL, CANCELLED, KINDS, MARKS_CLEARED_ENV, STOP, RunInfo, clear_marks, find_run,
-                            list_runs, process_alive, read_run)
+from core import mirror, zerogpu, zerogpu_jobs
+from core.runfolder import (CANCEL, CANCELLED, KINDS, MARKS_CLEARED_ENV, OWNER, STOP, RunInfo, clear_marks,
+                            find_run, list_runs, process_alive, read_run)
 from core.runs import REPO_ROOT, new_run_dir, runs_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -105,17 +106,24 @@ class JobManager:
                 running = running or read_run(self._active)
                 raise JobBusy(f"{running.kind} run {running.run_id} holds the accelerator (step {running.step}/"
                               f"{running.max_steps or '?'}, about {clock(running.eta_s)} left): wait, or Stop it")
+            zero = zerogpu.splits_here()  # on ZeroGPU: GPU calls of a few steps each, not a child process
+            if zero and (why := zerogpu_jobs.refusal(kind, resume.folder if resume else Path(), args)):
+                raise ValueError(why)
             folder = resume.folder if resume else new_run_dir(kind, name)
             argv = [sys.executable, "-m", "core", kind, "--run-dir", str(folder), *(["--resume"] if resume else args)]
             self._models.hold(self.describe)  # evicts the resident model first
             try:
-                process = self._spawn(folder, argv, resume is not None)
+                process = self._spawn(folder, argv, resume is not None, launch=not zero)
             except BaseException:
                 self._models.release()
                 raise
             self._active = folder
             self._generation += 1
-            self._watch(process, folder, self._generation)
+            if zero:
+                zerogpu_jobs.start(folder, argv[3:], resume is not None,
+                                   functools.partial(self._ended, folder, self._generation))
+            else:
+                self._watch(process, folder, self._generation)
         return read_run(folder)
 
     def start_sequence(self, kind: str, jobs: list[tuple[list[str], str | None]],
@@ -155,13 +163,17 @@ class JobManager:
         if plan.on_done is not None and read_run(ended).status == "finished":
             plan.on_done([read_run(f) for f in plan.runs])
 
-    def _spawn(self, folder: Path, argv: list[str], resume: bool) -> subprocess.Popen:
+    def _spawn(self, folder: Path, argv: list[str], resume: bool, launch: bool = True) -> subprocess.Popen | None:
+        """Launches the job (unless not `launch`: ZeroGPU's calls run it) after clearing the marks of its last end."""
         if not resume:
             write_json(folder / "launch.json", {"argv": argv, "created": time.time()})
         # the last launch's pid goes first: until the new one is written the run reads "starting", never
         # "interrupted" (a resumed run had no summary and a dead pid in that window)
         (folder / "pid").unlink(missing_ok=True)
         clear_marks(folder)  # here, not in the job: a Stop or Cancel pressed from now on is kept for it
+        if not launch:
+            return None
+        (folder / OWNER).unlink(missing_ok=True)  # a run begun on ZeroGPU, resumed here as a process of its own
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "ALAB_RUNS": str(runs_dir()), MARKS_CLEARED_ENV: "1"}
         with open(folder / "log.txt", "ab") as out:
             # A session of its own: a Ctrl-C meant for the app does not reach the job, and the job outlives it.
@@ -187,12 +199,16 @@ class JobManager:
             else:
                 while process_alive(folder):
                     time.sleep(1.0)
-            with self._lock:
-                if self._generation == generation:
-                    self._active = None
-                    self._models.release()
-            self._continue_plan(folder)
+            self._ended(folder, generation)
         threading.Thread(target=wait, daemon=True, name=f"job-{folder.name}").start()
+
+    def _ended(self, folder: Path, generation: int) -> None:
+        """The job of `folder` is over: the slot is free again (unless a newer job holds it), the sequence goes on."""
+        with self._lock:
+            if self._generation == generation:
+                self._active = None
+                self._models.release()
+        self._continue_plan(folder)
 
     def stop(self, kind: str, run_id: str) -> RunInfo:
         """"Stop and save": the job ends after its current step and saves its adapter."""
@@ -204,6 +220,9 @@ class JobManager:
         """"Cancel": ends the job now (SIGTERM, then SIGKILL after a grace period); the run is marked cancelled."""
         info = self._running(kind, run_id)
         (info.folder / CANCEL).write_text(str(time.time()))
+        if (info.folder / OWNER).exists():  # a ZeroGPU run: its calls run in the app's workers
+            zerogpu_jobs.end_call(info.folder)
+            return self._cancelled(info.folder)
         pid = int((info.folder / "pid").read_text())
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + CANCEL_GRACE_S
@@ -211,10 +230,14 @@ class JobManager:
             time.sleep(0.1)
         if process_alive(info.folder):
             os.kill(pid, signal.SIGKILL)
-        if not (info.folder / "summary.json").exists():
-            write_json(info.folder / "summary.json", {"status": "cancelled", "reason": CANCELLED})
-            mirror.sync(info.folder)
-        return read_run(info.folder)
+        return self._cancelled(info.folder)
+
+    @staticmethod
+    def _cancelled(folder: Path) -> RunInfo:
+        if not (folder / "summary.json").exists():
+            write_json(folder / "summary.json", {"status": "cancelled", "reason": CANCELLED})
+            mirror.sync(folder)
+        return read_run(folder)
 
     def _running(self, kind: str, run_id: str) -> RunInfo:
         info = find_run(kind, run_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 
+from core import zerogpu
 from core.processes import rank
 
 log = logging.getLogger(__name__)
@@ -13,10 +14,11 @@ GIB = 2 ** 30
 
 
 def memory_stats() -> dict:
-    """Accelerator memory in GiB (allocated, reserved, peak) on CUDA; the process's RSS on a CPU."""
+    """Accelerator memory in GiB (allocated, reserved, peak) on CUDA; the process's RSS on a CPU, and in ZeroGPU's main
+    process, which must not start CUDA (its GPU exists only inside a call)."""
     import torch
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not zerogpu.enabled():
         return {"device": "cuda", "allocated_gb": torch.cuda.memory_allocated() / GIB,
                 "reserved_gb": torch.cuda.memory_reserved() / GIB,
                 "peak_gb": torch.cuda.max_memory_allocated() / GIB}

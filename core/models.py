@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from core import zerogpu
 from core.memory import memory_stats
 
 log = logging.getLogger(__name__)
@@ -247,6 +248,9 @@ class ModelManager:
         if current is not None and (current.kind, current.model_id) == key:
             current.role = role
             return current.obj
+        if zerogpu.splits_here():  # ZeroGPU's main process: no model and no CUDA here, only inside a GPU call
+            raise ModelLoadError(f"could not load {model_id!r} for {role}: on ZeroGPU models load only inside a GPU "
+                                 "call (a model event of a tab); press that tab's button")
         self.unload()
         import torch
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ MARKS = (STOP, CANCEL, "summary.json")  # how the last end left the folder; a re
 # Set by the app, which clears the marks of a run's last end before it launches the job: the job then keeps the marks
 # it finds, which are a Stop or Cancel pressed while it was still preparing. A job started by hand clears them itself.
 MARKS_CLEARED_ENV = "ALAB_MARKS_CLEARED"
+PAUSE_ENV = "ALAB_PAUSE_AT_STEP"  # on ZeroGPU: a call's share of a run ends after this step, checkpointed, unfinished
+OWNER = "zerogpu-owner"  # on ZeroGPU: "<pid> <start time>" of the app process whose GPU calls run the job
 FINAL = ("finished", "stopped", "cancelled", "failed")
 MIRRORED_AT = ("checkpoint", *FINAL)  # the events after which the folder is copied to $ALAB_RUNS_MIRROR
 CANCELLED = "cancelled by the user: ended at once, no adapter saved"
@@ -58,6 +61,7 @@ class RunRecorder:
         self.started = time.perf_counter() - (seconds_so_far(self.run_dir) if resume else 0.0)
         # Under `accelerate launch --num_processes N` every process runs the job; only rank 0 writes the folder.
         self.writes = rank() == 0
+        self.pause_at = int(os.environ.get(PAUSE_ENV) or 0) or None
 
     @property
     def run_id(self) -> str:
@@ -91,6 +95,10 @@ class RunRecorder:
     def stop_requested(self) -> bool:
         """The app's "Stop and save": end after the current step and save the adapter."""
         return (self.run_dir / STOP).exists()
+
+    def pause_requested(self, step: int) -> bool:
+        """On ZeroGPU: this call's share of the run is done (core.zerogpu_jobs runs the next share)."""
+        return self.pause_at is not None and step >= self.pause_at
 
     def write_rank(self, record: dict) -> None:
         """ranks/rank-<r>.json: the one file every process writes, its own (see the module docstring)."""
@@ -128,10 +136,16 @@ def run_job(run_dir: Path, work: Callable[[RunRecorder], dict], resume: bool = F
     recorder = RunRecorder(run_dir, resume)
     if recorder.writes and not os.environ.get(MARKS_CLEARED_ENV):
         clear_marks(recorder.run_dir)
-    previous = signal.signal(signal.SIGTERM, _raise_cancelled)
+    # a ZeroGPU call runs the job in a thread of its worker, where no signal handler can be set (Cancel kills it)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_cancelled) if main else None
     recorder.event("resumed" if resume else "started", pid=os.getpid())
     try:
         figures = work(recorder)
+        if figures["status"] == "paused":  # a ZeroGPU call's share: checkpointed, the run goes on in the next call
+            wall_s = time.perf_counter() - recorder.started
+            recorder.event("paused", step=figures["steps_done"], wall_s=wall_s)
+            return {**figures, "wall_s": wall_s}
         return recorder.finish(figures.pop("status"), figures.pop("reason"), **figures)
     except Cancelled:
         return recorder.finish("cancelled", CANCELLED if world_size() == 1 else CANCELLED_WITH_OTHERS)
@@ -142,7 +156,8 @@ def run_job(run_dir: Path, work: Callable[[RunRecorder], dict], resume: bool = F
             raise  # them waiting for this one in a collective
         return summary
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_cancelled(signum, frame):
@@ -246,12 +261,28 @@ def _read_json(path: Path) -> dict:
 def process_alive(folder: Path) -> bool:
     """True while the run's own process lives: its pid exists and its command line names this folder (a reused
     pid after a reboot does not count)."""
+    if (folder / OWNER).exists():
+        return owner_alive(folder)
     try:
         pid = int((folder / "pid").read_text())
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return str(folder).encode() in f.read()
     except (OSError, ValueError):
         return False
+
+
+def owner_alive(folder: Path) -> bool:
+    """Whether the app process named in OWNER (a ZeroGPU run's) still lives: its pid with the same start time
+    (/proc/<pid>/stat field 22), so a pid reused after a restart does not count."""
+    try:
+        pid, start = (folder / OWNER).read_text().split()
+        return process_start(int(pid)) == start
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def process_start(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
 
 
 def read_run(folder: Path) -> RunInfo:
@@ -269,7 +300,7 @@ def read_run(folder: Path) -> RunInfo:
     elif process_alive(folder):
         info.status = "running"
         info.eta_s = eta_seconds(metrics)
-    elif (folder / "pid").exists():
+    elif (folder / "pid").exists() or (folder / OWNER).exists():
         info.status = "interrupted"
     if (folder / mirror.RESTORED).is_file():
         info.note = (folder / mirror.RESTORED).read_text(errors="replace").strip()

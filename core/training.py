@@ -59,7 +59,8 @@ def recorder_callback(recorder: RunRecorder, extra: dict | None = None):
             recorder.log(state.global_step, state.max_steps, {**values, **(extra or {})})
 
         def on_step_end(self, args, state, control, **kwargs):
-            if rank0_flag(recorder.writes and recorder.stop_requested(), args.device):
+            ends = recorder.stop_requested() or recorder.pause_requested(state.global_step)
+            if rank0_flag(recorder.writes and ends, args.device):
                 control.should_training_stop = True
                 control.should_save = True
 

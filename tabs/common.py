@@ -14,6 +14,7 @@ import gradio as gr
 import pandas as pd
 from gradio.exceptions import InvalidPathError
 
+from core import zerogpu
 from core.jobs import JOBS, JobBusy
 from core.models import MODELS, AcceleratorBusy, ModelLoadError
 from core.runs import RunControl, Stopped
@@ -31,6 +32,15 @@ class Blocks(gr.Blocks):
     a file) reach the caller as a gr.Error naming the widget. Gradio 6.31's own preprocessing raises plain TypeErrors
     and ValueErrors there, which it answers with a bare "the app raised an exception"."""
 
+    def __exit__(self, *exc_info):
+        """Once every event is registered: on ZeroGPU each GPU event's handler runs inside spaces.GPU (`on_zerogpu`)."""
+        done = super().__exit__(*exc_info)
+        for block_fn in self.fns.values():
+            if block_fn.fn is not None and block_fn.concurrency_id == GPU_EVENT["concurrency_id"] and \
+                    not getattr(block_fn.fn, "zerogpu", False):
+                block_fn.fn = on_zerogpu(block_fn.fn, block_fn.api_name)
+        return done
+
     async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
         try:
             return await super().preprocess_data(block_fn, inputs, state, explicit_call)
@@ -38,6 +48,35 @@ class Blocks(gr.Blocks):
             raise refusal(out_of_range_message(block_fn, inputs) or exc.message) from exc
         except Exception as exc:
             raise refusal(malformed_input_message(block_fn, inputs, exc)) from exc
+
+
+def on_zerogpu(fn, api_name: str | None):
+    """A GPU event's handler as a ZeroGPU call (core.zerogpu: its duration from the handler's arguments); work that
+    cannot fit one call, and training, refused first with what to do. Outside ZeroGPU, `fn` itself."""
+    if not zerogpu.enabled() or api_name in zerogpu.SPLIT:
+        return fn
+    gpu = zerogpu.on_gpu(fn, api_name)
+
+    def fits(args, kwargs) -> None:
+        try:
+            zerogpu.duration_s(api_name, fn, args, kwargs)
+        except zerogpu.TooLong as exc:
+            raise refusal(str(exc)) from exc
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            fits(args, kwargs)
+            yield from gpu(*args, **kwargs)
+        streaming.zerogpu = True
+        return streaming
+
+    @functools.wraps(fn)
+    def plain(*args, **kwargs):
+        fits(args, kwargs)
+        return gpu(*args, **kwargs)
+    plain.zerogpu = True
+    return plain
 
 
 def out_of_range_message(block_fn, inputs: list) -> str | None:

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from core import curves, jobs, runfolder
+from core import curves, jobs, runfolder, zerogpu
 from core.runs import runs_dir
 from tabs.common import GPU_EVENT, POLL_EVENT, curve_updates, plot_frame, user_errors
 
@@ -236,7 +236,8 @@ def control_handlers(kind: str):
 
 def build(kind: str, charts: tuple[curves.Chart, ...]) -> SimpleNamespace:
     """Lays out the panel; returns the selection state, which a tab's start handler writes."""
-    ui = SimpleNamespace(selected=gr.State([]), started=gr.Markdown())  # + picker: the runs shown, as a person sees
+    note = zerogpu.training_note(kind) if zerogpu.enabled() else ""
+    ui = SimpleNamespace(selected=gr.State([]), started=gr.Markdown(note))  # + picker: the runs shown, as a person sees
     with gr.Row():
         stop_button = gr.Button("Stop and save", variant="secondary")
         cancel_button = gr.Button("Cancel", variant="stop")

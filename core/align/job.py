@@ -53,6 +53,9 @@ def train(cfg: AlignConfig, recorder: RunRecorder, resume: bool = False) -> dict
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - started
+    steps = trainer.state.global_step
+    if recorder.pause_requested(steps) and steps < max_steps and not recorder.stop_requested():
+        return {"status": "paused", "reason": f"paused after step {steps} of {max_steps}", "steps_done": steps}
     tokens = summed_over_processes(counter.tokens, trainer.args.device)
     if recorder.writes:  # under accelerate launch rank 0 saves and answers; the other processes are done
         save_results(cfg, trainer.model, policy, subset, recorder.run_dir)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import profiles
+from core import profiles, zerogpu
 from core.data import load_split
 from core.generation import AUTO, GenerationConfig, GenerationReport, generate
 from core.icl.answers import gold_answer
@@ -215,7 +215,7 @@ def _generate_all(cfg: IclConfig, jobs: list[_Job], shots: list[dict], control, 
     return False, generated
 
 
-def _answer(cfg: IclConfig, problems: list[Problem], shots: list[dict], control: RunControl | None,
+def answer_all(cfg: IclConfig, problems: list[Problem], shots: list[dict], control: RunControl | None,
             cache: AnswerCache, on_rows=None, batches: list[str] | None = None) -> tuple[list[dict], bool, int]:
     """Rows for every strategy x problem: cached ones at once, the rest generated (each pass's batch size noted in
     `batches`). Returns (rows in strategy then problem order, stopped, prompts generated)."""
@@ -239,8 +239,16 @@ def _answer(cfg: IclConfig, problems: list[Problem], shots: list[dict], control:
 
 def run(cfg: IclConfig, control: RunControl | None = None) -> IclResult:
     """Evaluates every selected strategy on the subset; results land in a new runs/icl/<time>/ folder as they
-    arrive (result.json, results.csv). A stopped run returns what finished, with `stopped=True`."""
-    start = time.perf_counter()
+    arrive (result.json, results.csv). A stopped run returns what finished, with `stopped=True`. On ZeroGPU the
+    answers are generated in calls that each fit (core/icl/calls.py)."""
+    if zerogpu.splits_here():
+        from core.icl.calls import run_in_calls  # it builds on this module
+
+        return run_in_calls(cfg, control)
+    return evaluate(cfg, control, time.perf_counter())
+
+
+def evaluate(cfg: IclConfig, control: RunControl | None, start: float) -> IclResult:
     problems = select_problems(cfg)
     shots = pick_exemplars(cfg, {p.question for p in problems})
     sample = {"index": problems[0].index, "question": problems[0].question, "answer": problems[0].answer,
@@ -252,7 +260,7 @@ def run(cfg: IclConfig, control: RunControl | None = None) -> IclResult:
         result.generated, result.stopped, result.seconds = generated, stopped, time.perf_counter() - start
         write_outputs(result)
 
-    rows, stopped, generated = _answer(cfg, problems, shots, control, answer_cache(), on_rows=update,
+    rows, stopped, generated = answer_all(cfg, problems, shots, control, answer_cache(), on_rows=update,
                                        batches=result.batches)
     update(rows, generated, stopped)
     return result
@@ -264,7 +272,7 @@ def ask(question: str, cfg: IclConfig, control: RunControl | None = None) -> lis
     if not question:
         raise ValueError("the question is empty: type a math word problem")
     shots = pick_exemplars(cfg, {question})
-    rows, _stopped, _generated = _answer(cfg, [Problem(-1, question, "", None)], shots, control, answer_cache())
+    rows, _stopped, _generated = answer_all(cfg, [Problem(-1, question, "", None)], shots, control, answer_cache())
     return rows
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from core import zerogpu
 from core.generation import sampling_kwargs
 
 
@@ -102,6 +103,8 @@ class FixedShapeSampler:
     def __init__(self, model, capacity: int, compiler: str = "cuda-graph"):
         if compiler not in self.COMPILERS:
             raise ValueError(f"decode compiler must be one of {', '.join(self.COMPILERS)}, got {compiler!r}")
+        if zerogpu.enabled():  # ZeroGPU supports no torch.compile, and a recorded CUDA graph is not worth a short call
+            compiler = "none"
         self.model, self.capacity, self.compiler = model, capacity, compiler
         self.cache, self.cache_batch, self.mask, self.step = None, None, None, None
         self.compiled = torch.compile(model.forward, mode="reduce-overhead") if compiler == "inductor" else None
