@@ -51,17 +51,16 @@ def decode_rows(llm_dir: Path, recipes: list[dict], precisions: list[str]) -> li
 
     from core import rag
     from core.generation import GenerationConfig, generate
-    from core.rag import llm as rag_llm
 
     rows = []
     for precision in precisions:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         began = time.perf_counter()
-        lm = rag_llm.load_rag_lm(str(llm_dir), precision)
+        lm = rag.load_rag_lm(str(llm_dir), precision)
         load_s = time.perf_counter() - began
         question = rag.QUESTION.format(name=recipes[0]["name"])
-        prompt = rag_llm.qa_prompt(lm.tokenizer, question, [rag.recipe_text(r) for r in recipes[:3]], 1024 - NEW_TOKENS)
+        prompt = rag.qa_prompt(lm.tokenizer, question, [rag.recipe_text(r) for r in recipes[:3]], 1024 - NEW_TOKENS)
         cfg = GenerationConfig(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, temperature=0.7, batch_size=2)
         generate(lm, [prompt], cfg)  # warm-up
         one = [timed_s(lambda: generate(lm, [prompt], cfg)) for _ in range(3)]

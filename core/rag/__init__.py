@@ -7,10 +7,10 @@ index). index.py owns the index, llm.py the model bundle.
 """
 from core.rag.index import (QUESTION, Source, index_quality, load_embedding, load_recipes, open_index, recipe_text,
                             retrieve)
-from core.rag.llm import RagBundle, bundle_key, load_bundle
+from core.rag.llm import RAG_PRECISIONS, RagBundle, bundle_key, load_bundle, load_rag_lm, qa_prompt
 from core.rag.pipeline import (COMPARE_COLUMNS, EXAMPLE_QUESTION, RESPONSE_MODES, RagAnswer, RagConfig, chat,
                                compare_dishes, retrieval_quality, run)
 
-__all__ = ["COMPARE_COLUMNS", "EXAMPLE_QUESTION", "QUESTION", "RESPONSE_MODES", "RagAnswer", "RagBundle", "RagConfig",
-           "Source", "bundle_key", "chat", "compare_dishes", "index_quality", "load_bundle", "load_embedding",
-           "load_recipes", "open_index", "recipe_text", "retrieval_quality", "retrieve", "run"]
+__all__ = ["COMPARE_COLUMNS", "EXAMPLE_QUESTION", "QUESTION", "RAG_PRECISIONS", "RESPONSE_MODES", "RagAnswer", "RagBundle", "RagConfig",
+           "Source", "bundle_key", "chat", "compare_dishes", "index_quality", "load_bundle", "load_embedding", "load_rag_lm",
+           "load_recipes", "open_index", "qa_prompt", "recipe_text", "retrieval_quality", "retrieve", "run"]
