@@ -80,7 +80,7 @@ class JobManager:
             if run.status == "running":
                 self._active = run.folder
                 self._generation += 1
-                self._models.hold(self.describe)
+                self._models.hold(self.describe, self.ends_in)
                 self._watch(None, run.folder, self._generation)
                 return
 
@@ -95,6 +95,11 @@ class JobManager:
         return (f"training {info.kind}/{info.run_id}: step {info.step}/{info.max_steps or '?'}, "
                 f"ETA {clock(info.eta_s)}")
 
+    def ends_in(self) -> float | None:
+        """The running job's ETA in seconds, at the pace of its logged steps (None before its first)."""
+        folder = self._active
+        return read_run(folder).eta_s if folder is not None else None
+
     def start(self, kind: str, args: list[str], name: str | None = None, resume: RunInfo | None = None) -> RunInfo:
         """Spawns `python -m core <kind> --run-dir <new folder> <args>` (or `--resume` of an existing run)."""
         if kind not in KINDS:
@@ -107,7 +112,7 @@ class JobManager:
                               f"{running.max_steps or '?'}, about {clock(running.eta_s)} left): wait, or Stop it")
             folder = resume.folder if resume else new_run_dir(kind, name)
             argv = [sys.executable, "-m", "core", kind, "--run-dir", str(folder), *(["--resume"] if resume else args)]
-            self._models.hold(self.describe)  # evicts the resident model first
+            self._models.hold(self.describe, self.ends_in)  # evicts the resident model first
             try:
                 process = self._spawn(folder, argv, resume is not None)
             except BaseException:

@@ -182,3 +182,36 @@ def test_waiters_are_refused_with_the_jobs_eta_when_a_training_job_takes_the_slo
     slot.manager.release()
     with slot.manager.use("student", "y", slot.load) as obj:
         assert obj["model"] == "y"
+
+
+@pytest.mark.parametrize("eta_s, expected, why", [
+    (130.0, r"^ \(in about 2:10, around \d\d:\d\d UTC\)$", "the job's ETA, and the clock time it ends at"),
+    (0.4, r"^ \(in about 0:00, around", "a job about to end"),
+    (None, r"not known yet: its first logged step gives an ETA", "a job still preparing has no pace yet"),
+])
+def test_a_refusal_says_when_the_job_ends(eta_s, expected, why):
+    import re
+
+    from core.models import ends_phrase
+
+    assert re.search(expected, ends_phrase(eta_s)), why
+
+
+def test_a_request_that_waits_for_the_job_runs_once_it_ends_and_its_wait_counts_the_job():
+    manager, loads, heard, served = ModelManager(), [], [], []
+    manager.hold(lambda: "training align/dpo: step 3/10, ETA 0:42", ends_in=lambda: 42.0)
+    manager.waits_for_job = lambda: True  # as the page's "Wait for a training job" box does for its session
+
+    def patient():
+        with manager.use("student", "y", sleeping_loader(0.01, loads), on_wait=lambda *told: heard.append(told)) as obj:
+            served.append(obj["model"])
+    thread = threading.Thread(target=patient, daemon=True)
+    thread.start()
+    time.sleep(0.3)
+    assert not served and heard and heard[0][0] == 1 and heard[0][1] >= 41.0, "queued behind the job's 42 s"
+    with pytest.raises(AcceleratorBusy, match=r"until it ends \(in about 0:42, around \d\d:\d\d UTC\)"):
+        with manager.use("student", "z", sleeping_loader(0.01, loads), after_job=False):
+            pass
+    manager.release()
+    thread.join(5)
+    assert served == ["y"] and loads == ["y"], "the job's end let the waiting request load its model"
