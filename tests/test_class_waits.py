@@ -81,7 +81,7 @@ def test_presses_at_once_are_one_merged_pass_told_their_place_and_one_model_at_a
         [out[i].progress for i in range(STUDENTS)]
     for i in range(STUDENTS):
         summary = sessions[i].predict(*press(i), api_name="/reward_score")[0]  # alone now: the same scores
-        assert chosen_score(summary) == pytest.approx(chosen_score(out[i].answer), abs=0.0015), f"student {i}"
+        assert chosen_score(summary) == pytest.approx(chosen_score(out[i].answer[0]), abs=0.0015), f"student {i}"
 
 
 def test_a_refusal_says_when_the_job_ends_and_a_patient_session_is_served_after_it(served):
@@ -102,5 +102,5 @@ def test_a_refusal_says_when_the_job_ends_and_a_patient_session_is_served_after_
     waiter.join(TIMEOUT_S)
     assert refused.outcome == "refused", (refused.outcome, refused.warnings)
     assert re.search(r"until it ends \(in about 0:30, around \d\d:\d\d UTC\)", refused.message), refused.message
-    assert out["patient"].outcome == "completed" and chosen_score(out["patient"].answer) is not None
+    assert out["patient"].outcome == "completed" and chosen_score(out["patient"].answer[0]) is not None
     assert any("about 3" in text for text in out["patient"].progress), out["patient"].progress  # the job's 30 s
