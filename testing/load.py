@@ -84,6 +84,7 @@ class LoadReport:
     run: runfolder.RunInfo | None
     seconds: float
     unfinished: list[str]  # students whose thread had not ended within the bound
+    slot_waiting: list[int] = field(default_factory=list)  # requests waiting in the model slot, sampled every 0.2 s
 
     def by_kind(self) -> list[dict]:
         rows = []
@@ -94,6 +95,10 @@ class LoadReport:
                          **{o: sum(r.outcome == o for r in mine) for o in ("completed", "refused", "failed", "lost")},
                          "wait p50 s": quantile(waits, 0.5), "wait p95 s": quantile(waits, 0.95)})
         return rows
+
+    @property
+    def max_slot_waiting(self) -> int:
+        return max(self.slot_waiting, default=0)
 
     @property
     def max_queue(self) -> int:
@@ -293,11 +298,24 @@ def run_classroom(url: str, students: int = 30, timeout_s: float = 300) -> LoadR
     """`students` sessions at once against the app at `url` (served in this process); student 0 trains."""
     warm_up(url, timeout_s)
     before = settle()
-    began = time.monotonic()
+    began, waiting, done = time.monotonic(), [], threading.Event()
+    sampler = threading.Thread(target=sample_slot, args=(waiting, done), daemon=True)
+    sampler.start()
     with watch_slot() as (loads, holds), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) \
             as students_process:
         out, run, unfinished = students_process.submit(the_class, url, students, timeout_s).result()
         loads, holds = list(loads), list(holds)
+    done.set()
+    sampler.join(5)
     seconds = time.monotonic() - began
     overlapping = sum(load.over_a_resident for load in loads)
-    return LoadReport(out, loads, holds, overlapping, before, settle(), run, seconds, unfinished)
+    return LoadReport(out, loads, holds, overlapping, before, settle(), run, seconds, unfinished, waiting)
+
+
+def sample_slot(sizes: list[int], done: threading.Event) -> None:
+    """How many requests wait in the model slot (gradio lets every model event through to it): its own queue, plus
+    the Score presses that wait inside a merged request beyond the one the queue counts."""
+    from core.reward import SCORING
+
+    while not done.wait(0.2):
+        sizes.append(len(MODELS.queue()) + sum(max(0, len(b.entries) - 1) for b in list(SCORING._open.values())))
