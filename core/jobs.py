@@ -57,6 +57,7 @@ class JobManager:
         self._active: Path | None = None
         self._generation = 0  # counts starts: a watcher frees the slot only for the job it watches
         self._adopted = False
+        self._starting = False  # a Start between its reservation and its process: its folder may read as ended
         self._plan: Plan | None = None  # the sequence the active job belongs to
         self._last_plan: Plan | None = None  # the latest sequence, still read by companions() once it has ended
 
@@ -69,7 +70,7 @@ class JobManager:
             if self._active is None:
                 return None
             info = read_run(self._active)
-            if info.status in ("running", "starting"):
+            if info.status in ("running", "starting") or self._starting:
                 return info
             self._active = None
             self._models.release()
@@ -111,14 +112,20 @@ class JobManager:
                 raise JobBusy(f"{running.kind} run {running.run_id} holds the accelerator (step {running.step}/"
                               f"{running.max_steps or '?'}, about {clock(running.eta_s)} left): wait, or Stop it")
             folder = resume.folder if resume else new_run_dir(kind, name)
-            argv = [sys.executable, "-m", "core", kind, "--run-dir", str(folder), *(["--resume"] if resume else args)]
+            # Reserved before the hold, which waits for the model request in use to end: meanwhile a second Start is
+            # refused, status polls do not wait on this lock, and a refused request names this run.
+            self._active, self._starting = folder, True
+        argv = [sys.executable, "-m", "core", kind, "--run-dir", str(folder), *(["--resume"] if resume else args)]
+        try:
             self._models.hold(self.describe, self.ends_in)  # evicts the resident model first
-            try:
-                process = self._spawn(folder, argv, resume is not None)
-            except BaseException:
-                self._models.release()
-                raise
-            self._active = folder
+            process = self._spawn(folder, argv, resume is not None)
+        except BaseException:
+            with self._lock:
+                self._active, self._starting = None, False
+            self._models.release()
+            raise
+        with self._lock:
+            self._starting = False
             self._generation += 1
             self._watch(process, folder, self._generation)
         return read_run(folder)
