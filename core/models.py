@@ -191,11 +191,15 @@ class ModelManager:
                                   "'Wait for a training job' to queue behind it, or stop the run on its tab.")
 
     @contextmanager
-    def _exclusive(self):
-        """The slot for unload/hold: after the current `use` block, ahead of every waiter; reentrant for the owner."""
+    def _exclusive(self, after_waiting: bool = False):
+        """The slot for unload/hold: after the current `use` block, ahead of every waiter (`after_waiting`: of every
+        waiter that came later; those already waiting are served first); reentrant for the owner."""
         me = threading.get_ident()
         with self._cond:
             mine = self._owner == me
+            mark = self._numbers
+            while after_waiting and not mine and any(t.number <= mark for t in self._waiting):
+                self._cond.wait()
             self._exclusive_waiting += not mine
             try:
                 while not mine and self._owner is not None:
@@ -308,8 +312,10 @@ class ModelManager:
     def hold(self, describe: Callable[[], str], ends_in: Callable[[], float | None] | None = None) -> None:
         """Evicts the resident and gives the accelerator to a job outside this process; `describe()` says which
         (and how far along, with its ETA) to whoever asks for a model meanwhile, waiters included; `ends_in()` is
-        its ETA in seconds (None while unknown), added to the waits of requests queued behind it."""
-        with self._exclusive():
+        its ETA in seconds (None while unknown), added to the waits of requests queued behind it. The requests
+        already waiting are served first (they were told their place); later ones are refused while the job holds
+        the accelerator, or wait for it to end (`after_job`)."""
+        with self._exclusive(after_waiting=True):
             self.unload()
             self._held, self._job_ends_in = describe, ends_in or (lambda: None)
 
