@@ -137,8 +137,10 @@ def watch_slot():
         return ensure(role, model_id, recorded, key)
 
     def recording_hold(*args, **kwargs):
-        holds.append(time.monotonic())
-        return hold(*args, **kwargs)
+        try:
+            return hold(*args, **kwargs)
+        finally:  # when the job took the slot: it waits for the requests already queued before it
+            holds.append(time.monotonic())
 
     MODELS._ensure, MODELS.hold = recording_ensure, recording_hold
     try:
