@@ -141,7 +141,7 @@ def _train(manager: ModelManager, began: float, scale: float) -> None:
 
     def describe() -> str:
         return f"training rl/ppo-class: step 3/10, ETA {clock(max(0.0, ends[0] - time.monotonic()) / scale)}"
-    manager.hold(describe)
+    manager.hold(describe, lambda: max(0.0, ends[0] - time.monotonic()) / scale)
     ends[0] = time.monotonic() + HOLD[1] * scale
     time.sleep(HOLD[1] * scale)
     manager.release()
