@@ -57,6 +57,8 @@ class Batcher:
         key = (loader_name(load), model_id, patient)
         entry = Entry(item, control or RunControl())
         entry.control.check()
+        if slot.used_by_this_thread():  # called inside this thread's own `use` block: a worker would wait for it
+            return self._inline(slot, model_id, load, entry)
         with self._lock:
             batch = self._open.get(key)
             if batch is None or len(batch.entries) >= self.max_items:
@@ -65,6 +67,13 @@ class Batcher:
                                  name=f"batch-{self.role}").start()
             batch.entries.append(entry)
         return self._await(entry, batch, slot)
+
+    def _inline(self, slot: ModelManager, model_id: str, load, entry: Entry) -> Any:
+        with slot.use(self.role, model_id, load) as obj:
+            self._run(obj, [entry])
+        if entry.error is not None:
+            raise entry.error
+        return entry.outcome
 
     def _await(self, entry: Entry, batch: _Batch, slot: ModelManager) -> Any:
         """In the student's own thread: their Stop, and their page told the batch's place as it moves."""

@@ -131,6 +131,10 @@ class ModelManager:
         finally:
             self._leave(key, None if began is None else time.perf_counter() - began, nested)
 
+    def used_by_this_thread(self) -> bool:
+        """True inside this thread's own `use` block (a nested `use` of the same model goes straight in)."""
+        return self._owner == threading.get_ident()
+
     def _next_number(self) -> int:
         self._numbers += 1
         return self._numbers

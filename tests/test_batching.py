@@ -171,3 +171,13 @@ def test_reward_run_goes_through_the_merged_scorer_and_keeps_its_result(qrm_dir)
                                             model_id=str(qrm_dir), max_tokens=256))
     assert len(merged.SCORING.passes) == before + 1 and result.scorer == "qrm" and len(result.scores) == 2
     assert result.margin == pytest.approx(result.scores[0].score - result.scores[1].score)
+
+
+def test_a_press_from_inside_the_same_models_use_block_runs_in_that_thread(qrm_dir, rm):
+    """A nested call (a pipeline already holding the reward model) must not wait for a worker that waits for it."""
+    slot = ModelManager()
+    batcher = Batcher("reward", merged.score_pass, slot=slot)
+    with slot.use("pipeline", str(qrm_dir), sequence_rm.load_reward_model):
+        scores, limit = batcher.submit(str(qrm_dir), sequence_rm.load_reward_model, press(3))
+    alone = sequence_rm.score(rm, press(3).prompt, list(press(3).responses), LIMIT)
+    assert batcher.passes == [1] and [s.score for s in scores] == pytest.approx([s.score for s in alone], abs=1e-4)
