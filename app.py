@@ -9,24 +9,28 @@ import argparse
 import gradio as gr
 
 from core import profiles
-from tabs import align, common, icl, rag, reward, rl, run_panel
+from tabs import align, common, icl, rag, reward, rl, run_panel, waits
 
 TABS = [("ICL lab", icl), ("Reward explorer", reward), ("DPO / ORPO trainer", align),
         ("RAG recipe chat", rag), ("RL summarizer", rl)]
 THEME = gr.themes.Soft(primary_hue="indigo")
 CSS = ".status-line {font-size: 0.9em; opacity: 0.85} " + run_panel.CURVE_CSS
-QUEUE = {"default_concurrency_limit": 8}  # events without a limit of their own; model events share one of width 1
-LAUNCH = {"max_file_size": "25mb"}  # gradio refuses larger uploads before they reach disk (pairs files: 20 MB)
+QUEUE = {"default_concurrency_limit": 8}  # events without a limit of their own; model events share common.GPU_WAITERS
+# gradio refuses larger uploads before they reach disk (pairs files: 20 MB); threads: the model events' waiters
+# (common.GPU_WAITERS) plus room for polls and cheap events beside them
+LAUNCH = {"max_file_size": "25mb", "max_threads": common.GPU_WAITERS + 32}
 
 
 def build_app(profile: profiles.Profile | None = None) -> gr.Blocks:
     profile = profile or profiles.resolve()
+    waits.install()
     with common.Blocks(title="Alignment Lab") as demo:
         lite_note = " (offline models that ship inside PyPI packages, sample data)" if profile.name == "lite" else ""
         gr.Markdown(f"# Alignment Lab\nPrompting, reward models and alignment, hands on. "
                     f"Profile: **{profile.name}**{lite_note}")
         with gr.Row():
             status = gr.Markdown("", elem_classes="status-line")  # filled per page as it loads (below)
+            waits.build(common.POLL_EVENT)
             unload_button = gr.Button("Unload model", size="sm", scale=0)
         with gr.Tabs():
             for title, module in TABS:

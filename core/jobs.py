@@ -58,6 +58,7 @@ class JobManager:
         self._active: Path | None = None
         self._generation = 0  # counts starts: a watcher frees the slot only for the job it watches
         self._adopted = False
+        self._starting = False  # a Start between its reservation and its process: its folder may read as ended
         self._plan: Plan | None = None  # the sequence the active job belongs to
         self._last_plan: Plan | None = None  # the latest sequence, still read by companions() once it has ended
 
@@ -70,7 +71,7 @@ class JobManager:
             if self._active is None:
                 return None
             info = read_run(self._active)
-            if info.status in ("running", "starting"):
+            if info.status in ("running", "starting") or self._starting:
                 return info
             self._active = None
             self._models.release()
@@ -81,7 +82,7 @@ class JobManager:
             if run.status == "running":
                 self._active = run.folder
                 self._generation += 1
-                self._models.hold(self.describe)
+                self._models.hold(self.describe, self.ends_in)
                 self._watch(None, run.folder, self._generation)
                 return
 
@@ -95,6 +96,11 @@ class JobManager:
             return f"training {info.kind}/{info.run_id}: preparing (the data and the model load before step 1)"
         return (f"training {info.kind}/{info.run_id}: step {info.step}/{info.max_steps or '?'}, "
                 f"ETA {clock(info.eta_s)}")
+
+    def ends_in(self) -> float | None:
+        """The running job's ETA in seconds, at the pace of its logged steps (None before its first)."""
+        folder = self._active
+        return read_run(folder).eta_s if folder is not None else None
 
     def start(self, kind: str, args: list[str], name: str | None = None, resume: RunInfo | None = None) -> RunInfo:
         """Spawns `python -m core <kind> --run-dir <new folder> <args>` (or `--resume` of an existing run)."""
@@ -110,14 +116,20 @@ class JobManager:
             if zero and (why := zerogpu_jobs.refusal(kind, resume.folder if resume else Path(), args)):
                 raise ValueError(why)
             folder = resume.folder if resume else new_run_dir(kind, name)
-            argv = [sys.executable, "-m", "core", kind, "--run-dir", str(folder), *(["--resume"] if resume else args)]
-            self._models.hold(self.describe)  # evicts the resident model first
-            try:
-                process = self._spawn(folder, argv, resume is not None, launch=not zero)
-            except BaseException:
-                self._models.release()
-                raise
-            self._active = folder
+            # Reserved before the hold, which waits for the model request in use to end: meanwhile a second Start is
+            # refused, status polls do not wait on this lock, and a refused request names this run.
+            self._active, self._starting = folder, True
+        argv = [sys.executable, "-m", "core", kind, "--run-dir", str(folder), *(["--resume"] if resume else args)]
+        try:
+            self._models.hold(self.describe, self.ends_in)  # evicts the resident model first
+            process = self._spawn(folder, argv, resume is not None, launch=not zero)
+        except BaseException:
+            with self._lock:
+                self._active, self._starting = None, False
+            self._models.release()
+            raise
+        with self._lock:
+            self._starting = False
             self._generation += 1
             if zero:
                 zerogpu_jobs.start(folder, argv[3:], resume is not None,

@@ -96,24 +96,34 @@ class ModelManager:
         self._key_in_use: tuple | None = None
         self._run_began = 0.0  # when the resident's run began: the grant that switched to it
         self._held: Callable[[], str] | None = None  # set while a training job holds the accelerator
+        self._job_ends_in: Callable[[], float | None] = lambda: None  # the holding job's ETA in seconds
         self.last_eviction: dict | None = None
+        # How a page hears of its wait, set by the app (tabs/waits.py): `tell_waiter(place, wait_s)` is every
+        # caller's default on_wait; `waits_for_job()` (read in the caller's thread) keeps a request waiting for a
+        # training job to end instead of refusing it.
+        self.tell_waiter: Callable[[int, float], None] | None = None
+        self.waits_for_job: Callable[[], bool] = lambda: False
 
     @contextmanager
     def use(self, role: str, model_id: str, load: Callable[[str], Any],
-            on_wait: Callable[[int, float], None] | None = None):
+            on_wait: Callable[[int, float], None] | None = None, after_job: bool | None = None):
         """Yields the object `load(model_id)` returns, loaded once and kept resident until another
         (kind, model_id) is asked for. Blocks while another thread uses the slot; meanwhile `on_wait(place,
-        wait_s)` hears this caller's place (1 = next) and estimated wait each time they change (it runs under
-        the slot's bookkeeping lock: keep it quick)."""
+        wait_s)` (default: `tell_waiter`) hears this caller's place (1 = next) and estimated wait each time they
+        change (it runs under the slot's bookkeeping lock: keep it quick). While a training job holds the
+        accelerator the call is refused (AcceleratorBusy), or, with `after_job` (default: `waits_for_job()`), waits
+        for the job to end."""
         key = (loader_name(load), model_id)
+        on_wait = on_wait or self.tell_waiter
+        patient = self.waits_for_job() if after_job is None else after_job
         with self._cond:
-            self._refuse_if_held()
+            self._refuse_if_held(patient)
             nested = self._owner == threading.get_ident()
             if nested and self._resident is not None and (self._resident.kind, self._resident.model_id) != key:
                 raise RuntimeError(f"{role} asked for {model_id} while this thread still uses "
                                    f"{self._resident.model_id}: leave that `with` block first")
             if not nested:
-                self._wait_turn(Ticket(self._next_number(), key, role, time.monotonic()), on_wait)
+                self._wait_turn(Ticket(self._next_number(), key, role, time.monotonic()), on_wait, patient)
         began = None
         try:
             obj = self._ensure(role, model_id, load, key)
@@ -122,22 +132,27 @@ class ModelManager:
         finally:
             self._leave(key, None if began is None else time.perf_counter() - began, nested)
 
+    def used_by_this_thread(self) -> bool:
+        """True inside this thread's own `use` block (a nested `use` of the same model goes straight in)."""
+        return self._owner == threading.get_ident()
+
     def _next_number(self) -> int:
         self._numbers += 1
         return self._numbers
 
-    def _wait_turn(self, ticket: Ticket, on_wait) -> None:
+    def _wait_turn(self, ticket: Ticket, on_wait, patient: bool = False) -> None:
         """Queues `ticket` and returns once the slot is this thread's (the caller holds self._cond)."""
         self._waiting.append(ticket)
         told = None
         try:
             self._hand_over()
-            while not (self._chosen is ticket and self._owner is None and not self._exclusive_waiting):
+            while not (self._chosen is ticket and self._owner is None and not self._exclusive_waiting
+                       and self._held is None):
                 if on_wait is not None and (place := self._place(ticket)) != told:
                     told = place
                     on_wait(*place)
-                self._cond.wait()
-                self._refuse_if_held()
+                self._cond.wait(1.0 if self._held is not None else None)  # a held slot: the job's ETA moves
+                self._refuse_if_held(patient)
         except BaseException:
             self._waiting.remove(ticket)
             if self._chosen is ticket:
@@ -174,17 +189,22 @@ class ModelManager:
     def _resident_key(self) -> tuple | None:
         return (self._resident.kind, self._resident.model_id) if self._resident is not None else None
 
-    def _refuse_if_held(self) -> None:
-        if self._held is not None:
+    def _refuse_if_held(self, patient: bool = False) -> None:
+        if self._held is not None and not patient:
             raise AcceleratorBusy(f"{self._held()}. The accelerator belongs to that training job until it "
-                                  "ends, so no model loads here: wait, or stop the run on its tab.")
+                                  f"ends{ends_phrase(self._job_ends_in())}, so no model loads here: wait, tick "
+                                  "'Wait for a training job' to queue behind it, or stop the run on its tab.")
 
     @contextmanager
-    def _exclusive(self):
-        """The slot for unload/hold: after the current `use` block, ahead of every waiter; reentrant for the owner."""
+    def _exclusive(self, after_waiting: bool = False):
+        """The slot for unload/hold: after the current `use` block, ahead of every waiter (`after_waiting`: of every
+        waiter that came later; those already waiting are served first); reentrant for the owner."""
         me = threading.get_ident()
         with self._cond:
             mine = self._owner == me
+            mark = self._numbers
+            while after_waiting and not mine and any(t.number <= mark for t in self._waiting):
+                self._cond.wait()
             self._exclusive_waiting += not mine
             try:
                 while not mine and self._owner is not None:
@@ -219,6 +239,8 @@ class ModelManager:
         """The scheduler run forward on copies of the waiters, with the clock advanced by estimates."""
         now = time.monotonic()
         clock, resident, run_began = now, self._key_in_use or self._resident_key(), self._run_began
+        if self._held is not None:  # waiters queued behind a training job start when it ends
+            clock += self._job_ends_in() or 0.0
         if self._key_in_use is not None:
             clock += max(self._estimate(self._work_s, self._key_in_use) - (now - self._since), 0.0)
         waiting = [Ticket(t.number, t.key, t.role, t.arrived, t.overtaken_at) for t in self._waiting]
@@ -295,16 +317,20 @@ class ModelManager:
             self.last_eviction = check
             return check
 
-    def hold(self, describe: Callable[[], str]) -> None:
+    def hold(self, describe: Callable[[], str], ends_in: Callable[[], float | None] | None = None) -> None:
         """Evicts the resident and gives the accelerator to a job outside this process; `describe()` says which
-        (and how far along, with its ETA) to whoever asks for a model meanwhile, waiters included."""
-        with self._exclusive():
+        (and how far along, with its ETA) to whoever asks for a model meanwhile, waiters included; `ends_in()` is
+        its ETA in seconds (None while unknown), added to the waits of requests queued behind it. The requests
+        already waiting are served first (they were told their place); later ones are refused while the job holds
+        the accelerator, or wait for it to end (`after_job`)."""
+        with self._exclusive(after_waiting=True):
             self.unload()
-            self._held = describe
+            self._held, self._job_ends_in = describe, ends_in or (lambda: None)
 
     def release(self) -> None:
         with self._cond:
             self._held = None
+            self._hand_over()  # requests that waited for the job go on
 
     def status(self) -> dict:
         """What is resident, how long it took to load, who waits (`queue()`), and the memory figures."""
@@ -323,6 +349,14 @@ def _mark_overtaken(waiting: list[Ticket], served: Ticket, now: float) -> None:
     for older in waiting:
         if older.number < served.number and older.overtaken_at is None:
             older.overtaken_at = now
+
+
+def ends_phrase(eta_s: float | None) -> str:
+    """When a training job will end, in words: " (in about 2:10, around 21:42 UTC)", or that it is not known yet."""
+    if eta_s is None:
+        return " (when is not known yet: its first logged step gives an ETA)"
+    minutes, seconds = divmod(int(round(eta_s)), 60)
+    return f" (in about {minutes}:{seconds:02d}, around {time.strftime('%H:%M', time.gmtime(time.time() + eta_s))} UTC)"
 
 
 def loader_name(load: Callable) -> str:

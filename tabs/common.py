@@ -21,9 +21,11 @@ from core.runs import RunControl, Stopped
 
 log = logging.getLogger(__name__)
 
-# Every model-using event joins one queue of width 1: users wait their turn for the accelerator (the page shows
-# their place in the queue). Polling events never wait behind it.
-GPU_EVENT = {"concurrency_id": "gpu", "concurrency_limit": 1}
+# Model-using events share one gradio queue as wide as a class: they all reach the model slot (core.models), which
+# serves one model and one pass at a time in model-affinity order, merges Score presses (core.batching) and tells each
+# waiter its place (tabs/waits.py). Polling events never wait behind it; app.LAUNCH leaves threads for them.
+GPU_WAITERS = 32
+GPU_EVENT = {"concurrency_id": "gpu", "concurrency_limit": GPU_WAITERS}
 POLL_EVENT = {"concurrency_limit": None, "show_progress": "hidden"}
 
 

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from core import runfolder
 from core.memory import memory_stats
@@ -59,6 +60,9 @@ class Request:
     position_s: float | None = None  # submitted -> the first status that tells its place (or that it runs)
     slowest_status_s: float = 0.0  # the longest job.status() call
     queue_sizes: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # gr.Warning texts the event sent (a refusal is one)
+    progress: list[str] = field(default_factory=list)  # progress texts it showed while it waited (its place)
+    answer: Any = None  # its outputs, when it completed
 
 
 @dataclass
@@ -80,6 +84,7 @@ class LoadReport:
     run: runfolder.RunInfo | None
     seconds: float
     unfinished: list[str]  # students whose thread had not ended within the bound
+    slot_waiting: list[int] = field(default_factory=list)  # requests waiting in the model slot, sampled every 0.2 s
 
     def by_kind(self) -> list[dict]:
         rows = []
@@ -90,6 +95,10 @@ class LoadReport:
                          **{o: sum(r.outcome == o for r in mine) for o in ("completed", "refused", "failed", "lost")},
                          "wait p50 s": quantile(waits, 0.5), "wait p95 s": quantile(waits, 0.95)})
         return rows
+
+    @property
+    def max_slot_waiting(self) -> int:
+        return max(self.slot_waiting, default=0)
 
     @property
     def max_queue(self) -> int:
@@ -127,9 +136,11 @@ def watch_slot():
                 active.remove(key)
         return ensure(role, model_id, recorded, key)
 
-    def recording_hold(describe):
-        holds.append(time.monotonic())
-        return hold(describe)
+    def recording_hold(*args, **kwargs):
+        try:
+            return hold(*args, **kwargs)
+        finally:  # when the job took the slot: it waits for the requests already queued before it
+            holds.append(time.monotonic())
 
     MODELS._ensure, MODELS.hold = recording_ensure, recording_hold
     try:
@@ -139,7 +150,8 @@ def watch_slot():
 
 
 def send(client, student: int, endpoint: str, args: list, kind: str, timeout_s: float) -> Request:
-    """One request: submitted, its status sampled every 0.2 s while it waits, its answer awaited up to timeout_s."""
+    """One request: submitted, its status sampled every 0.2 s while it waits, its answer awaited up to timeout_s. A
+    refusal is an error, or (since refusals keep the page) a gr.Warning that names the job."""
     from gradio_client.exceptions import AppError
 
     request = Request(student, endpoint, kind)
@@ -156,19 +168,38 @@ def send(client, student: int, endpoint: str, args: list, kind: str, timeout_s: 
             "PROCESSING", "ITERATING", "PROGRESS", "FINISHED")
         if known and request.position_s is None:
             request.position_s = time.monotonic() - began
+        _read_updates(job, request)
         time.sleep(0.2)
     try:
-        job.result(timeout=max(0.1, timeout_s - (time.monotonic() - began)))
+        request.answer = job.result(timeout=max(0.1, timeout_s - (time.monotonic() - began)))
         request.outcome = "completed"
     except AppError as exc:
         request.message = str(exc)[:300]
         request.outcome = "refused" if REFUSED.search(request.message) else "failed"
     except Exception as exc:  # no answer in time, or the connection broke: the request is lost
         request.message = f"{type(exc).__name__}: {str(exc)[:300]}"
+    _read_updates(job, request)
+    refusal = next((w for w in request.warnings if REFUSED.search(w)), None)
+    if request.outcome == "completed" and refusal is not None:
+        request.outcome, request.message = "refused", refusal[:300]
     request.seconds = time.monotonic() - began
     if request.position_s is None and request.outcome != "lost":
         request.position_s = request.seconds  # answered between two samples
     return request
+
+
+def _read_updates(job, request: Request) -> None:
+    """Every status update the client queued for `job` since the last read: gr.Warning / gr.Info messages arrive as
+    updates whose `log` is (message, level), progress texts as their `progress_data` (job.status() keeps only the
+    latest update, so a warning followed by the answer is gone from it by the time the job is done)."""
+    updates = getattr(getattr(job, "communicator", None), "updates", None)
+    while updates is not None and not updates.empty():
+        update = updates.get_nowait()
+        if getattr(update, "log", None) and update.log[1] == "warning":
+            request.warnings.append(update.log[0])
+        for unit in getattr(update, "progress_data", None) or []:
+            if unit.desc and unit.desc not in request.progress[-1:]:
+                request.progress.append(unit.desc)
 
 
 def plan(student: int) -> list[tuple[str, list, str]]:
@@ -269,11 +300,24 @@ def run_classroom(url: str, students: int = 30, timeout_s: float = 300) -> LoadR
     """`students` sessions at once against the app at `url` (served in this process); student 0 trains."""
     warm_up(url, timeout_s)
     before = settle()
-    began = time.monotonic()
+    began, waiting, done = time.monotonic(), [], threading.Event()
+    sampler = threading.Thread(target=sample_slot, args=(waiting, done), daemon=True)
+    sampler.start()
     with watch_slot() as (loads, holds), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) \
             as students_process:
         out, run, unfinished = students_process.submit(the_class, url, students, timeout_s).result()
         loads, holds = list(loads), list(holds)
+    done.set()
+    sampler.join(5)
     seconds = time.monotonic() - began
     overlapping = sum(load.over_a_resident for load in loads)
-    return LoadReport(out, loads, holds, overlapping, before, settle(), run, seconds, unfinished)
+    return LoadReport(out, loads, holds, overlapping, before, settle(), run, seconds, unfinished, waiting)
+
+
+def sample_slot(sizes: list[int], done: threading.Event) -> None:
+    """How many requests wait in the model slot (gradio lets every model event through to it): its own queue, plus
+    the Score presses that wait inside a merged request beyond the one the queue counts."""
+    from core.reward import SCORING
+
+    while not done.wait(0.2):
+        sizes.append(len(MODELS.queue()) + sum(max(0, len(b.entries) - 1) for b in list(SCORING._open.values())))

@@ -141,7 +141,55 @@ def _train(manager: ModelManager, began: float, scale: float) -> None:
 
     def describe() -> str:
         return f"training rl/ppo-class: step 3/10, ETA {clock(max(0.0, ends[0] - time.monotonic()) / scale)}"
-    manager.hold(describe)
+    manager.hold(describe, lambda: max(0.0, ends[0] - time.monotonic()) / scale)
     ends[0] = time.monotonic() + HOLD[1] * scale
     time.sleep(HOLD[1] * scale)
     manager.release()
+
+
+PASS_S = (0.5, 0.046)  # a merged Score pass, assumed: the 0.5 s of one request above + 46 ms a further pair (README)
+
+
+def score_burst(merge: bool, students: int = 30, scale: float = 0.1) -> dict:
+    """`students` press Score at once while the generator is resident and busy (an ICL request: its 2.9 s load, 4 s
+    of work); with `merge` through a core.batching.Batcher (one slot request and pass per batch), else one slot
+    request each. Times in GPU seconds: press -> answer."""
+    from core.batching import Batcher
+
+    manager, loads, answers = ModelManager(), [], []
+
+    def load(model_id):
+        loads.append(model_id)
+        time.sleep(SWITCH_S[model_id] * scale)
+        return _Slept(model_id)
+
+    def run_pass(obj, entries):
+        time.sleep((PASS_S[0] + PASS_S[1] * (len(entries) - 1)) * scale)
+        return [entry.item for entry in entries]
+    batcher, busy = Batcher("reward", run_pass, slot=manager), threading.Event()
+
+    def icl():
+        with manager.use("icl", "generator", load):
+            busy.set()
+            time.sleep(TABS["icl"][1] * scale)
+
+    def student(i: int) -> None:
+        pressed = time.monotonic()
+        if merge:
+            assert batcher.submit("qrm", load, i) == i, "a student got another's result"
+        else:
+            with manager.use("reward", "qrm", load):
+                time.sleep(PASS_S[0] * scale)
+        answers.append((time.monotonic() - pressed) / scale)
+    threads = [threading.Thread(target=icl, daemon=True)]
+    threads[0].start()
+    busy.wait(60)
+    threads += [threading.Thread(target=student, args=(i,), daemon=True) for i in range(students)]
+    for thread in threads[1:]:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    answers.sort()
+    return {"scoring": "merged" if merge else "one by one", "presses": students, "answered": len(answers),
+            "passes": len(batcher.passes) if merge else students, "reward model loads": loads.count("qrm"),
+            "answer p50 s": _q(answers, 0.5), "answer p95 s": _q(answers, 0.95), "last answer s": answers[-1]}

@@ -203,3 +203,50 @@ def test_a_resumed_run_never_reads_interrupted_while_it_launches(manager, monkey
     manager.resume("align", folder.name)
     assert seen == ["starting"]
     wait_for(lambda: runfolder.read_run(folder).status not in ("running", "starting"), "the resumed job to end")
+
+
+class SleepingJobs(jobs.JobManager):
+    """Spawns a process that only sleeps, its command line naming the run folder (what process_alive checks)."""
+
+    def _spawn(self, folder, argv, resume):
+        import subprocess
+        import sys
+
+        write_json(folder / "launch.json", {"argv": argv, "created": time.time()})
+        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(folder)])
+        (folder / "pid").write_text(str(process.pid))
+        return process
+
+
+def test_a_start_that_waits_for_the_model_in_use_blocks_no_poll_and_refusals_name_its_run():
+    """Model events run side by side now (issue 25): a Start waits for the request using the slot to end. Status polls
+    used to wait behind it on the manager's lock, and a request refused in the window named no run ("refused: .")."""
+    import threading
+
+    slot = ModelManager()
+    jm, entered, release = SleepingJobs(slot), threading.Event(), threading.Event()
+
+    def student():
+        with slot.use("student", "x", lambda _id: object()):
+            entered.set()
+            release.wait(20)
+    threading.Thread(target=student, daemon=True).start()
+    assert entered.wait(5)
+    starting = threading.Thread(target=jm.start, args=("align", [], "waiting-run"), daemon=True)
+    starting.start()
+    try:
+        time.sleep(0.3)
+        asked = time.monotonic()
+        assert jm.active().run_id == "waiting-run" and time.monotonic() - asked < 1.0, "a poll answers at once"
+        with pytest.raises(jobs.JobBusy, match="waiting-run holds the accelerator"):
+            jm.start("align", [], "second-run")
+        release.set()
+        starting.join(10)
+        with pytest.raises(AcceleratorBusy, match=r"^training align/waiting-run: preparing"):
+            with slot.use("student", "y", lambda _id: object()):
+                pass
+    finally:
+        release.set()
+        starting.join(10)
+        jm.cancel("align", "waiting-run")
+    wait_for(lambda: jm.active() is None and slot.status()["held_by"] is None, "the slot back after the cancel", 20)

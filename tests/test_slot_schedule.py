@@ -166,19 +166,57 @@ def test_a_waiter_hears_its_place_and_estimate_as_it_moves():
     assert second >= 0.3 + 0.1 - 0.05, "behind x2: x's work, then y's load"
 
 
-def test_waiters_are_refused_with_the_jobs_eta_when_a_training_job_takes_the_slot():
+def test_a_training_job_takes_the_slot_after_the_requests_already_waiting_and_refuses_later_ones_with_its_eta():
+    """Model events reach the slot side by side (issue 25): a Start must not refuse the requests that were already
+    waiting (and told their place) when it was pressed, as gradio's arrival order used to serve them first."""
     slot = Slot()
     slot.hold_with("x")
     slot.queue_up("y1", "y")
     slot.queue_up("z2", "z")
     job = threading.Thread(target=slot.manager.hold, args=(lambda: "training align/dpo: step 3/10, ETA 0:42",))
     job.start()
-    time.sleep(0.05)
-    assert slot.finish() == [] and sorted(slot.errors) == ["y1", "z2"]
+    time.sleep(0.1)
+    assert job.is_alive(), "the job waits for the request in use and the two queued before it"
+    assert slot.finish() == ["y1", "z2"] and not slot.errors
     job.join(5)
-    for exc in slot.errors.values():
-        assert isinstance(exc, AcceleratorBusy) and "ETA 0:42" in str(exc) and "until it ends" in str(exc)
     assert slot.manager.status()["held_by"] and slot.manager.status()["model_id"] is None
+    with pytest.raises(AcceleratorBusy) as refused:
+        with slot.manager.use("student", "w", slot.load):
+            pass
+    assert "ETA 0:42" in str(refused.value) and "until it ends" in str(refused.value)
     slot.manager.release()
     with slot.manager.use("student", "y", slot.load) as obj:
         assert obj["model"] == "y"
+
+
+@pytest.mark.parametrize("eta_s, expected, why", [
+    (130.0, r"^ \(in about 2:10, around \d\d:\d\d UTC\)$", "the job's ETA, and the clock time it ends at"),
+    (0.4, r"^ \(in about 0:00, around", "a job about to end"),
+    (None, r"not known yet: its first logged step gives an ETA", "a job still preparing has no pace yet"),
+])
+def test_a_refusal_says_when_the_job_ends(eta_s, expected, why):
+    import re
+
+    from core.models import ends_phrase
+
+    assert re.search(expected, ends_phrase(eta_s)), why
+
+
+def test_a_request_that_waits_for_the_job_runs_once_it_ends_and_its_wait_counts_the_job():
+    manager, loads, heard, served = ModelManager(), [], [], []
+    manager.hold(lambda: "training align/dpo: step 3/10, ETA 0:42", ends_in=lambda: 42.0)
+    manager.waits_for_job = lambda: True  # as the page's "Wait for a training job" box does for its session
+
+    def patient():
+        with manager.use("student", "y", sleeping_loader(0.01, loads), on_wait=lambda *told: heard.append(told)) as obj:
+            served.append(obj["model"])
+    thread = threading.Thread(target=patient, daemon=True)
+    thread.start()
+    time.sleep(0.3)
+    assert not served and heard and heard[0][0] == 1 and heard[0][1] >= 41.0, "queued behind the job's 42 s"
+    with pytest.raises(AcceleratorBusy, match=r"until it ends \(in about 0:42, around \d\d:\d\d UTC\)"):
+        with manager.use("student", "z", sleeping_loader(0.01, loads), after_job=False):
+            pass
+    manager.release()
+    thread.join(5)
+    assert served == ["y"] and loads == ["y"], "the job's end let the waiting request load its model"

@@ -8,9 +8,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from core.loaders import load_language_model
-from core.models import MODELS
 from core.profiles import FULL
-from core.reward import judge
+from core.reward import judge, merged
 from core.runs import REPO_ROOT, RunControl
 from core.reward import sequence_rm
 
@@ -91,20 +90,18 @@ def _truncation_warnings(labels: list[str], scores: list[sequence_rm.ResponseSco
 
 
 def run(cfg: RewardConfig = RewardConfig(), control: RunControl | None = None) -> RewardResult:
-    """Scores every response to cfg.prompt in one batched forward pass of the reward model (or the judge)."""
+    """Scores every response to cfg.prompt with the reward model (or the judge), in one batched forward pass that
+    other students' Score presses waiting at the same time share (core.reward.merged); Stop leaves theirs alone."""
     start = time.perf_counter()
     if control is not None:
         control.check()
     generator = judge.judge_model_id(cfg.model_id)
+    request = merged.ScoreRequest(cfg.prompt, tuple(cfg.responses), cfg.max_tokens, generator is not None)
     if generator is not None:  # same loader and id as the ICL generator: shares its resident slot
-        with MODELS.use("reward", generator, load_language_model) as lm:
-            limit = sequence_rm.token_limit(lm.model, cfg.max_tokens)
-            scores = judge.score(lm, cfg.prompt, list(cfg.responses), limit)
+        scores, limit = merged.SCORING.submit(generator, load_language_model, request, control)
         scorer = "judge"
     else:
-        with MODELS.use("reward", cfg.model_id, sequence_rm.load_reward_model) as rm:
-            limit = sequence_rm.token_limit(rm.model, cfg.max_tokens)
-            scores = sequence_rm.score(rm, cfg.prompt, list(cfg.responses), limit)
+        scores, limit = merged.SCORING.submit(cfg.model_id, sequence_rm.load_reward_model, request, control)
         scorer = "scalar" if scores[0].rewards is None else "qrm"
     first = scores[0]
     return RewardResult(
