@@ -208,7 +208,7 @@ def test_a_resumed_run_never_reads_interrupted_while_it_launches(manager, monkey
 class SleepingJobs(jobs.JobManager):
     """Spawns a process that only sleeps, its command line naming the run folder (what process_alive checks)."""
 
-    def _spawn(self, folder, argv, resume):
+    def _spawn(self, folder, argv, resume, launch=True):
         import subprocess
         import sys
 
