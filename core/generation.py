@@ -202,7 +202,7 @@ def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = Genera
 
 class RowStreamer:
     """A transformers streamer for a whole batch: after each decoding step, tells `on_text(caller index, text so
-    far)` for every row of the batch (transformers' own text streamers take batch 1 only)."""
+    far)` for every row of the batch (transformers' own text streamers take batch 1 only); the text only grows."""
 
     def __init__(self, tokenizer, rows: list[int], on_text: Callable[[int, str], None]):
         self.tokenizer, self.rows, self.on_text = tokenizer, rows, on_text
@@ -215,7 +215,9 @@ class RowStreamer:
         for ids, token in zip(self.ids, value.reshape(len(self.rows), -1).tolist()):
             ids.extend(token)
         for row, ids in zip(self.rows, self.ids):
-            self.on_text(row, self.tokenizer.decode(ids, skip_special_tokens=True).strip())
+            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            if not text.endswith("\ufffd"):  # a character cut between tokens: wait for its last bytes
+                self.on_text(row, text)
 
     def end(self) -> None:
         pass

@@ -260,7 +260,8 @@ def test_the_rag_and_plain_answers_share_the_first_pass(cfg, passes, mode, why):
     assert [len(p) for p in passes] == [2] + [1] * (calls - 1), why
     assert (calls == 1) == (mode == "simple_summarize") and calls >= (3 if mode != "simple_summarize" else 1), why
     assert any(f"user\n{QUESTION}\nassistant\n" in p for p in passes[0]), "the plain prompt is the question alone"
-    assert any("Context information" in p and last.sources[0].text[:60] in p for p in passes[0]), why
+    # (simple_summarize puts the repr of its one-chunk list there, escaped newlines and all: llama-index 0.14's own way)
+    assert any("Context information" in p and last.sources[0].name in p for p in passes[0]), why
     if mode == "accumulate":
         assert all(f"Response {i}:" in last.rag for i in range(1, calls + 1)), "llama-index's accumulated answers"
 
@@ -277,8 +278,8 @@ def test_compare_dishes_goes_through_the_query_engine_a_pass_of_dishes_at_a_time
             assert row["llm_calls"] == 1 and [s["score"] for s in row["sources"]] == sorted(
                 (s["score"] for s in row["sources"]), reverse=True)
             assert all(s["text"] == recipes[s["name"]] for s in row["sources"]), "each source is its recipe's text"
-            top = row["sources"][0]["text"]
-            assert any(row["question"] in p and top[:60] in p and "Context information" in p for p in prompts)
+            top = row["sources"][0]["name"]
+            assert any(row["question"] in p and top in p and "Context information" in p for p in prompts)
             assert any(p.endswith(f"user\n{row['question']}\nassistant\n") for p in prompts), "the plain question"
 
 
@@ -327,7 +328,7 @@ def test_endpoints_answer_through_gradio_client(client):
 
 
 def test_the_tab_compares_shows_sources_and_tallies_the_class_vote(client):
-    settings = [3, "simple_summarize", 512, 8, 0.7, 0, 1.0, 0, "recipe"]
+    settings = [3, "simple_summarize", 512, 16, 0.7, 0, 1.0, 0, "recipe"]
     table, _csv, status, sources = client.predict(2, 0, *settings, api_name="/rag_compare")
     assert len(table["data"]) == 2 and status.startswith("2 of 2 dishes")
     assert sources.count("similarity") == 6 and "RAG answer in 1 LLM call(s)" in sources, "3 recipes per dish"
