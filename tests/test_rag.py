@@ -191,6 +191,10 @@ def test_a_chunked_index_builds_offline_with_its_own_folder_and_counts(no_tiktok
     found = rag_index.retrieve(reloaded.index, "stir the pot for 100 minutes", 20)
     assert "very long stew" in [s.name for s in found], "a chunk's source names its recipe"
     assert all(s.text in rag_index.recipe_text(next(r for r in rows if r["name"] == s.name)) for s in found)
+    import llama_index.core
+
+    assert llama_index.core.global_tokenizer is None and not list((tmp_path / "empty-tiktoken-cache").glob("*")), \
+        "the notebook's tokenizer came from llama-index's own copy: nothing downloaded, no global set"
 
 
 def test_an_unknown_index_mode_lists_the_valid_ones(train_rows):

@@ -159,7 +159,8 @@ def _prepare(bundle: rag_llm.RagBundle, cfg: RagConfig, question: str, control: 
     return opened, llm, answer
 
 
-def _query_engine(index, llm, tokenizer, cfg: RagConfig, streaming: bool):
+def _query_engine(index, llm, tokenizer, cfg: RagConfig):
+    """The query engine over `index` in cfg.response_mode; whole answers (a BatchedLLM takes no streaming)."""
     from llama_index.core import PromptHelper, get_response_synthesizer
     from llama_index.core.indices.prompt_helper import ChatPromptHelper
     from llama_index.core.response_synthesizers import CompactAndRefine, Refine
@@ -174,10 +175,9 @@ def _query_engine(index, llm, tokenizer, cfg: RagConfig, streaming: bool):
         # llama-index keeps 500 tokens free for the answer carried into a refine step; ours is at most
         # max_new_tokens long, and reserving 500 of a 1024 window splits three recipes over two or three calls.
         kind = CompactAndRefine if cfg.response_mode == "compact" else Refine
-        synthesizer = kind(llm=llm, streaming=streaming, response_padding_size=cfg.max_new_tokens, **helpers)
+        synthesizer = kind(llm=llm, response_padding_size=cfg.max_new_tokens, **helpers)
     else:
-        synthesizer = get_response_synthesizer(llm=llm, response_mode=cfg.response_mode, streaming=streaming,
-                                               **helpers)
+        synthesizer = get_response_synthesizer(llm=llm, response_mode=cfg.response_mode, **helpers)
     return index.as_query_engine(llm=llm, response_synthesizer=synthesizer, similarity_top_k=cfg.top_k)
 
 
@@ -225,7 +225,7 @@ def answer_both(bundle: rag_llm.RagBundle, index, cfg: RagConfig, questions: lis
     batcher = batching.Batcher(answer, 2 * n)
     llms = [batching.BatchedLLM(batcher, ("rag", i), context_window=cfg.context_window, num_output=cfg.max_new_tokens)
             for i in range(n)]
-    rag_jobs = [partial(lambda i: str(_synthesize(_query_engine(index, llms[i], bundle.tokenizer, cfg, False),
+    rag_jobs = [partial(lambda i: str(_synthesize(_query_engine(index, llms[i], bundle.tokenizer, cfg),
                                                   questions[i], found[i])), i) for i in range(n)]
     plain_jobs = [partial(lambda i: batcher.complete(questions[i], ("plain", i)), i) for i in range(n)]
     results = batching.run_parties(batcher, rag_jobs + plain_jobs)
