@@ -3,10 +3,12 @@
     python -m bench rag            # CUDA: random-weight bge-small shape, 6118 synthetic recipes (targets below)
     python -m bench rag --smoke    # the same code path with tiny shapes on a CPU, end to end in well under 2 min
     python -m bench rag --lite     # the lite profile: all-MiniLM-L6-v2 over assets/recipes (hit@1, hit@3)
+    python -m bench rag --answer   # the lite models: RAG + plain answer as two generation calls vs one batched call
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import random
 import tempfile
@@ -149,12 +151,55 @@ def lite() -> list[dict]:
             {"measure": "hit@3, same questions", "value": quality["hit@3"]}]
 
 
+def answer_latency(repeats: int, new_tokens: int) -> list[dict]:
+    """Issue #26: the RAG answer and its side-by-side plain answer as two generation calls, one after the other (how
+    `rag.run` answered before), vs one batched call (how it answers now): the same two prompts (compact mode's one
+    call over the retrieved recipes, and the question alone), exactly `new_tokens` new tokens each, the lite models,
+    the two ways alternating in each repeat."""
+    from core import profiles
+    from core.generation import GenerationConfig, generate
+
+    cfg = rag.RagConfig.from_profile(profiles.LITE, max_new_tokens=new_tokens)
+    bundle = rag.load_bundle(rag.bundle_key(cfg.llm, cfg.embedding))
+    rows = rag.load_recipes(cfg.recipes, "train")
+    with tempfile.TemporaryDirectory() as tmp:
+        opened = rag.open_index(rows, cfg.recipes, cfg.embedding, bundle.embed_model, root=Path(tmp))
+        found = rag.retrieve(opened.index, cfg.question, cfg.top_k)
+    prompts = [rag.qa_prompt(bundle.tokenizer, cfg.question, [s.text for s in found],
+                             cfg.context_window - cfg.max_new_tokens), cfg.question]
+    settings = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, temperature=cfg.temperature,
+                                repetition_penalty=cfg.repetition_penalty,
+                                no_repeat_ngram_size=cfg.no_repeat_ngram_size)
+    generate(bundle.lm, prompts, dataclasses.replace(settings, max_new_tokens=8, min_new_tokens=8))  # warm-up
+    two, one = [], []
+    for repeat in range(repeats):
+        for way in (("two", "one") if repeat % 2 == 0 else ("one", "two")):
+            start = time.perf_counter()
+            if way == "two":
+                for prompt in prompts:
+                    generate(bundle.lm, [prompt], settings)
+                two.append(time.perf_counter() - start)
+            else:
+                generate(bundle.lm, prompts, settings)
+                one.append(time.perf_counter() - start)
+    lengths = [rag.count_tokens(bundle.tokenizer, p) for p in prompts]
+    return [{"measure": "prompt tokens, RAG / plain (no chat template)", "value": f"{lengths[0]} / {lengths[1]}"},
+            {"measure": f"two calls, RAG then plain, {new_tokens} new tokens each: median of {repeats} (s)",
+             "value": median(two)},
+            {"measure": f"one batched call, both prompts: median of {repeats} (s)", "value": median(one)},
+            {"measure": "speed-up (two calls / one batched call)", "value": median(two) / median(one)}]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench rag", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_true", help="tiny shapes (300 recipes unless --recipes), on a CPU")
     mode.add_argument("--lite", action="store_true", help="MiniLM over the lite recipes: latency and hit@k")
+    mode.add_argument("--answer", action="store_true",
+                      help="the lite models: RAG and plain answer as two generation calls vs one batched call")
+    parser.add_argument("--repeats", type=int, default=3, help="--answer: timed repeats of each way")
+    parser.add_argument("--new-tokens", type=int, default=128, help="--answer: new tokens per answer (the notebook's)")
     parser.add_argument("--recipes", type=int, default=None, help="default: 6118 (300 with --smoke)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--threads", type=int, default=0,
@@ -168,6 +213,8 @@ def main(argv: list[str]) -> int:
 
     if args.lite:
         rows = lite()
+    elif args.answer:
+        rows = answer_latency(args.repeats, args.new_tokens)
     elif args.smoke:
         rows = full_size(args.recipes or 300, SMOKE, 30, check=False)
     elif not torch.cuda.is_available():

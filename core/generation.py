@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 from tqdm.auto import tqdm
 
@@ -143,9 +144,10 @@ class BatchTooLarge(ValueError):
 
 def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = GenerationConfig(),
              control: RunControl | None = None, desc: str = "generating",
-             report: GenerationReport | None = None) -> list[str]:
+             report: GenerationReport | None = None, on_text: Callable[[int, str], None] | None = None) -> list[str]:
     """Answers for every prompt (decoded new tokens only, special tokens stripped). A batch that runs out of
-    accelerator memory is split in two and retried (finished batches are kept); `report` receives the sizes."""
+    accelerator memory is split in two and retried (finished batches are kept); `report` receives the sizes.
+    `on_text(i, text so far)` hears prompt i's answer grow at every decoding step (an error it raises ends the pass)."""
     import torch
 
     tokenizer = lm.tokenizer
@@ -171,7 +173,8 @@ def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = Genera
                 control.check()
             batch = pending.pop(0)
             try:
-                outputs, cut = _generate_batch(lm, [texts[i] for i in batch], kwargs)
+                streamer = None if on_text is None else RowStreamer(tokenizer, batch, on_text)
+                outputs, cut = _generate_batch(lm, [texts[i] for i in batch], {**kwargs, "streamer": streamer})
             except Exception as exc:
                 if not is_oom(exc):
                     raise
@@ -195,6 +198,29 @@ def generate(lm, prompts: list[str | list[dict]], cfg: GenerationConfig = Genera
             if control is not None:
                 control.advance(done, len(texts), desc)
     return answers
+
+
+class RowStreamer:
+    """A transformers streamer for a whole batch: after each decoding step, tells `on_text(caller index, text so
+    far)` for every row of the batch (transformers' own text streamers take batch 1 only); the text only grows."""
+
+    def __init__(self, tokenizer, rows: list[int], on_text: Callable[[int, str], None]):
+        self.tokenizer, self.rows, self.on_text = tokenizer, rows, on_text
+        self.ids: list[list[int]] | None = None  # None until the prompt (the first put) has gone by
+
+    def put(self, value) -> None:
+        if self.ids is None:
+            self.ids = [[] for _ in self.rows]
+            return
+        for ids, token in zip(self.ids, value.reshape(len(self.rows), -1).tolist()):
+            ids.extend(token)
+        for row, ids in zip(self.rows, self.ids):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            if not text.endswith("\ufffd"):  # a character cut between tokens: wait for its last bytes
+                self.on_text(row, text)
+
+    def end(self) -> None:
+        pass
 
 
 def _generate_batch(lm, texts: list[str], kwargs: dict) -> tuple[list[str], list[bool]]:

@@ -16,7 +16,7 @@ API_NAMES = ["feedback_create", "feedback_join", "feedback_edit", "feedback_rena
 VOTES = [("A (left)", "A"), ("B (right)", "B"), ("tie", "tie")]
 
 
-def _view(session: feedback.Session, pair_id: str | None, request: gr.Request) -> tuple:
+def pair_view(session: feedback.Session, pair_id: str | None, request: gr.Request) -> tuple:
     """pair_pick, pair_prompt, answer_a, answer_b, vote_radio for one pair (the first when pair_id is None)."""
     pair = session.pair(pair_id) if pair_id else session.pairs[0]
     mine = feedback.my_votes(session.name, request.session_hash).get(pair.id)
@@ -32,7 +32,7 @@ def _session_view(session: feedback.Session, request: gr.Request) -> tuple:
     note = (f"**{session.name}** · {len(session.pairs)} pairs answered by `{session.generator}` · {role}.\n\n"
             f"Students: open this page, type **{session.name}** as the session name and press Join.")
     prompts = gr.update(value="\n".join(p.prompt for p in session.pairs), interactive=owner)
-    return (prompts, note, *_view(session, None, request))
+    return (prompts, note, *pair_view(session, None, request))
 
 
 def _session_config(profile, name, prompts, length, request: gr.Request) -> feedback.SessionConfig:
@@ -90,7 +90,7 @@ def on_clear_click(name, request: gr.Request):
 @user_errors
 def on_pair_pick(name, pair_id, request: gr.Request):
     """session_box, pair_pick -> pair_prompt, answer_a, answer_b, vote_radio (your vote on it)."""
-    return _view(feedback.load_session(name or ""), pair_id, request)[1:]
+    return pair_view(feedback.load_session(name or ""), pair_id, request)[1:]
 
 
 @user_errors
@@ -104,7 +104,7 @@ def on_vote_click(name, pair_id, choice, request: gr.Request):
     following = ids[ids.index(pair_id) + 1:] + ids[:ids.index(pair_id) + 1]
     upcoming = next((p for p in following if p not in mine), following[0])
     note = f"Vote **{choice}** stored for pair {ids.index(pair_id) + 1} · you have voted on {len(mine)} of {len(ids)}."
-    return (note, *_view(session, upcoming, request))
+    return (note, *pair_view(session, upcoming, request))
 
 
 def build(profile) -> None:

@@ -20,34 +20,37 @@ def sources_html(sources) -> str:
     return "".join(items)
 
 
-def config(profile, top_k, mode, window, new_tokens, temperature, seed, penalty, ngram,
-            question=rag.EXAMPLE_QUESTION):
+def config(profile, top_k, mode, window, new_tokens, temperature, seed, penalty, ngram, index_mode,
+           question=rag.EXAMPLE_QUESTION):
     return rag.RagConfig.from_profile(profile, top_k=whole(top_k, "top-k"), response_mode=mode,
                                       context_window=whole(window, "context window"),
                                       max_new_tokens=whole(new_tokens, "max new tokens"),
                                       temperature=real(temperature, "temperature"), seed=whole(seed, "seed"),
                                       repetition_penalty=real(penalty, "repetition penalty"),
                                       no_repeat_ngram_size=whole(ngram, "no-repeat n-gram"),
-                                      question=question or "")
+                                      index_mode=index_mode, question=question or "")
 
 
 def tell(answer, told: set) -> str:
-    """Raises each new warning once as a toast; returns the notes line."""
+    """Raises each new warning once as a toast; returns the notes line: documents vs nodes first (the notebook's
+    Question 3), the LLM calls the response mode made, what happened to the index."""
     for warning in answer.warnings:
         if warning not in told:
             told.add(warning)
             gr.Warning(warning)
-    return " · ".join(answer.notes + answer.warnings)
+    calls = [f"RAG answer in {answer.llm_calls} LLM call(s)"] if answer.llm_calls else []
+    index = [f"**Index:** {answer.index}"] if answer.index else []
+    return " · ".join(index + calls + answer.notes + answer.warnings)
 
 
 def chat_handler(profile):
-    def on_chat(message, history, top_k, mode, window, new_tokens, temperature, seed, penalty, ngram,
+    def on_chat(message, history, top_k, mode, window, new_tokens, temperature, seed, penalty, ngram, index_mode,
                 progress=gr.Progress(track_tqdm=True)):
         """Chat message box -> chatbot (history plus the streamed reply), chat_sources, message box cleared."""
         history = list(history or [])
         asked = [*history, {"role": "user", "content": message}]
         told: set = set()
-        cfg = config(profile, top_k, mode, window, new_tokens, temperature, seed, penalty, ngram)
+        cfg = config(profile, top_k, mode, window, new_tokens, temperature, seed, penalty, ngram, index_mode)
         for answer in rag.chat(cfg, message, history):
             tell(answer, told)
             yield [*asked, {"role": "assistant", "content": answer.rag}], sources_html(answer.sources), ""

@@ -71,7 +71,7 @@ ROWS = [  # endpoint, arguments, what the error says (None: a normal answer), wh
      "null for a slider: its bounds check compared None with a float"),
     ("/reward_pairs", ["../../etc/passwd", 2, 2, 256], r"\(file\) cannot take '../../etc/passwd'",
      "a bare path for a file: pydantic's FileData validation failed before any handler"),
-    ("/rag_chat", ["Soup?", "not a list", 1, "compact", 512, 16, 0.0, 0, 1.0, 0], r"\(chatbot\) cannot take",
+    ("/rag_chat", ["Soup?", "not a list", 1, "compact", 512, 16, 0.0, 0, 1.0, 0, "recipe"], r"\(chatbot\) cannot take",
      "a string for the chat history"),
     ("/align_answers", [["../../etc/passwd"]], r"run name '../../etc/passwd' is not allowed",
      "the answers table's handler let check_run_name's ValueError escape as a bare exception"),
@@ -83,7 +83,7 @@ ROWS = [  # endpoint, arguments, what the error says (None: a normal answer), wh
      "an integer beyond a float: float() raised an OverflowError"),
     ("/icl_run", [None, *changed(ICL, _8=NAN)], r"temperature must be a finite number, got nan",
      "NaN passed every `<= 0` check of the config"),
-    ("/rag_ask", ["Soup?", 1, "compact", None, 16, 0.0, 0, 1.0, 0], r"context window is empty",
+    ("/rag_ask", ["Soup?", 1, "compact", None, 16, 0.0, 0, 1.0, 0, "recipe"], r"context window is empty",
      "an empty number box: int(None) raised a TypeError"),
     ("/rl_start", ["ppo", "healthy", None, 1e-4, 2, 2, 1, 0.1, "adaptive", 0.2, 6.0, 8, 2, 0.04, 1, 64], r"steps is empty",
      "an empty number box: int(None) raised a TypeError"),
@@ -93,7 +93,7 @@ ROWS = [  # endpoint, arguments, what the error says (None: a normal answer), wh
      "an enormous token limit: the tiny model generated for ever and held the accelerator queue"),
     ("/icl_ask", ["2 + 2?", None, ["self_consistency"], *changed(ICL, _7=10 ** 18)[1:]],
      r"self-consistency k must be at most 32", "an enormous k: 10^18 copies of each prompt for one generate call"),
-    ("/rag_ask", ["Soup?", 1, "compact", 512, 16, 0.0, 0, -1, 0], r"repetition penalty must be > 0",
+    ("/rag_ask", ["Soup?", 1, "compact", 512, 16, 0.0, 0, -1, 0, "recipe"], r"repetition penalty must be > 0",
      "a negative penalty failed in llama-index's generate thread, and the stream waited for it for ever"),
     ("/rl_samples", [["../../etc/passwd"]], r"run name '../../etc/passwd' is not allowed",
      "the sampled-summaries handler let check_run_name's ValueError escape as a bare exception"),
@@ -167,7 +167,8 @@ HOSTILE = {  # per kind of parameter: (value, why); each parameter takes the nex
 }
 PER_PARAM = {"number": 1, "text": 3, "choice": 2, "list": 2, "flag": 2, "chat": 5, "file": 99}
 SWEEP_ICL = (["baseline", "self_consistency"], *ICL[1:])  # so k (self-consistency paths) is used too
-RAG = 1, "compact", 512, 16, 0.0, 0, 1.0, 0  # top-k, mode, window, new tokens, temperature, seed, penalty, n-gram
+RAG = 1, "compact", 512, 16, 0.0, 0, 1.0, 0, "recipe"  # top-k, mode, window, new tokens, temperature, seed, penalty,
+# n-gram, index
 BASE = {  # tiny settings where the page's defaults would run for long; None (and any endpoint not here): the default
     "/icl_run": [None, *SWEEP_ICL], "/icl_ask": ["What is 2 + 2?", None, *SWEEP_ICL],
     "/icl_compare": [None, *SWEEP_ICL],

@@ -153,3 +153,50 @@ def test_minilm_finds_indexed_dishes_by_name(train_rows, tmp_path):
     assert quality["dishes"] == 48
     assert quality["hit@1"] >= 0.9 and quality["hit@3"] >= quality["hit@1"]
     assert not math.isnan(quality["query_ms_median"])
+
+
+def long_recipe() -> dict:
+    """A recipe of ~1800 cl100k tokens: the notebook's splitter (1024 tokens, 200 overlap) cuts it in two or more."""
+    steps = " . ".join(f"stir the pot for {i} minutes and add a pinch of salt, pepper and thyme" for i in range(120))
+    return {"uid": "long-1", "name": "very long stew", "description": "", "link": "", "ner": "",
+            "ingredients": "1 cup water, 2 carrots", "steps": steps}
+
+
+def test_chunked_nodes_are_what_from_documents_makes(train_rows):
+    """The notebook's `VectorStoreIndex.from_documents(documents)` runs Settings.node_parser (llama-index's default
+    SentenceSplitter with its tiktoken count) over one text-only Document per recipe: the same chunk texts."""
+    from llama_index.core import Document, Settings
+
+    rows = [*train_rows, long_recipe()]
+    ours = rag_index.chunked_nodes(rows)
+    theirs = Settings.node_parser.get_nodes_from_documents([Document(text=rag_index.recipe_text(r)) for r in rows])
+    assert [n.text for n in ours] == [n.text for n in theirs]
+    assert len(ours) > len(rows), "the long recipe became several nodes"
+    assert [n.metadata["name"] for n in ours].count("very long stew") == len(ours) - len(train_rows)
+    assert all(n.get_content(metadata_mode="embed") == n.text for n in ours), "the name is not embedded twice"
+
+
+def test_a_chunked_index_builds_offline_with_its_own_folder_and_counts(no_tiktoken, train_rows, tiny_bert_dir,
+                                                                        tiny_embed, tmp_path):
+    rows = [*train_rows, long_recipe()]
+    per_recipe = rag_index.open_index(rows, RECIPES, tiny_bert_dir, tiny_embed, root=tmp_path)
+    chunked = rag_index.open_index(rows, RECIPES, tiny_bert_dir, tiny_embed, root=tmp_path, mode="chunked")
+    assert chunked.folder != per_recipe.folder and "--chunked--" in chunked.folder.name
+    assert per_recipe.folder == rag_index.index_folder(RECIPES, tiny_bert_dir, [rag_index.recipe_text(r) for r in rows],
+                                                       tmp_path), "one node per recipe keeps its cache key"
+    assert per_recipe.counts == "49 recipes -> 49 nodes (one node per recipe)"
+    assert chunked.nodes > 49 and chunked.counts == f"49 recipes -> {chunked.nodes} nodes (chunked as the notebook)"
+    reloaded = rag_index.open_index(rows, RECIPES, tiny_bert_dir, tiny_embed, root=tmp_path, mode="chunked")
+    assert not reloaded.built and reloaded.nodes == chunked.nodes
+    found = rag_index.retrieve(reloaded.index, "stir the pot for 100 minutes", 20)
+    assert "very long stew" in [s.name for s in found], "a chunk's source names its recipe"
+    assert all(s.text in rag_index.recipe_text(next(r for r in rows if r["name"] == s.name)) for s in found)
+    import llama_index.core
+
+    assert llama_index.core.global_tokenizer is None and not list((tmp_path / "empty-tiktoken-cache").glob("*")), \
+        "the notebook's tokenizer came from llama-index's own copy: nothing downloaded, no global set"
+
+
+def test_an_unknown_index_mode_lists_the_valid_ones(train_rows):
+    with pytest.raises(ValueError, match="choose one of recipe, chunked"):
+        rag_index.make_nodes(train_rows, "sentences")

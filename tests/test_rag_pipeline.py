@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from core import generation, loaders, profiles, rag
+from core import feedback, generation, loaders, profiles, rag
 from core.rag import index as rag_index
 from core.rag import llm as rag_llm
 from core.generation import chat_text, sampling_kwargs
@@ -43,25 +43,25 @@ def assert_grows(texts):
     assert texts[-1] and len(set(texts)) >= 2, "the answer arrives in pieces, not all at once"
 
 
-def test_rag_and_plain_answers_stream_as_growing_text(cfg):
-    snapshots = list(rag.run(cfg))
+def test_rag_and_plain_answers_stream_as_growing_text_in_one_pass(cfg):
+    snapshots = list(rag.run(dataclasses.replace(cfg, response_mode="simple_summarize")))
     first, last = snapshots[0], snapshots[-1]
     assert len(first.sources) == 3 and not first.rag and not first.plain, "sources arrive before any answer"
     assert [s.score for s in last.sources] == sorted((s.score for s in last.sources), reverse=True)
-    assert_grows([s.rag for s in snapshots])
-    plain = [s.plain for s in snapshots if s.plain]
-    assert_grows(plain)
-    assert all(s.rag == last.rag for s in snapshots if s.plain), "the plain answer starts after the RAG answer"
+    assert_grows([s.rag for s in snapshots if s.rag])
+    assert_grows([s.plain for s in snapshots if s.plain])
+    growing = [s for s in snapshots[:-1] if s.rag and s.plain and (s.rag, s.plain) != (last.rag, last.plain)]
+    assert growing, "both answers grow together: one generation pass writes them"
+    assert last.index == "48 recipes -> 48 nodes (one node per recipe)" and last.llm_calls == 1
 
 
 def test_leaving_a_stream_early_stops_the_worker_and_frees_the_slot(cfg, monkeypatch):
-    # llama-index streams each answer from a thread running model.generate, through its context-copying Thread
-    # (target=Context.run, args=(partial(generate, **kwargs),)): watch the threads whose callable is a generate.
+    # the query engine and the plain question run in threads of their own ("rag-party-<i>"), and the generation
+    # pass runs in one of them: watch those threads.
     generators, start = [], threading.Thread.start
 
     def watched_start(thread):
-        calls = [getattr(thread, "_target", None), *getattr(thread, "_args", ())[:1]]
-        if any(getattr(getattr(c, "func", c), "__name__", "") == "generate" for c in calls):
+        if thread.name.startswith("rag-party-"):
             generators.append(thread)
         start(thread)
 
@@ -70,8 +70,8 @@ def test_leaving_a_stream_early_stops_the_worker_and_frees_the_slot(cfg, monkeyp
     # simple_summarize answers in one call (no refine), so the stream is one long generation
     stream = rag.run(dataclasses.replace(cfg, max_new_tokens=120, response_mode="simple_summarize"), control)
     next(stream)  # the sources
-    next(stream)  # the first token: llama-index's generate thread has started
-    assert generators, "the check below watches a real generation thread"
+    next(stream)  # the first token: the generation pass has started
+    assert generators, "the check below watches the real generation threads"
     stream.close()  # what a server does when the page goes away or Stop is pressed
     assert control.stop_event.is_set()
     deadline = time.monotonic() + 30
@@ -156,6 +156,7 @@ def test_a_question_in_another_language_is_answered(cfg, question):
 CONFIGS = [  # (settings, message fragment, why)
     ({"top_k": 0}, "top-k", "nothing to retrieve"),
     ({"response_mode": "magic"}, "unknown response mode", "not a llama-index mode"),
+    ({"index_mode": "sentences"}, "unknown index mode", "neither one node per recipe nor the notebook's chunks"),
     ({"max_new_tokens": 0}, "max new tokens", "no answer"),
     ({"context_window": 500, "max_new_tokens": 128}, "at least 512", "no room for the recipes"),
     ({"repetition_penalty": -1.0}, "repetition penalty must be > 0", "a setting the model refuses"),
@@ -214,10 +215,12 @@ def test_a_follow_up_retrieves_with_the_previous_question(cfg):
 def test_compare_dishes_writes_a_row_per_dish_to_csv(cfg):
     results = list(rag.compare_dishes(cfg, 2, seed=1))
     rows, path, batch = results[-1]
-    assert len(results) == 1 and batch == "batch 2 (auto)", "on a CPU the automatic batch holds both dishes"
+    assert len(results) == 1 and batch.startswith("2 dishes per pass · batch 4 (auto)"), \
+        "on a CPU the automatic batch holds both dishes' RAG and plain prompts"
     with open(path, newline="") as f:
         saved = list(csv.DictReader(f))
     assert [r["dish"] for r in saved] == [r["dish"] for r in rows] and list(saved[0]) == rag.COMPARE_COLUMNS
+    assert rag.read_rows(path.parent) == rows, "dishes.json keeps every row with its retrieved texts"
     test_names = {r["name"] for r in rag_index.load_recipes(RECIPES, "test")}
     for row in saved:
         assert row["dish"] in test_names and row["question"] == f"How do I make {row['dish']}?"
@@ -243,29 +246,58 @@ def passes(cfg, monkeypatch):
     return seen
 
 
-def test_compare_dishes_makes_one_pass_per_batch_with_the_recipes_in_the_rag_prompt(cfg, passes):
-    results = list(rag.compare_dishes(dataclasses.replace(cfg, batch_size=2), 5, seed=1))
-    assert [len(rows) for rows, _, _ in results] == [2, 4, 5], "rows arrive a batch at a time"
-    assert {batch for _, _, batch in results} == {"batch 2 (set)"}
-    assert [len(p) for p in passes] == [2, 2, 2, 2, 1, 1], "per batch: one RAG pass, one plain pass"
-    rows = results[-1][0]
+MODE_PASSES = [  # (response mode, why its LLM calls make the passes they make)
+    ("simple_summarize", "one call whatever the recipes: the RAG prompt and the plain question share the one pass"),
+    ("refine", "one call per recipe chunk: the first beside the plain question, each refine step after it alone"),
+    ("accumulate", "one answer per recipe chunk, asked one after another by llama-index's synthesizer"),
+]
+
+
+@pytest.mark.parametrize("mode, why", MODE_PASSES)
+def test_the_rag_and_plain_answers_share_the_first_pass(cfg, passes, mode, why):
+    last = list(rag.run(dataclasses.replace(cfg, response_mode=mode, max_new_tokens=8)))[-1]
+    calls = last.llm_calls
+    assert [len(p) for p in passes] == [2] + [1] * (calls - 1), why
+    assert (calls == 1) == (mode == "simple_summarize") and calls >= (3 if mode != "simple_summarize" else 1), why
+    assert any(f"user\n{QUESTION}\nassistant\n" in p for p in passes[0]), "the plain prompt is the question alone"
+    # (simple_summarize puts the repr of its one-chunk list there, escaped newlines and all: llama-index 0.14's own way)
+    assert any("Context information" in p and last.sources[0].name in p for p in passes[0]), why
+    if mode == "accumulate":
+        assert all(f"Response {i}:" in last.rag for i in range(1, calls + 1)), "llama-index's accumulated answers"
+
+
+def test_compare_dishes_goes_through_the_query_engine_a_pass_of_dishes_at_a_time(cfg, passes):
+    one_call = dataclasses.replace(cfg, batch_size=2, response_mode="simple_summarize")
+    results = list(rag.compare_dishes(one_call, 5, seed=1))
+    assert [len(rows) for rows, _, _ in results] == [2, 4, 5], "rows arrive a pass of dishes at a time"
+    assert [len(p) for p in passes] == [4, 4, 2], "per pass: every RAG prompt and plain question of its dishes"
     recipes = {r["name"]: rag_index.recipe_text(r) for r in rag_index.load_recipes(RECIPES, "train")}
-    for start, rag_pass, plain_pass in zip(range(0, 5, 2), passes[::2], passes[1::2]):
+    rows = results[-1][0]
+    for start, prompts in zip(range(0, 5, 2), passes):
         for row in rows[start:start + 2]:
-            top = recipes[row["retrieved"].split(" | ")[0]]
-            assert any(row["question"] in p and top[:60] in p and "Context information" in p for p in rag_pass)
-            assert f"user\n{row['question']}\nassistant\n" in plain_pass, "the plain prompt is the question alone"
+            assert row["llm_calls"] == 1 and [s["score"] for s in row["sources"]] == sorted(
+                (s["score"] for s in row["sources"]), reverse=True)
+            assert all(s["text"] == recipes[s["name"]] for s in row["sources"]), "each source is its recipe's text"
+            top = row["sources"][0]["name"]
+            assert any(row["question"] in p and top in p and "Context information" in p for p in prompts)
+            assert any(p.endswith(f"user\n{row['question']}\nassistant\n") for p in prompts), "the plain question"
+
+
+def test_the_comparison_answers_in_the_chosen_response_mode(cfg):
+    rows = list(rag.compare_dishes(dataclasses.replace(cfg, response_mode="accumulate", max_new_tokens=8), 2))[-1][0]
+    assert all(r["llm_calls"] >= 3 and r["rag_answer"].startswith("Response 1:") for r in rows)
 
 
 def test_a_stop_between_batches_keeps_the_finished_rows(cfg, passes):
     control = RunControl(on_progress=lambda _f, message: message == "comparing dishes" and control.stop())
-    stream = rag.compare_dishes(dataclasses.replace(cfg, batch_size=2), 6, seed=1, control=control)
+    one_call = dataclasses.replace(cfg, batch_size=2, response_mode="simple_summarize")
+    stream = rag.compare_dishes(one_call, 6, seed=1, control=control)
     rows, path, _ = next(stream)
     with pytest.raises(Stopped):
         next(stream)
     with open(path, newline="") as f:
         assert [r["dish"] for r in csv.DictReader(f)] == [r["dish"] for r in rows] and len(rows) == 2
-    assert len(passes) == 2, "no pass started after the stop"
+    assert len(passes) == 1, "no pass started after the stop"
 
 
 def test_cli_answers_a_question(cfg, tmp_path):
@@ -285,24 +317,42 @@ def client(cfg):
 
 
 def test_endpoints_answer_through_gradio_client(client):
-    settings = [3, "compact", 512, 16, 0.7, 0, 1.0, 0]
-    rag_text, plain_text, sources, _notes = client.predict(QUESTION, *settings, api_name="/rag_ask")
+    settings = [3, "compact", 512, 16, 0.7, 0, 1.0, 0, "chunked"]
+    rag_text, plain_text, sources, notes = client.predict(QUESTION, *settings, api_name="/rag_ask")
     assert rag_text and plain_text and sources.count("<details>") == 3 and "similarity" in sources
+    assert "**Index:** 48 recipes -> 48 nodes (chunked as the notebook)" in notes
     with pytest.raises(Exception, match="the question is empty"):
         client.predict("", *settings, api_name="/rag_ask")
-    quality = client.predict(api_name="/rag_quality")
-    assert quality["headers"][:3] == ["embedding", "recipes", "dishes"] and quality["data"][0][2] == 48
+    quality = client.predict("recipe", api_name="/rag_quality")
+    assert quality["headers"][:4] == ["embedding", "recipes", "nodes", "dishes"] and quality["data"][0][3] == 48
+
+
+def test_the_tab_compares_shows_sources_and_tallies_the_class_vote(client):
+    settings = [3, "simple_summarize", 512, 16, 0.7, 0, 1.0, 0, "recipe"]
+    table, _csv, status, sources = client.predict(2, 0, *settings, api_name="/rag_compare")
+    assert len(table["data"]) == 2 and status.startswith("2 of 2 dishes")
+    assert sources.count("similarity") == 6 and "RAG answer in 1 LLM call(s)" in sources, "3 recipes per dish"
+    note, *_ = client.predict("tab-vote", api_name="/rag_vote_start")  # the comparison's folder: a State
+    assert "2 dishes" in note
+    session = feedback.load_session("tab-vote")
+    rag_sides = ["A" if p.a_from == ("rag",) else "B" for p in session.pairs]
+    for pair, side in zip(session.pairs, rag_sides):
+        client.predict("tab-vote", pair.id, side, api_name="/rag_vote")
+    summary, tally = client.predict("tab-vote", api_name="/rag_vote_poll")
+    assert "RAG preferred in **2 of 2** votes (**100%**" in summary
+    assert [row[2:5] for row in tally["data"]] == [[1, 0, 0], [1, 0, 0]]
 
 
 def test_stop_button_ends_a_running_comparison(client, monkeypatch):
     monkeypatch.setattr(generation, "CPU_BATCH", 1)  # the automatic batch on a CPU: twelve batches of one dish
-    settings = [3, "compact", 512, 16, 0.7, 0, 1.0, 0]
+    settings = [3, "compact", 512, 16, 0.7, 0, 1.0, 0, "recipe"]
     job = client.submit(12, 0, *settings, api_name="/rag_compare")
     deadline = time.monotonic() + 120
     while not job.outputs() and time.monotonic() < deadline:
         time.sleep(0.2)
-    table, path, status = job.outputs()[-1]
-    assert status.startswith(f"{len(table['data'])} of 12 dishes · batch 1 (auto)"), "the page shows the batch"
+    table, path, status, _sources = job.outputs()[-1]
+    assert status.startswith(f"{len(table['data'])} of 12 dishes · 1 dish per pass · batch 1 (auto)"), \
+        "the page shows the batch"
     client.predict(api_name="/rag_compare_stop")
     job.result(timeout=60)  # a Stop is a warning that says what was kept, never an error
     assert job.status().code.name == "FINISHED"

@@ -32,6 +32,7 @@ DEFAULT_PROMPTS = (
 )
 # (temperature, seed) of the two answers: a cool and a hot sample, so one is often visibly better.
 SAMPLINGS = ((0.7, 1), (1.2, 2))
+KIND = "samplings"  # a session's pairs: two samplings of the generator; other kinds bring answers made elsewhere
 
 
 class NotOwner(ValueError):
@@ -86,8 +87,8 @@ class Pair:
     prompt: str
     a: str  # shown on the left
     b: str  # shown on the right
-    a_from: tuple[float, int]  # the (temperature, seed) that wrote the left answer
-    b_from: tuple[float, int]
+    a_from: tuple  # the (temperature, seed) that wrote the left answer, or its origin, e.g. ("rag",)
+    b_from: tuple
 
 
 @dataclass
@@ -97,6 +98,7 @@ class Session:
     created: float
     generator: str
     pairs: list[Pair]
+    kind: str = KIND  # KIND, or who made the answers (e.g. "rag-vs-plain": the RAG tab's dish comparison)
 
     def pair(self, pair_id: str) -> Pair:
         for pair in self.pairs:
@@ -145,7 +147,8 @@ def load_session(name: str) -> Session:
         known = ", ".join(list_sessions()) or "none yet"
         raise ValueError(f"no feedback session {name.strip()!r}: check the name (sessions: {known})") from None
     pairs = [Pair(**{**p, "a_from": tuple(p["a_from"]), "b_from": tuple(p["b_from"])}) for p in raw.pop("pairs")]
-    return Session(name=path.parent.name, pairs=pairs, **{k: raw[k] for k in ("owner", "created", "generator")})
+    return Session(name=path.parent.name, pairs=pairs, kind=raw.get("kind", KIND),
+                   **{k: raw[k] for k in ("owner", "created", "generator")})
 
 
 def _write(session: Session) -> Session:
@@ -158,8 +161,13 @@ def _write(session: Session) -> Session:
 
 def make_pair(prompt: str, first: str, second: str, cfg: SessionConfig) -> Pair:
     """The two answers in the left/right order seeded by the prompt, so every student sees the same order."""
-    answers = [(first or NO_ANSWER, cfg.samplings[0]), (second or NO_ANSWER, cfg.samplings[1])]
-    random.Random(f"{cfg.seed}:{prompt}").shuffle(answers)
+    return order_pair(prompt, (first, cfg.samplings[0]), (second, cfg.samplings[1]), cfg.seed)
+
+
+def order_pair(prompt: str, first: tuple[str, tuple], second: tuple[str, tuple], seed: int) -> Pair:
+    """Two (answer, where it came from) in the left/right order seeded by (seed, prompt)."""
+    answers = [(first[0] or NO_ANSWER, tuple(first[1])), (second[0] or NO_ANSWER, tuple(second[1]))]
+    random.Random(f"{seed}:{prompt}").shuffle(answers)
     (a, a_from), (b, b_from) = answers
     digest = hashlib.sha256("\0".join((prompt, a, b)).encode()).hexdigest()[:8]
     return Pair(id=digest, prompt=prompt, a=a, b=b, a_from=a_from, b_from=b_from)
@@ -205,6 +213,23 @@ def create_session(cfg: SessionConfig, control: RunControl | None = None) -> Ses
     except FileExistsError:
         raise ValueError(f"session {cfg.name!r} was started meanwhile by someone else: choose another name") from None
     return _write(Session(cfg.name, owner, time.time(), cfg.generator, pairs))
+
+
+def create_answered_session(name: str, requester: str | None, generator: str, kind: str,
+                            answered: list[tuple[str, str, str]], origins: tuple[tuple, tuple],
+                            seed: int = 1) -> Session:
+    """A session on answers written elsewhere: `answered` is (prompt, first answer, second answer) per pair, `origins`
+    where the first and the second answers came from; each pair's left/right order is seeded by its prompt, so
+    votes are blind. The requesting browser becomes the owner."""
+    owner, folder = browser_id(requester), session_dir(name)
+    if not answered:
+        raise ValueError("no answers to vote on: run the comparison first")
+    pairs = [order_pair(prompt, (a, origins[0]), (b, origins[1]), seed) for prompt, a, b in answered]
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        raise ValueError(f"session {name!r} already exists: join it, or choose another name") from None
+    return _write(Session(folder.name, owner, time.time(), generator, pairs, kind))
 
 
 def edit_prompts(cfg: SessionConfig, control: RunControl | None = None) -> Session:

@@ -1,6 +1,7 @@
-"""The recipe index: one llama-index node per recipe, embedded by a HuggingFace model, held in FAISS (inner product of
-normalized vectors, i.e. cosine similarity) and persisted under $ALAB_CACHE/rag/<key>, so a second start loads it.
-Retrieval and hit@k live here too; answering with an LLM does not (pipeline.py)."""
+"""The recipe index: one llama-index node per recipe, or the recipes chunked as the course notebook's
+`VectorStoreIndex.from_documents` does; embedded by a HuggingFace model, held in FAISS (inner product of normalized
+vectors, i.e. cosine similarity) and persisted under $ALAB_CACHE/rag/<key>, so a second start loads it. Retrieval and
+hit@k live here too; answering with an LLM does not (pipeline.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +27,8 @@ FORMAT = 1  # bump when the on-disk layout changes: older folders then miss the 
 META = "alab_meta.json"  # written last: a folder without it was never finished
 EMBED_BATCH = {"cuda": 256, "cpu": 32}
 QUESTION = "How do I make {name}?"
+INDEX_MODES = {"recipe": "one node per recipe", "chunked": "chunked as the notebook"}  # RagConfig.index_mode
+_TIKTOKEN_ENV = threading.Lock()  # os.environ is process-wide: one thread at a time points tiktoken elsewhere
 
 
 @dataclass(frozen=True)
@@ -40,11 +44,18 @@ class Source:
 class RecipeIndex:
     index: Any  # llama_index VectorStoreIndex over a FaissVectorStore
     folder: Path
-    size: int
+    size: int  # documents: one per recipe
     built: bool  # True when this call embedded the recipes, False when it loaded them from disk
     seconds: float
     message: str  # what happened: "loaded ...", "built ...", or why a broken folder was rebuilt
     recovered: bool = False  # True when a folder that could not be read was rebuilt
+    nodes: int = 0  # retrievable units: one per recipe, or more where the notebook's splitter cut a recipe
+    mode: str = "recipe"
+
+    @property
+    def counts(self) -> str:
+        """Documents vs nodes (the notebook's Question 3), e.g. "48 recipes -> 48 nodes (one node per recipe)"."""
+        return f"{self.size} recipes -> {self.nodes} nodes ({INDEX_MODES[self.mode]})"
 
 
 def recipe_text(row: dict) -> str:
@@ -74,17 +85,62 @@ def recipe_nodes(rows: list[dict]) -> list:
             for i, r in enumerate(rows)]
 
 
+def notebook_tokenizer():
+    """llama-index's default token counter (tiktoken's gpt-3.5-turbo encoding, cl100k), read from the copy
+    llama-index ships: its own loader reads that copy only when TIKTOKEN_CACHE_DIR is unset, and elsewhere (the GPU
+    machine sets it) tries a download, which fails offline. The same encoding either way, so the same chunks."""
+    import llama_index.core
+    import tiktoken
+
+    shipped = str(Path(llama_index.core.__file__).parent / "_static" / "tiktoken_cache")
+    with _TIKTOKEN_ENV:
+        before = os.environ.get("TIKTOKEN_CACHE_DIR")
+        os.environ["TIKTOKEN_CACHE_DIR"] = shipped
+        try:
+            encoding = tiktoken.encoding_for_model("gpt-3.5-turbo")
+        finally:
+            if before is None:
+                del os.environ["TIKTOKEN_CACHE_DIR"]
+            else:
+                os.environ["TIKTOKEN_CACHE_DIR"] = before
+    return partial(encoding.encode, allowed_special="all")
+
+
+def chunked_nodes(rows: list[dict]) -> list:
+    """The course notebook's nodes: one Document per recipe, cut by llama-index's default SentenceSplitter (1024
+    tokens, 200 overlap), as `VectorStoreIndex.from_documents` does. A recipe longer than a chunk becomes several
+    nodes; each keeps its recipe's name (metadata that neither the embedding nor the LLM sees, as in recipe_nodes)."""
+    from llama_index.core import Document
+    from llama_index.core.node_parser import SentenceSplitter
+
+    hidden = ["name", "uid"]
+    documents = [Document(text=recipe_text(r), id_=f"recipe-{i}", metadata={"name": r["name"], "uid": r["uid"]},
+                          excluded_embed_metadata_keys=hidden, excluded_llm_metadata_keys=hidden)
+                 for i, r in enumerate(rows)]
+    splitter = SentenceSplitter(tokenizer=notebook_tokenizer(), id_func=lambda i, doc: f"{doc.id_}-{i}")
+    return splitter.get_nodes_from_documents(documents)
+
+
+def make_nodes(rows: list[dict], mode: str) -> list:
+    if mode not in INDEX_MODES:
+        raise ValueError(f"unknown index mode {mode!r}: choose one of {', '.join(INDEX_MODES)}")
+    return recipe_nodes(rows) if mode == "recipe" else chunked_nodes(rows)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^\w.-]+", "_", text.removeprefix("pypi:"))[-40:].strip("_")
 
 
-def index_folder(dataset: str, embedding: str, texts: list[str], root: Path | None = None) -> Path:
-    """$ALAB_CACHE/rag/<dataset>--<embedding>--<hash of (format, dataset id, its documents, embedding id)>.
-    Hashing the documents themselves covers local files and hub datasets alike: edit a recipe, get a new index."""
+def index_folder(dataset: str, embedding: str, texts: list[str], root: Path | None = None,
+                 mode: str = "recipe") -> Path:
+    """$ALAB_CACHE/rag/<dataset>--<embedding>[--chunked]--<hash of (format, dataset id, its documents, embedding id
+    [, mode])>. Hashing the documents themselves covers local files and hub datasets alike: edit a recipe, get a new
+    index. The one-node-per-recipe key is what it was before chunking existed, so its cached indexes stay valid."""
     content = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
-    key = hashlib.sha256(json.dumps([FORMAT, dataset, content, embedding]).encode()).hexdigest()[:16]
+    extra = [] if mode == "recipe" else [mode]
+    key = hashlib.sha256(json.dumps([FORMAT, dataset, content, embedding, *extra]).encode()).hexdigest()[:16]
     root = root if root is not None else cache_dir("rag")
-    return root / f"{_slug(dataset)}--{_slug(embedding)}--{key}"
+    return root / "--".join([_slug(dataset), _slug(embedding), *extra, key])
 
 
 def load_embedding(model_id: str):
@@ -130,14 +186,14 @@ def _embed_nodes(nodes: list, embed_model, control: RunControl | None) -> None:
             control.advance(start + len(chunk), len(order), "embedding recipes")
 
 
-def build(rows: list[dict], embed_model, folder: Path, control: RunControl | None = None):
-    """Embeds every recipe, indexes the vectors in FAISS and persists the index to `folder` (written to a
-    temporary folder first and renamed, so a crash never leaves a half-written index behind)."""
+def build(rows: list[dict], embed_model, folder: Path, control: RunControl | None = None, mode: str = "recipe"):
+    """Embeds every node (INDEX_MODES), indexes the vectors in FAISS and persists the index to `folder` (written to
+    a temporary folder first and renamed, so a crash never leaves a half-written index behind)."""
     import faiss
     from llama_index.core import StorageContext, VectorStoreIndex
     from llama_index.vector_stores.faiss import FaissVectorStore
 
-    nodes = recipe_nodes(rows)
+    nodes = make_nodes(rows, mode)
     _embed_nodes(nodes, embed_model, control)
     dim = len(nodes[0].embedding)
     store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(dim))
@@ -146,13 +202,15 @@ def build(rows: list[dict], embed_model, folder: Path, control: RunControl | Non
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     index.storage_context.persist(persist_dir=str(tmp))
-    (tmp / META).write_text(json.dumps({"format": FORMAT, "size": len(nodes), "dim": dim}))
+    meta = {"format": FORMAT, "size": len(nodes), "documents": len(rows), "mode": mode, "dim": dim}
+    (tmp / META).write_text(json.dumps(meta))
     publish_folder(tmp, folder, replace=True)
     return index
 
 
 def load(folder: Path, embed_model, size: int):
-    """The persisted index, checked against what it should hold; raises if anything is missing or inconsistent."""
+    """The persisted index and its node count, checked against what it should hold (`size` documents, as many
+    nodes in FAISS as in the docstore); raises if anything is missing or inconsistent."""
     from llama_index.core import StorageContext, load_index_from_storage
     from llama_index.vector_stores.faiss import FaissVectorStore
 
@@ -161,31 +219,33 @@ def load(folder: Path, embed_model, size: int):
     context = StorageContext.from_defaults(vector_store=store, persist_dir=str(folder))
     index = load_index_from_storage(context, embed_model=embed_model, transformations=_splitter(embed_model))
     counts = {"meta": meta["size"], "faiss": store.client.ntotal, "docstore": len(context.docstore.docs)}
-    if meta["format"] != FORMAT or set(counts.values()) != {size}:
-        raise ValueError(f"holds {counts} entries, expected {size} (format {meta['format']}, expected {FORMAT})")
-    return index
+    documents = meta.get("documents", meta["size"])  # folders from before chunking: one node per document
+    if meta["format"] != FORMAT or len(set(counts.values())) != 1 or documents != size:
+        raise ValueError(f"holds {counts} nodes of {documents} documents, expected {size} documents (format "
+                         f"{meta['format']}, expected {FORMAT})")
+    return index, meta["size"]
 
 
 def open_index(rows: list[dict], dataset: str, embedding: str, embed_model, root: Path | None = None,
-               control: RunControl | None = None) -> RecipeIndex:
-    """Loads the index for (dataset, its documents, embedding model) from disk, or builds and persists it. A
-    folder that cannot be read (deleted files, truncated JSON, a broken FAISS file) is rebuilt, with a message."""
-    folder = index_folder(dataset, embedding, [recipe_text(r) for r in rows], root)
+               control: RunControl | None = None, mode: str = "recipe") -> RecipeIndex:
+    """Loads the index for (dataset, its documents, embedding model, index mode) from disk, or builds and persists
+    it. A folder that cannot be read (deleted files, truncated JSON, a broken FAISS file) is rebuilt, with a message."""
+    folder = index_folder(dataset, embedding, [recipe_text(r) for r in rows], root, mode)
     start = time.perf_counter()
     problem = None
     if folder.exists():
         try:
-            index = load(folder, embed_model, len(rows))
+            index, nodes = load(folder, embed_model, len(rows))
             return RecipeIndex(index, folder, len(rows), False, time.perf_counter() - start,
-                               f"loaded the index of {len(rows)} recipes from {folder}")
+                               f"loaded the index of {len(rows)} recipes from {folder}", nodes=nodes, mode=mode)
         except Exception as exc:  # corruption shows up as JSON, FAISS, key or value errors alike
             problem = f"the index in {folder} could not be read ({type(exc).__name__}: {exc}), so it was rebuilt"
             log.warning(problem)
-    index = build(rows, embed_model, folder, control)
+    index = build(rows, embed_model, folder, control, mode)
     seconds = time.perf_counter() - start
     return RecipeIndex(index, folder, len(rows), True, seconds,
                        problem or f"built the index of {len(rows)} recipes in {seconds:.1f} s ({folder})",
-                       recovered=problem is not None)
+                       recovered=problem is not None, nodes=index.vector_store.client.ntotal, mode=mode)
 
 
 def sources(nodes_with_scores) -> list[Source]:

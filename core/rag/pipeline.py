@@ -1,33 +1,30 @@
-"""RAG recipe chat: the course notebook's LlamaIndex pipeline (recipes indexed, the LLM answering in compact mode)
-beside the same LLM answering alone, a chat with history, a comparison over test-split dishes in batched passes, and
-hit@k. Answers stream. No gradio here; the index lives in index.py, the model bundle and prompts in llm.py."""
+"""RAG recipe chat: the course notebook's LlamaIndex pipeline (recipes indexed, a query engine answering in the chosen
+response mode) beside the same LLM answering alone, both in one batched pass; a chat with history; and hit@k. Answers
+stream. No gradio here; the index lives in index.py, the model bundle and prompts in llm.py, the batching of
+llama-index's calls in batching.py, the dish comparison in compare.py."""
 from __future__ import annotations
 
 import contextvars
-import csv
 import dataclasses
 import queue
-import random
 import threading
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Iterator
 
-from tqdm.auto import tqdm
-
 from core import profiles
 from core.data import message_text
-from core.generation import (GenerationConfig, GenerationReport, chat_text, generate, plan_batch_size,
-                             sampling_kwargs)
+from core.generation import GenerationConfig, GenerationReport, chat_text, generate, sampling_kwargs
 from core.models import MODELS
 from core.rag import index as rag_index
 from core.rag import llm as rag_llm
-from core.rag.index import QUESTION, Source
-from core.runs import RunControl, new_run_dir, write_json
+from core.rag.index import INDEX_MODES, Source
+from core.runs import RunControl
 
-RESPONSE_MODES = ("compact", "refine", "tree_summarize", "simple_summarize")
+# llama-index's response synthesizers (the notebook's Question 6); compact and simple_summarize make one LLM call when
+# the recipes fit the window, refine and accumulate one per recipe, tree_summarize one per level of its tree
+RESPONSE_MODES = ("compact", "refine", "tree_summarize", "simple_summarize", "accumulate")
 EXAMPLE_QUESTION = "How do I make pork chop noodle soup?"  # the course notebook's question
-COMPARE_COLUMNS = ["dish", "question", "retrieved", "scores", "rag_answer", "plain_answer"]  # compare_dishes rows
 
 
 @dataclass(frozen=True)
@@ -37,6 +34,7 @@ class RagConfig:
     recipes: str = profiles.FULL.recipes
     top_k: int = 3
     response_mode: str = "compact"
+    index_mode: str = "recipe"  # INDEX_MODES: one node per recipe, or chunked as the notebook's from_documents
     context_window: int = 1024
     max_new_tokens: int = 128
     temperature: float = 0.7
@@ -51,6 +49,8 @@ class RagConfig:
             raise ValueError(f"top-k must be between 1 and 20, got {self.top_k}")
         if self.response_mode not in RESPONSE_MODES:
             raise ValueError(f"unknown response mode {self.response_mode!r}: choose one of {', '.join(RESPONSE_MODES)}")
+        if self.index_mode not in INDEX_MODES:
+            raise ValueError(f"unknown index mode {self.index_mode!r}: choose one of {', '.join(INDEX_MODES)}")
         if self.max_new_tokens <= 0 or self.temperature < 0:
             raise ValueError(f"max new tokens must be > 0 and temperature >= 0, got {self.max_new_tokens} and "
                              f"{self.temperature}")
@@ -82,6 +82,8 @@ class RagAnswer:
     rag: str = ""
     plain: str = ""
     sources: list[Source] = field(default_factory=list)
+    index: str = ""  # documents vs nodes, e.g. "48 recipes -> 48 nodes (one node per recipe)"
+    llm_calls: int = 0  # calls the query engine made for the RAG answer (the response mode decides)
     notes: list[str] = field(default_factory=list)  # what happened: index loaded or built
     warnings: list[str] = field(default_factory=list)  # what the user must know: question cut, broken index rebuilt
 
@@ -122,40 +124,50 @@ def _clean_question(question: str) -> str:
     return question
 
 
-def _open_index(bundle: rag_llm.RagBundle, cfg: RagConfig, answer: RagAnswer, control: RunControl):
-    """The bundle's index for cfg.recipes, opened once per bundle; `answer` carries what happened to it."""
-    opened = bundle.indexes.get(cfg.recipes)
+def open_bundle_index(bundle: rag_llm.RagBundle, cfg: RagConfig, answer: RagAnswer, control: RunControl):
+    """The bundle's index for (cfg.recipes, cfg.index_mode), opened once per bundle; `answer` carries what happened
+    to it and its counts."""
+    opened = bundle.indexes.get((cfg.recipes, cfg.index_mode))
     if opened is None:
         rows = rag_index.load_recipes(cfg.recipes, "train")
-        opened = rag_index.open_index(rows, cfg.recipes, cfg.embedding, bundle.embed_model, control=control)
-        bundle.indexes[cfg.recipes] = opened
+        opened = rag_index.open_index(rows, cfg.recipes, cfg.embedding, bundle.embed_model, control=control,
+                                      mode=cfg.index_mode)
+        bundle.indexes[(cfg.recipes, cfg.index_mode)] = opened
         (answer.warnings if opened.recovered else answer.notes).append(opened.message)
+    answer.index = opened.counts
     return opened
 
 
-def _prepare(bundle: rag_llm.RagBundle, cfg: RagConfig, question: str, control: RunControl) -> tuple:
-    """The bundle's index for cfg.recipes, the LLM wrapper for cfg, and an answer to fill, carrying what happened
-    to the index."""
+def _start(bundle: rag_llm.RagBundle, cfg: RagConfig, question: str, control: RunControl) -> tuple:
+    """The bundle's index for cfg and an answer to fill, carrying what happened to the index and the question
+    (cut to cfg.question_tokens)."""
     answer = RagAnswer(question)
-    opened = _open_index(bundle, cfg, answer, control)
+    opened = open_bundle_index(bundle, cfg, answer, control)
     text, n = rag_llm.truncate_tokens(bundle.tokenizer, question, cfg.question_tokens)
     if text != question:
         answer.question = text
         answer.warnings.append(f"the question has {n} tokens: only its first {cfg.question_tokens} were used")
+    return opened, answer
+
+
+def _prepare(bundle: rag_llm.RagBundle, cfg: RagConfig, question: str, control: RunControl) -> tuple:
+    """_start's index and answer, and the streaming LLM wrapper for cfg (the chat's)."""
+    opened, answer = _start(bundle, cfg, question, control)
     llm = rag_llm.make_llm(bundle, cfg.context_window, cfg.max_new_tokens,
                            sampling_kwargs(cfg.temperature, 1.0, cfg.repetition_penalty, cfg.no_repeat_ngram_size),
                            control.stop_event)
     return opened, llm, answer
 
 
-def _query_engine(index, llm, tokenizer, cfg: RagConfig, streaming: bool):
+def _query_engine(index, llm, tokenizer, cfg: RagConfig):
+    """The query engine over `index` in cfg.response_mode; whole answers (a BatchedLLM takes no streaming)."""
     from llama_index.core import PromptHelper, get_response_synthesizer
     from llama_index.core.indices.prompt_helper import ChatPromptHelper
     from llama_index.core.response_synthesizers import CompactAndRefine, Refine
 
     # Prompt packing counts the answering model's own tokens (llama-index's default, tiktoken, is the wrong count
     # and cannot load on the GPU machine). It counts the prompt before the chat template wraps it: leave room.
-    wrapper = rag_llm.count_tokens(tokenizer, llm.completion_to_prompt(""))
+    wrapper = rag_llm.count_tokens(tokenizer, chat_text(tokenizer, ""))
     sizes = dict(context_window=llm.metadata.context_window - wrapper, num_output=cfg.max_new_tokens,
                  tokenizer=partial(tokenizer.encode, add_special_tokens=False))
     helpers = dict(prompt_helper=PromptHelper(**sizes), chat_prompt_helper=ChatPromptHelper(**sizes))
@@ -163,16 +175,18 @@ def _query_engine(index, llm, tokenizer, cfg: RagConfig, streaming: bool):
         # llama-index keeps 500 tokens free for the answer carried into a refine step; ours is at most
         # max_new_tokens long, and reserving 500 of a 1024 window splits three recipes over two or three calls.
         kind = CompactAndRefine if cfg.response_mode == "compact" else Refine
-        synthesizer = kind(llm=llm, streaming=streaming, response_padding_size=cfg.max_new_tokens, **helpers)
+        synthesizer = kind(llm=llm, response_padding_size=cfg.max_new_tokens, **helpers)
     else:
-        synthesizer = get_response_synthesizer(llm=llm, response_mode=cfg.response_mode, streaming=streaming,
-                                               **helpers)
+        synthesizer = get_response_synthesizer(llm=llm, response_mode=cfg.response_mode, **helpers)
     return index.as_query_engine(llm=llm, response_synthesizer=synthesizer, similarity_top_k=cfg.top_k)
 
 
-def _query(engine, question: str):
+def _synthesize(engine, question: str, nodes):
+    """The query engine's answer to `question` over the retrieved `nodes` (cfg.response_mode's synthesizer)."""
+    from llama_index.core import QueryBundle
+
     try:
-        return engine.query(question)
+        return engine.synthesize(QueryBundle(question), nodes)
     except ValueError as exc:  # llama-index's prompt packing found no room left for recipe text
         if "not positive" in str(exc) or "non-negative" in str(exc):
             raise ValueError("the context window has no room left for recipe text beside the question and the "
@@ -186,28 +200,59 @@ def _seed(cfg: RagConfig) -> None:
     torch.manual_seed(cfg.seed)
 
 
+def generation_config(cfg: RagConfig, start: int = 0, prompts_per_pass: int = 0) -> GenerationConfig:
+    """cfg's sampling and repetition guard; the seed moves with the first dish of a pass, so passes differ."""
+    return GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                            batch_size=prompts_per_pass, seed=cfg.seed + start,
+                            repetition_penalty=cfg.repetition_penalty, no_repeat_ngram_size=cfg.no_repeat_ngram_size)
+
+
+def answer_both(bundle: rag_llm.RagBundle, index, cfg: RagConfig, questions: list[str], found: list[list],
+                settings: GenerationConfig, control: RunControl, report: GenerationReport | None = None,
+                on_text: Callable | None = None) -> tuple[list[tuple[str, int, str]], list[int]]:
+    """For each question: the query engine's answer over its retrieved nodes `found` (cfg.response_mode, llama-index's
+    own synthesizer), the LLM calls it made, and the plain answer of the same LLM. The engines and the plain
+    questions run at once: each round of LLM calls is one batched generation pass (compact mode with the recipes
+    fitting: one pass for every RAG and plain answer). `on_text((kind, i), text)` hears answers grow, kind "rag" or
+    "plain". Returns the (rag, calls, plain) triples and the prompts per pass."""
+    from core.rag import batching
+
+    def answer(prompts: list[str], parties: list) -> list[str]:
+        grow = None if on_text is None else (lambda i, text: on_text(parties[i], text))
+        return generate(bundle.lm, prompts, settings, control, f"answering {len(prompts)} prompts", report, grow)
+
+    n = len(questions)
+    batcher = batching.Batcher(answer, 2 * n)
+    llms = [batching.BatchedLLM(batcher, ("rag", i), context_window=cfg.context_window, num_output=cfg.max_new_tokens)
+            for i in range(n)]
+    rag_jobs = [partial(lambda i: str(_synthesize(_query_engine(index, llms[i], bundle.tokenizer, cfg),
+                                                  questions[i], found[i])), i) for i in range(n)]
+    plain_jobs = [partial(lambda i: batcher.complete(questions[i], ("plain", i)), i) for i in range(n)]
+    results = batching.run_parties(batcher, rag_jobs + plain_jobs)
+    return [(results[i], llms[i].calls, results[n + i]) for i in range(n)], batcher.passes
+
+
 def run(cfg: RagConfig, control: RunControl | None = None) -> Iterator[RagAnswer]:
-    """Streams the RAG answer, then the plain answer of the same LLM, to cfg.question. Each item is a snapshot:
-    sources arrive first, then the answers grow token by token."""
+    """Streams the RAG answer (the query engine in cfg.response_mode) and the plain answer of the same LLM to
+    cfg.question, generated together (one batched pass when the mode makes one call). Each item is a snapshot:
+    sources arrive first, then both answers grow token by token."""
     question, control = _clean_question(cfg.question), control or RunControl()
 
     def work(emit):
         with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
-            opened, llm, answer = _prepare(bundle, cfg, question, control)
-            _seed(cfg)
-            response = _query(_query_engine(opened.index, llm, bundle.tokenizer, cfg, streaming=True), answer.question)
-            answer.sources = rag_index.sources(response.source_nodes)
+            opened, answer = _start(bundle, cfg, question, control)
+            nodes = opened.index.as_retriever(similarity_top_k=cfg.top_k).retrieve(answer.question)
+            answer.sources = rag_index.sources(nodes)
             emit(dataclasses.replace(answer))
-            for token in getattr(response, "response_gen", None) or [str(response)]:
-                control.check()
-                answer.rag += token
+
+            def grow(party, text):
+                control.check()  # a Stop (or a closed page) ends the pass at the next token
+                setattr(answer, party[0], text)
                 emit(dataclasses.replace(answer))
-            rag_llm.raise_if_failed(llm)
-            for chunk in llm.stream_complete(llm.completion_to_prompt(answer.question), formatted=True):
-                control.check()
-                answer.plain = chunk.text
-                emit(dataclasses.replace(answer))
-            rag_llm.raise_if_failed(llm)
+
+            [(answer.rag, answer.llm_calls, answer.plain)], _ = answer_both(
+                bundle, opened.index, cfg, [answer.question], [nodes], generation_config(cfg), control, on_text=grow)
+            emit(dataclasses.replace(answer))
 
     yield from _in_worker(work, control)
 
@@ -239,79 +284,13 @@ def chat(cfg: RagConfig, message: str, history: list[dict], control: RunControl 
     yield from _in_worker(work, control)
 
 
-def compare_dishes(cfg: RagConfig, n: int, seed: int = 0, control: RunControl | None = None) -> Iterator[tuple]:
-    """The course notebook's testing loop, batched: `n` random test-split dishes asked as "How do I make {name}?",
-    RAG and plain answers, retrieved names and scores. Every dish's recipes are retrieved first; then the dishes go
-    through the model a batch at a time (cfg.batch_size, or as many as fit the free accelerator memory): one
-    generation pass for the batch's RAG prompts, one for its plain questions. A RAG prompt is compact mode's single
-    call (llama-index's text-QA prompt, recipes cut to the window) whatever cfg.response_mode says. Yields (rows so
-    far, CSV path, the batch line, e.g. "batch 8 (auto)") after every batch; the CSV is rewritten each time, so a
-    stopped run keeps the batches it finished."""
-    dishes = rag_index.load_recipes(cfg.recipes, "test")
-    if not 1 <= n <= len(dishes):
-        raise ValueError(f"number of dishes must be between 1 and {len(dishes)} (the test split's size), got {n}")
-    picked = random.Random(seed).sample(dishes, n)
-    control = control or RunControl()
-    folder = new_run_dir("rag")
-    path = folder / "dishes.csv"
-
-    def work(emit):
-        with MODELS.use("rag", rag_llm.bundle_key(cfg.llm, cfg.embedding), rag_llm.load_bundle) as bundle:
-            write_json(folder / "config.json", dataclasses.asdict(cfg) | {"n": n, "seed": seed})
-            opened = _open_index(bundle, cfg, RagAnswer(""), control)
-            questions = [QUESTION.format(name=dish["name"]) for dish in picked]
-            found = [rag_index.retrieve(opened.index, question, cfg.top_k) for question in questions]
-            prompts = [rag_llm.qa_prompt(bundle.tokenizer, question, [s.text for s in sources],
-                                         cfg.context_window - cfg.max_new_tokens)
-                       for question, sources in zip(questions, found)]
-            size = _dishes_per_pass(bundle.lm, cfg, prompts)
-            rows, report = [], GenerationReport()  # one report for every pass: the largest batch, all retries
-            with tqdm(total=n, desc="comparing dishes", unit="dish") as bar:
-                for start in range(0, n, size):
-                    control.check()
-                    part, settings = slice(start, start + size), _generation_config(cfg, start)
-                    rag = generate(bundle.lm, prompts[part], settings, control, "answering with recipes", report)
-                    plain = generate(bundle.lm, questions[part], settings, control, "answering alone", report)
-                    rows += [_compare_row(*row) for row in zip(picked[part], questions[part], found[part], rag, plain)]
-                    _write_csv(path, rows)
-                    bar.update(len(rag))
-                    control.advance(len(rows), n, "comparing dishes")
-                    emit((list(rows), path, report.text()))
-
-    yield from _in_worker(work, control)
-
-
-def _dishes_per_pass(lm, cfg: RagConfig, prompts: list[str]) -> int:
-    """cfg.batch_size, or as many dishes as fit the free accelerator memory: sized by the longest RAG prompt (a
-    dish's plain question is shorter and fits the same batch)."""
-    longest = max(rag_llm.count_tokens(lm.tokenizer, chat_text(lm.tokenizer, p)) for p in prompts)
-    return plan_batch_size(lm, longest, len(prompts), _generation_config(cfg, 0))
-
-
-def _generation_config(cfg: RagConfig, start: int) -> GenerationConfig:
-    """cfg's sampling and repetition guard; the seed moves with the first dish of a pass, so passes differ."""
-    return GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.batch_size,
-                            seed=cfg.seed + start, repetition_penalty=cfg.repetition_penalty,
-                            no_repeat_ngram_size=cfg.no_repeat_ngram_size)
-
-
-def _compare_row(dish: dict, question: str, found: list[Source], rag: str, plain: str) -> dict:
-    return {"dish": dish["name"], "question": question, "retrieved": " | ".join(s.name for s in found),
-            "scores": " | ".join(f"{s.score:.3f}" for s in found), "rag_answer": rag, "plain_answer": plain}
-
-
-def _write_csv(path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def retrieval_quality(cfg: RagConfig, limit: int = 0, control: RunControl | None = None) -> dict:
     """hit@1 and hit@3 for "How do I make {name}?" over dishes in the index (the first `limit` train recipes, all
     when 0). Needs only the embedding model, so only that is loaded."""
     rows = rag_index.load_recipes(cfg.recipes, "train")
     with MODELS.use("rag-embedding", cfg.embedding, rag_index.load_embedding) as embed_model:
-        opened = rag_index.open_index(rows, cfg.recipes, cfg.embedding, embed_model, control=control)
+        opened = rag_index.open_index(rows, cfg.recipes, cfg.embedding, embed_model, control=control,
+                                      mode=cfg.index_mode)
         quality = rag_index.index_quality(opened.index, rows[:limit] if limit else rows, control=control)
-    return {"embedding": cfg.embedding, "recipes": cfg.recipes, "index": opened.message, **quality}
+    return {"embedding": cfg.embedding, "recipes": cfg.recipes, "index": opened.message, "nodes": opened.counts,
+            **quality}
