@@ -215,6 +215,15 @@ def test_work_past_the_cap_is_refused_before_a_worker_starts(zero_app, monkeypat
     assert zerogpu_worker.CALLS == []
 
 
+@pytest.fixture(autouse=True)
+def empty_slot():
+    """Each test starts with the main process's slot empty: models other test files left resident are not ZeroGPU's
+    (on ZeroGPU nothing loads there at all)."""
+    from core.models import MODELS
+
+    MODELS.unload()
+
+
 ASSET = str(Path(__file__).resolve().parent.parent / "assets" / "gsm8k_sample.jsonl")
 
 
