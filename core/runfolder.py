@@ -119,11 +119,12 @@ class RunRecorder:
         """summary.json, the run's last write: status, why it ended, wall time (every launch of the run), its phases
         (the laps) and the job's figures; the final event keeps wall time and phases, for a resume (the app clears
         summary.json first)."""
-        summary = {"status": status, "reason": reason, "wall_s": time.perf_counter() - self.started,
-                   "phases_s": dict(self.phases), **peak_memory(), **figures}
+        phases = {"phases_s": dict(self.phases)} if self.phases else {}  # a job that never laps has none
+        summary = {"status": status, "reason": reason, "wall_s": time.perf_counter() - self.started, **phases,
+                   **peak_memory(), **figures}
         if self.writes:
             write_json(self.run_dir / "summary.json", summary)
-        self.event(status, reason=reason, wall_s=summary["wall_s"], phases_s=summary["phases_s"])
+        self.event(status, reason=reason, wall_s=summary["wall_s"], **phases)
         return summary
 
 

@@ -63,7 +63,7 @@ def truncation_frame(result: dict) -> pd.DataFrame:
 
 
 @user_errors
-def on_truncation_click(selected, progress=gr.Progress(track_tqdm=True)):
+def on_truncation_click(selected):
     """Button -> the first picked run's policy on its before/after articles cut at 128 and at 512 tokens: a line with
     the mean ROUGE-1 at each and the table side by side."""
     runs = [runfolder.find_run("rl", name) for name in (selected or [])[:1]]

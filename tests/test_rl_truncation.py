@@ -7,6 +7,7 @@ import pytest
 
 from core.models import MODELS
 from core.rl import rouge_scores, truncation_comparison
+from core.rl import before_after
 from core.rl.before_after import greedy_summaries
 from core.rl.news import load_articles
 from core.runs import runs_dir, write_json
@@ -49,6 +50,23 @@ def test_each_limit_gets_the_policys_own_greedy_summary_of_the_cut_article(run):
     short = result["articles"][1]
     assert short[str(LIMITS[0])]["text"] == short[str(LIMITS[1])]["text"], "an article under both limits reads alike"
     assert json.loads((folder / "truncation.json").read_text()) == result
+
+
+def test_the_idle_core_thread_count_holds_for_the_comparison_only(run, monkeypatch):
+    """On a busy CPU the comparison generates on the idle cores' threads (set_cpu_threads), and gives the app its own
+    count back after."""
+    import os
+
+    import torch
+
+    seen = []
+    real = before_after.summarize
+    monkeypatch.setattr(before_after, "summarize", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))  # both cores busy with other work
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    truncation_comparison(run[0], LIMITS)
+    assert seen == [1, 1] and torch.get_num_threads() == 2
 
 
 def test_a_run_that_saved_its_adapter_is_compared_trained(run, tmp_path):

@@ -17,6 +17,7 @@ from core.rl.policy import load_lm, load_tokenizer
 from core.rl.rewards import ROUGE_TYPES, rouge_scores
 from core.rl.rollout import encode_prompts, sample
 from core.runs import write_json
+from core.training import set_cpu_threads
 
 FILE = "before_after.json"
 TRUNCATION_FILE = "truncation.json"
@@ -114,9 +115,14 @@ def truncation_comparison(run_dir: Path, limits: tuple[int, ...] = LIMITS) -> di
     rows = load_articles(cfg.news, cfg.eval_articles, shuffle_seed=cfg.seed if cfg.shuffle_articles else None)
     trained = (run_dir / "adapter").is_dir()
     source = run_dir / "adapter" if trained else run_dir
+    threads = torch.get_num_threads()
     with MODELS.use("summarizer", str(source), load_run_policy) as (model, tokenizer):
-        lengths = [len(tokenizer(r["article"], add_special_tokens=False)["input_ids"]) for r in rows]
-        texts = {limit: summarize(model, tokenizer, cfg, rows, limit) for limit in limits}
+        try:  # a CPU's busy cores stall every thread: on 2 cores at load ~8, 550 s with 2 threads, 46 s with 1
+            set_cpu_threads(model.device.type)
+            lengths = [len(tokenizer(r["article"], add_special_tokens=False)["input_ids"]) for r in rows]
+            texts = {limit: summarize(model, tokenizer, cfg, rows, limit) for limit in limits}
+        finally:
+            torch.set_num_threads(threads)  # the app's other work keeps its own setting
     articles = [{"id": r["id"], "highlights": r["highlights"], "article_tokens": n,
                  **{str(limit): scored(r["highlights"], texts[limit][i]) for limit in limits}}
                 for i, (r, n) in enumerate(zip(rows, lengths))]
