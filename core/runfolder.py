@@ -168,7 +168,8 @@ def run_job(run_dir: Path, work: Callable[[RunRecorder], dict], resume: bool = F
         figures = work(recorder)
         if figures["status"] == "paused":  # a ZeroGPU call's share: checkpointed, the run goes on in the next call
             wall_s = time.perf_counter() - recorder.started
-            recorder.event("paused", step=figures["steps_done"], wall_s=wall_s)
+            phases = {"phases_s": dict(recorder.phases)} if recorder.phases else {}  # the next call goes on from them
+            recorder.event("paused", step=figures["steps_done"], wall_s=wall_s, **phases)
             return {**figures, "wall_s": wall_s}
         return recorder.finish(figures.pop("status"), figures.pop("reason"), **figures)
     except Cancelled:

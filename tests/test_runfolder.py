@@ -151,3 +151,17 @@ def test_laps_split_the_wall_time_and_a_resume_adds_to_its_last_ends_phases(tmp_
     assert phases["train"] == pytest.approx(20.0, abs=0.5) and phases["answer"] < 0.5
     old = {"status": "finished", "wall_s": 90.0}
     assert runfolder.phase_seconds(old) == {"load": None, "train": None, "answer": None}, "an old run stays readable"
+
+
+def test_a_paused_call_keeps_its_phases_for_the_next(tmp_path):
+    """A ZeroGPU call's share ends paused, not finished: the next call's recorder goes on from its phases."""
+    def share(recorder):
+        recorder._lap -= 4.0
+        recorder.lap("load")
+        recorder._lap -= 30.0
+        recorder.lap("train")
+        return {"status": "paused", "reason": "paused after step 2 of 6", "steps_done": 2}
+
+    runfolder.run_job(tmp_path / "run", share)
+    phases = RunRecorder(tmp_path / "run", resume=True).phases
+    assert phases["load"] == pytest.approx(4.0, abs=0.5) and phases["train"] == pytest.approx(30.0, abs=0.5)

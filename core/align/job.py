@@ -56,6 +56,7 @@ def train(cfg: AlignConfig, recorder: RunRecorder, resume: bool = False) -> dict
     train_seconds = time.perf_counter() - started
     steps = trainer.state.global_step
     if recorder.pause_requested(steps) and steps < max_steps and not recorder.stop_requested():
+        recorder.lap("train")
         return {"status": "paused", "reason": f"paused after step {steps} of {max_steps}", "steps_done": steps}
     tokens = summed_over_processes(counter.tokens, trainer.args.device)
     if recorder.writes:  # under accelerate launch rank 0 saves and answers; the other processes are done
