@@ -39,6 +39,19 @@ def peak_memory() -> dict:
     return {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}  # ru_maxrss is in KiB
 
 
+def peak_cells(summary: dict) -> tuple[object, object]:
+    """(peak allocated, peak reserved) of a run's summary for a table, in GiB rounded to 0.01. Reserved is what
+    torch's caching allocator held from the card, the figure nvidia-smi shows (plus the CUDA context). A run without
+    an accelerator says "CPU" in both (with its peak RSS beside the first: process memory, not a card's); None for a
+    run that recorded neither."""
+    if "peak_allocated_gb" in summary:
+        reserved = summary.get("peak_reserved_gb")
+        return round(summary["peak_allocated_gb"], 2), None if reserved is None else round(reserved, 2)
+    if "peak_rss_gb" in summary:
+        return f"CPU (RSS {summary['peak_rss_gb']:.2f})", "CPU"
+    return None, None
+
+
 def memory_cap_bytes() -> int | None:
     """ALAB_GPU_MEMORY_GIB: how much accelerator memory a job may take (a GPU shared with another process, or a
     smaller card's size tried on a larger one); None when unset."""

@@ -4,9 +4,10 @@ read_run / list_runs give the app its state back from the folder alone (core.job
 runs/<kind>/<run id>/ holds launch.json and pid (written by the app when it starts the job), events.jsonl (started or
 resumed first, then checkpoint, and finished, stopped, cancelled or failed last), config.json (written by the job once
 it has its settings), metrics.jsonl (one flushed line per logged step), checkpoints/checkpoint-<step>/, adapter/ and
-summary.json (written last). STOP and CANCEL are the requests the app leaves there. A run without a summary whose
-process is gone is "interrupted at step k". Under `accelerate launch --num_processes N` every process runs the job
-and rank 0 writes all of the above; each process also writes ranks/rank-<r>.json (core.processes.write_rank_record).
+summary.json (written last; its phases_s splits the wall time into load, train and answer). STOP and CANCEL are the
+requests the app leaves there. A run without a summary whose process is gone is "interrupted at step k". Under
+`accelerate launch --num_processes N` every process runs the job and rank 0 writes all of the above; each process
+also writes ranks/rank-<r>.json (core.processes.write_rank_record).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ MARKS_CLEARED_ENV = "ALAB_MARKS_CLEARED"
 PAUSE_ENV = "ALAB_PAUSE_AT_STEP"  # on ZeroGPU: a call's share of a run ends after this step, checkpointed, unfinished
 OWNER = "zerogpu-owner"  # on ZeroGPU: "<pid> <start time>" of the app process whose GPU calls run the job
 FINAL = ("finished", "stopped", "cancelled", "failed")
+PHASES = ("load", "train", "answer")  # the parts of a run's wall time summary.json's phases_s names (RunRecorder.lap)
 MIRRORED_AT = ("checkpoint", *FINAL)  # the events after which the folder is copied to $ALAB_RUNS_MIRROR
 CANCELLED = "cancelled by the user: ended at once, no adapter saved"
 # accelerate launch (torchrun) ends every process with SIGTERM when one of them fails
@@ -59,6 +61,8 @@ class RunRecorder:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # a resumed run's clock goes on from where the run ended: elapsed and wall time count every launch
         self.started = time.perf_counter() - (seconds_so_far(self.run_dir) if resume else 0.0)
+        self.phases = phases_so_far(self.run_dir) if resume else {}  # phase -> seconds, every launch (lap)
+        self._lap = time.perf_counter()
         # Under `accelerate launch --num_processes N` every process runs the job; only rank 0 writes the folder.
         self.writes = rank() == 0
         self.pause_at = int(os.environ.get(PAUSE_ENV) or 0) or None
@@ -105,14 +109,22 @@ class RunRecorder:
         write_json(self.run_dir / "ranks" / f"rank-{rank()}.json", {"rank": rank(), "world_size": world_size(),
                                                                     **record})
 
+    def lap(self, phase: str) -> None:
+        """Adds the seconds since the last lap (or this launch's start) to `phase` of the run's wall time (PHASES)."""
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self._lap
+        self._lap = now
+
     def finish(self, status: str, reason: str, **figures) -> dict:
-        """summary.json, the run's last write: status, why it ended, wall time (every launch of the run) and the
-        job's figures; the final event keeps the wall time, for a resume (the app clears summary.json first)."""
-        summary = {"status": status, "reason": reason, "wall_s": time.perf_counter() - self.started,
+        """summary.json, the run's last write: status, why it ended, wall time (every launch of the run), its phases
+        (the laps) and the job's figures; the final event keeps wall time and phases, for a resume (the app clears
+        summary.json first)."""
+        phases = {"phases_s": dict(self.phases)} if self.phases else {}  # a job that never laps has none
+        summary = {"status": status, "reason": reason, "wall_s": time.perf_counter() - self.started, **phases,
                    **peak_memory(), **figures}
         if self.writes:
             write_json(self.run_dir / "summary.json", summary)
-        self.event(status, reason=reason, wall_s=summary["wall_s"])
+        self.event(status, reason=reason, wall_s=summary["wall_s"], **phases)
         return summary
 
 
@@ -130,6 +142,18 @@ def seconds_so_far(folder: Path) -> float:
     return max((s for s in metrics + ends if isinstance(s, (int, float))), default=0.0)
 
 
+def phases_so_far(folder: Path) -> dict[str, float]:
+    """The phases' seconds the run's last recorded end kept (each end already counts the launches before it)."""
+    ends = [e for e in read_lines(Path(folder) / "events.jsonl") if isinstance(e.get("phases_s"), dict)]
+    return {k: v for k, v in ends[-1]["phases_s"].items() if isinstance(v, (int, float))} if ends else {}
+
+
+def phase_seconds(summary: dict) -> dict[str, float | None]:
+    """Seconds per phase (PHASES) from a summary; None for a phase it did not record (runs from before phases_s)."""
+    phases = summary.get("phases_s") if isinstance(summary.get("phases_s"), dict) else {}
+    return {name: phases.get(name) for name in PHASES}
+
+
 def run_job(run_dir: Path, work: Callable[[RunRecorder], dict], resume: bool = False) -> dict:
     """Runs `work(recorder)` as the job of `run_dir`: work returns its summary figures with "status" (finished or
     stopped) and "reason"; an exception ends the run as failed, SIGTERM as cancelled. Returns the summary."""
@@ -144,7 +168,8 @@ def run_job(run_dir: Path, work: Callable[[RunRecorder], dict], resume: bool = F
         figures = work(recorder)
         if figures["status"] == "paused":  # a ZeroGPU call's share: checkpointed, the run goes on in the next call
             wall_s = time.perf_counter() - recorder.started
-            recorder.event("paused", step=figures["steps_done"], wall_s=wall_s)
+            phases = {"phases_s": dict(recorder.phases)} if recorder.phases else {}  # the next call goes on from them
+            recorder.event("paused", step=figures["steps_done"], wall_s=wall_s, **phases)
             return {**figures, "wall_s": wall_s}
         return recorder.finish(figures.pop("status"), figures.pop("reason"), **figures)
     except Cancelled:

@@ -106,7 +106,8 @@ def build(profile, selected: gr.Dropdown) -> None:
     bars = gr.Plot(label="Mean reward of the answers: base model vs trained adapter", show_label=False)
     gr.Markdown("<small>What to look for: ORPO needs no reference model, so it often uses less time per step; the "
                 "margin over base says which alignment the reward model prefers (with two prompts, a hint, not a "
-                "verdict).</small>")
+                "verdict). Wall time = load (data, model) + train + answer; peak reserved is what nvidia-smi shows "
+                "(allocated plus torch's cache), and a CPU run has no accelerator memory to show.</small>")
     with gr.Row():
         repo = gr.Textbox(label="Hub repo (user/name)", placeholder="my-name/llama-3.2-3b-dpo-lora", scale=4)
         push_button = gr.Button("Push adapter to the Hub", scale=1)

@@ -1,5 +1,6 @@
 """ICL lab, after alignment: the model picker (the base generator and every saved adapter) and the course notebook's
-optional table, Baseline / Post-DPO / Post-ORPO accuracy per strategy with the most common error kinds."""
+optional table, Baseline / Post-DPO / Post-ORPO accuracy per strategy, each error kind counted, and self-consistency's
+agreement with its vote."""
 from __future__ import annotations
 
 import gradio as gr
@@ -8,7 +9,7 @@ import pandas as pd
 from core import icl, runfolder
 from tabs.common import GPU_EVENT, user_errors
 
-COMPARE_COLUMNS = ["model", "strategy", "n", "strict", "flexible", "common errors"]
+COMPARE_COLUMNS = icl.COMPARISON_COLUMNS
 
 
 def model_choices(profile) -> list[tuple[str, str]]:
@@ -47,8 +48,9 @@ def compare_panel(profile, config, settings: list) -> None:
         table = gr.Dataframe(pd.DataFrame(columns=COMPARE_COLUMNS), label="accuracy per model and strategy",
                              interactive=False, wrap=True)
         gr.Markdown("<small>What to look for: whether alignment on chat preferences helped or hurt maths. Differences "
-                    "inside the 95% intervals are not real at this n; 'cut off by the token limit' rising after "
-                    "training means the model learned to answer at greater length.</small>")
+                    "inside the 95% intervals are not real at this n; 'cut off mid-reasoning' rising after training "
+                    "means the model learned to answer at greater length; agreement with the majority falling means "
+                    "the sampled paths scatter more. " + icl.error_legend() + "</small>")
     refresh.click(lambda: gr.update(choices=model_choices(profile)), None, models, api_name="icl_compare_models",
                   queue=False)
     button.click(compare_handler(profile, lambda p, *s: config(p, profile.generator, *s)), [models, *settings],

@@ -1,18 +1,22 @@
-"""The RL tab's readings of a run (the summaries it sampled per step with their rewards, and before/after training
-on fixed articles) and the ROUGE panel for a summary you write. Layout and wiring only."""
+"""The RL tab's readings of a run (the summaries it sampled per step with their rewards, before/after training on
+fixed articles, and the same policy on those articles cut at 128 vs 512 tokens) and the ROUGE panel for a summary you
+write. Layout and wiring only."""
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
 from core import rl, runfolder
-from tabs.common import POLL_EVENT, text_table, user_errors, whole
+from tabs.common import GPU_EVENT, POLL_EVENT, text_table, user_errors, whole
 
-API_NAMES = ["rl_samples", "load_article", "score_summary"]
+API_NAMES = ["rl_samples", "rl_truncation", "load_article", "score_summary"]
 # header -> share of the table's width
 SAMPLE_COLUMNS = {"step": 0.8, "article": 1.2, "reward": 1, "summary": 9}
 BEFORE_AFTER_COLUMNS = {"article": 1.2, "reference": 3, "before": 3, "ROUGE-1 before": 1, "after": 3,
                         "ROUGE-1 after": 1}
+SHORT, LONG = rl.TRUNCATION_LIMITS
+TRUNCATION_COLUMNS = {"article": 1.2, "tokens": 0.8, "reference": 3, f"cut at {SHORT}": 3, f"ROUGE-1 {SHORT}": 1,
+                      f"cut at {LONG}": 3, f"ROUGE-1 {LONG}": 1}
 
 
 def article_name(article_id) -> str:
@@ -52,6 +56,26 @@ def on_selection(selected):
     return samples_frame(runs[0]), before_after_frame(runs[0])
 
 
+def truncation_frame(result: dict) -> pd.DataFrame:
+    rows = [[article_name(a["id"]), a["article_tokens"], a["highlights"], a[str(SHORT)]["text"],
+             a[str(SHORT)]["rouge1"], a[str(LONG)]["text"], a[str(LONG)]["rouge1"]] for a in result["articles"]]
+    return pd.DataFrame(rows, columns=list(TRUNCATION_COLUMNS)).round(3)
+
+
+@user_errors
+def on_truncation_click(selected):
+    """Button -> the first picked run's policy on its before/after articles cut at 128 and at 512 tokens: a line with
+    the mean ROUGE-1 at each and the table side by side."""
+    runs = [runfolder.find_run("rl", name) for name in (selected or [])[:1]]
+    if not runs:
+        raise ValueError("pick a run in the runs table first: its policy and its articles are compared")
+    result = rl.truncation_comparison(runs[0].folder)
+    means = {limit: result["mean"][str(limit)]["rouge1"] for limit in (SHORT, LONG)}
+    line = (f"**{result['policy']} policy of {runs[0].run_id}**, {len(result['articles'])} articles: mean ROUGE-1 "
+            f"{means[SHORT]:.3f} cut at {SHORT} tokens, {means[LONG]:.3f} at {LONG}")
+    return line, truncation_frame(result)
+
+
 def build(profile, selected: gr.Dropdown) -> None:
     samples = text_table(SAMPLE_COLUMNS, "summaries sampled in the last steps")
     gr.Markdown("<small>What to look for: rewards rising while the text stays a summary is learning; rising rewards "
@@ -60,6 +84,14 @@ def build(profile, selected: gr.Dropdown) -> None:
     gr.Markdown("<small>What to look for: ROUGE-1 after vs before on the same articles; a few articles are noisy, "
                 "so read the texts too.</small>")
     gr.Timer(3.0).tick(on_selection, selected, [samples, before_after], api_name="rl_samples", **POLL_EVENT)
+    truncation_button = gr.Button(f"Summarize these articles cut at {SHORT} and at {LONG} tokens")
+    truncation_line = gr.Markdown()
+    truncation = text_table(TRUNCATION_COLUMNS, f"the same policy and articles, cut at {SHORT} vs {LONG} tokens")
+    gr.Markdown(f"<small>What to look for (the notebook's Question 3): what the summary loses when the article is cut "
+                f"at {SHORT} tokens, and whether ROUGE-1 says so; an article shorter than {SHORT} tokens reads the "
+                f"same at both. The longer prompt also costs time and memory per step.</small>")
+    truncation_button.click(on_truncation_click, selected, [truncation_line, truncation], api_name="rl_truncation",
+                            **GPU_EVENT)
 
 
 def _score_frame(article: str, highlights: str, summary: str) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 QRM-shaped: a run started from the page trains as a job, the poll draws its curves, other tabs are told the
 accelerator is taken, the answers are scored and DPO vs ORPO is tabled; bad settings are refused up front."""
 import dataclasses
+import json
 import re
 import time
 
@@ -140,3 +141,25 @@ def test_compare_with_no_scored_run_says_what_to_do(served):
 def test_same_trained_answers(trained, same, why):
     runs = [runfolder.read_run(finished_run(f"{i}-quick-dpo", "dpo", i, answers(*t))) for i, t in enumerate(trained)]
     assert align.same_trained_answers(runs) is same, why
+
+
+Q9_SUMMARIES = [  # (what the job's summary.json holds besides status and wall time, expected cells, why)
+    ({"phases_s": {"load": 12.0, "train": 70.0, "answer": 8.0}, "peak_allocated_gb": 4.4712,
+      "peak_reserved_gb": 5.1288}, (12.0, 70.0, 8.0, 4.47, 5.13),
+     "a CUDA run: its phases and both peaks (reserved is what nvidia-smi shows a student)"),
+    ({"phases_s": {"load": 3.0, "train": 80.0, "answer": 7.0}, "peak_rss_gb": 1.234},
+     (3.0, 80.0, 7.0, "CPU (RSS 1.23)", "CPU"), "a CPU run has no accelerator memory: said, not a number"),
+    ({"peak_allocated_gb": 4.0, "peak_reserved_gb": 6.0}, (None, None, None, 4.0, 6.0),
+     "a run from before the job recorded phases stays readable, its phases blank"),
+]
+
+
+@pytest.mark.parametrize("extra, expected, why", Q9_SUMMARIES, ids=[s[2] for s in Q9_SUMMARIES])
+def test_the_comparison_row_shows_the_phases_and_both_peaks(extra, expected, why):
+    folder = finished_run("1-notebook-dpo", "dpo", 1.0, answers("x"))
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, **extra}))
+    row = align.comparison_row(runfolder.read_run(folder))
+    columns = ("load s", "train s", "answer s", "peak allocated GiB", "peak reserved GiB")
+    assert tuple(row[c] for c in columns) == expected, why
+    assert list(row) == align.COMPARISON_COLUMNS, "the row fills the table's columns in order"

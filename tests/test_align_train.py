@@ -48,6 +48,7 @@ class Trained:
     figures: dict
     trainer: object
     before: dict
+    recorder: RunRecorder
 
 
 @pytest.fixture(scope="module", params=align.METHODS)
@@ -63,10 +64,11 @@ def trained(request, tiny_lm_dir, pairs_file, tmp_path_factory):
     real = align_job.make_trainer
     cfg = tiny_config(tiny_lm_dir, pairs_file, method=request.param)
     run_dir = tmp_path_factory.mktemp(f"run-{request.param}")
+    recorder = RunRecorder(run_dir)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(align_job, "make_trainer", spy)
-        figures = align.train(cfg, RunRecorder(run_dir))
-    return Trained(cfg, run_dir, figures, made["trainer"], made["before"])
+        figures = align.train(cfg, recorder)
+    return Trained(cfg, run_dir, figures, made["trainer"], made["before"], recorder)
 
 
 def test_two_steps_change_every_lora_parameter_and_no_base_weight(trained):
@@ -101,6 +103,15 @@ def test_config_summary_figures_adapter_and_answers(trained):
     answers = json.loads((trained.run_dir / "answers.json").read_text())
     assert len(answers) == 1 and set(answers[0]) == {"prompt", "base", "trained"}
     assert answers[0]["prompt"].startswith("Question ")
+
+
+def test_the_job_laps_load_train_and_answer(trained):
+    """The Q9 table's wall time split: every phase was timed, training covers the trainer's own clock, and the
+    phases add up to no more than the run's elapsed time."""
+    phases = trained.recorder.phases
+    assert set(phases) == set(runfolder.PHASES) and all(s > 0 for s in phases.values()), phases
+    assert phases["train"] >= trained.figures["train_seconds"]
+    assert sum(phases.values()) <= time.perf_counter() - trained.recorder.started
 
 
 def test_each_run_answers_with_its_own_adapter(tiny_lm_dir, pairs_file):

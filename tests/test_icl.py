@@ -11,6 +11,7 @@ from transformers import LlamaForCausalLM
 
 from core import icl, profiles
 from core.icl import accuracy_figure, make_row, summarize
+from core.icl.answers import agreement
 from core.icl import SHOTS, STRATEGIES, get_strategies, render, worked_solution
 from core.runs import REPO_ROOT, RunControl
 
@@ -228,17 +229,70 @@ def test_cli_prints_a_table(tiny_lm_dir, tmp_path):
     assert payload["profile"]["gsm8k"] == profiles.LITE.gsm8k
 
 
-@pytest.mark.parametrize("gold, flexible, cut, expected, why", [
-    ("4", "4", False, None, "right: no error"),
-    ("4", "5", False, "wrong number", "a number, not the gold one"),
-    ("4", None, False, "no number found", "no number anywhere"),
-    ("4", None, True, "cut off by the token limit", "ran into the limit before any number"),
-    ("4", "3", True, "cut off by the token limit", "a cut answer's last number is not its answer"),
-    (None, "3", False, None, "a free-text question has no gold"),
-])
-def test_error_kind_is_read_from_the_outputs(gold, flexible, cut, expected, why):
-    row = {"gold": gold, "flexible": flexible, "correct_flexible": None if gold is None else flexible == gold}
-    assert icl.error_kind(row, [{"output": "...", "cut": cut}]) == expected, why
+PENS = "A box holds 16 pens. Ann takes 8 out and puts them back. How many pens are in the box?"  # gold 16
+ERRORS = [  # (strategy, question, gold, stages as (output, cut), expected kind, why)
+    ("baseline", QUESTION, "8", [("8", False)], None, "right: no error"),
+    ("baseline", QUESTION, None, [("9", False)], None, "a free-text question has no gold"),
+    ("baseline", QUESTION, "8", [("I do not know", False)], "no number", "no number anywhere"),
+    ("role_play", QUESTION, "8", [("First I take the 3 apples and then", True)], "cut off mid-reasoning",
+     "the limit stopped it before an explicit answer: its last number is not its answer"),
+    ("role_play", QUESTION, "8", [("The answer is 9. To check it, I add 3 and", True)], "other wrong number",
+     "an explicit answer came before the cut: the limit is not why it is wrong"),
+    ("role_play", QUESTION, "8", [("3 + 5 = 8 apples, plus the 1 he ate. The answer is 9.", False)],
+     "finishing error", "the reasoning reached the gold number, the answer is another"),
+    ("role_play", QUESTION, "8", [("He has the apples he buys. The answer is 5.", False)], "copied from the question",
+     "5 is the question's own number"),
+    ("role_play", QUESTION, "8", [("3 * 5 = 15. The answer is 15.", False)], "other wrong number",
+     "a computed number, neither the gold nor the question's"),
+    ("role_play", PENS, "16", [("16 pens minus 8 is 8. The answer is 8.", False)], "copied from the question",
+     "the gold is the question's own number: restating it is no finishing error"),
+    ("zero_shot_cot", QUESTION, "8", [("3 + 5 = 8 so", True), ("9", False)], "cut off mid-reasoning",
+     "the reasoning stage ran into the limit; the extraction read a guess"),
+    ("zero_shot_cot", QUESTION, "8", [("3 + 5 = 8.", False), ("9", False)], "finishing error",
+     "the gold is in the first stage's reasoning, the extraction says 9"),
+    ("self_consistency", QUESTION, "8", [("Add 3 to", True), ("We start with", True), ("The answer is 9.", False)],
+     "cut off mid-reasoning", "two of three paths were cut before answering"),
+    ("self_consistency", QUESTION, "8", [("Add 3 to", True), ("The answer is 9.", False), ("The answer is 9", False)],
+     "other wrong number", "most paths answered: the vote, not the limit, decided"),
+]
+
+
+@pytest.mark.parametrize("name, question, gold, outputs, expected, why", ERRORS, ids=[e[5] for e in ERRORS])
+def test_error_kind_is_read_from_the_outputs(name, question, gold, outputs, expected, why):
+    stages = [{**stage(output), "cut": cut} for output, cut in outputs]
+    row = make_row(0, question, gold, name, stages, False)
+    assert row["error"] == expected, why
+    assert expected is None or expected in icl.ERROR_KINDS
+
+
+AGREEMENTS = [  # (the k paths' flexible answers, agreement with their majority, why)
+    (["8", "8", "9"], 2 / 3, "two of three agree with the vote"),
+    (["8", None, None], 1 / 3, "a path with no number disagrees"),
+    (["18", "18.0", "$18"], 1.0, "compared as numbers, not as text"),
+    ([None, None], None, "no number: no majority to agree with"),
+]
+
+
+@pytest.mark.parametrize("answers, expected, why", AGREEMENTS, ids=[a[2] for a in AGREEMENTS])
+def test_agreement_with_the_majority(answers, expected, why):
+    assert agreement(answers) == (None if expected is None else pytest.approx(expected)), why
+
+
+def test_the_comparison_counts_each_error_kind_and_the_paths_agreement():
+    voted = [("The answer is 8.", False), ("The answer is 8.", False), ("So 5", False)]
+    rows = [make_row(0, QUESTION, "8", "baseline", [stage("5")], False),  # copied from the question
+            make_row(1, QUESTION, "8", "baseline", [stage("nothing")], False),  # no number
+            make_row(0, QUESTION, "8", "self_consistency", [{**stage(o), "cut": c} for o, c in voted], False),
+            make_row(1, QUESTION, "8", "self_consistency",
+                     [{**stage(o), "cut": False} for o in ("The answer is 9", "The answer is 9", "The answer is 9")],
+                     False)]
+    names = ["baseline", "self_consistency"]
+    result = icl.IclResult(config={}, rows=rows, summary=summarize(rows, names), sample=None)
+    base, sc = icl.comparison_rows(["Post-DPO"], [result])
+    assert list(base) == icl.COMPARISON_COLUMNS
+    assert (base["copied from the question"], base["no number"], base["other wrong number"]) == (1, 1, 0)
+    assert base["agreement with majority"] == "-", "one path: nothing to agree"
+    assert sc["other wrong number"] == 1 and sc["agreement with majority"] == "83%", "mean of 2/3 and 3/3"
 
 
 def test_compare_models_runs_each_model_and_tables_their_errors(tiny_lm_dir, tmp_path):
@@ -254,7 +308,7 @@ def test_compare_models_runs_each_model_and_tables_their_errors(tiny_lm_dir, tmp
         wrong = [r for r in result.rows if not r["correct_flexible"]]
         assert all(r["error"] in icl.ERROR_KINDS for r in wrong)
         assert sum(result.summary[0]["errors"].values()) == len(wrong)
-        assert row["common errors"] != "none" or not wrong
+        assert sum(row[kind] for kind in icl.ERROR_KINDS) == len(wrong), "each wrong answer counted once"
     # 3 new tokens never end a sentence: every stage ran into the limit
     assert all(s["cut"] for r in results[0].rows for s in r["stages"])
     with pytest.raises(ValueError, match="no model picked"):

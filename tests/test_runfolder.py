@@ -126,3 +126,42 @@ def test_the_runs_table_shows_the_final_figure_each_kind_writes(tmp_path, monkey
     table = runs_frame(runfolder.list_runs("rl"))
     assert table["final"].tolist() == [f"{curve_figures(recorder.run_dir)['reward_final']:.3g}"], \
         "the RL summary's reward_final fills the final column"
+
+
+def test_laps_split_the_wall_time_and_a_resume_adds_to_its_last_ends_phases(tmp_path):
+    """The Q9 table's load / train / answer: each lap counts the seconds since the last one, a resumed run goes on
+    from the phases its last end recorded, and a summary from before phases_s reads as blank phases."""
+    first = RunRecorder(tmp_path / "run")
+    first.started -= 25.0  # as if the launch had run for 25 s: 5 s loading,
+    first._lap -= 5.0
+    first.lap("load")
+    first._lap -= 20.0  # then 20 s of training until the Stop
+    first.lap("train")
+    stopped = first.finish("stopped", "stopped by the user")
+    assert stopped["phases_s"]["load"] == pytest.approx(5.0, abs=0.5)
+    assert stopped["phases_s"]["train"] == pytest.approx(20.0, abs=0.5)
+    assert sum(stopped["phases_s"].values()) <= stopped["wall_s"] + 1e-6, "the phases are parts of the wall time"
+    (first.run_dir / "summary.json").unlink()
+    resumed = RunRecorder(first.run_dir, resume=True)
+    resumed._lap -= 3.0
+    resumed.lap("load")
+    resumed.lap("answer")
+    phases = runfolder.phase_seconds(resumed.finish("finished", "done"))
+    assert phases["load"] == pytest.approx(8.0, abs=0.5), "the second launch's load adds to the first's"
+    assert phases["train"] == pytest.approx(20.0, abs=0.5) and phases["answer"] < 0.5
+    old = {"status": "finished", "wall_s": 90.0}
+    assert runfolder.phase_seconds(old) == {"load": None, "train": None, "answer": None}, "an old run stays readable"
+
+
+def test_a_paused_call_keeps_its_phases_for_the_next(tmp_path):
+    """A ZeroGPU call's share ends paused, not finished: the next call's recorder goes on from its phases."""
+    def share(recorder):
+        recorder._lap -= 4.0
+        recorder.lap("load")
+        recorder._lap -= 30.0
+        recorder.lap("train")
+        return {"status": "paused", "reason": "paused after step 2 of 6", "steps_done": 2}
+
+    runfolder.run_job(tmp_path / "run", share)
+    phases = RunRecorder(tmp_path / "run", resume=True).phases
+    assert phases["load"] == pytest.approx(4.0, abs=0.5) and phases["train"] == pytest.approx(30.0, abs=0.5)

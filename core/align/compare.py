@@ -7,13 +7,15 @@ import json
 import os
 import re
 
-from core.runfolder import RunInfo, list_runs
+from core.memory import peak_cells
+from core.runfolder import RunInfo, list_runs, phase_seconds
 from core.runs import RunControl, write_json
 
 NO_ANSWER = "(no answer)"  # an empty generation still gets a score: the reward model's view of saying nothing
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-COMPARISON_COLUMNS = ["method", "run", "status", "wall s", "s/step", "peak GB", "final loss", "answers changed",
-                      "base reward", "trained reward", "margin over base"]
+COMPARISON_COLUMNS = ["method", "run", "status", "wall s", "load s", "train s", "answer s", "s/step",
+                      "peak allocated GiB", "peak reserved GiB", "final loss", "answers changed", "base reward",
+                      "trained reward", "margin over base"]
 
 
 def read_answers(run: RunInfo) -> list[dict]:
@@ -75,12 +77,17 @@ def same_trained_answers(runs: list[RunInfo]) -> bool:
 
 
 def comparison_row(run: RunInfo) -> dict:
+    """The notebook's Question 9 as measured: wall time and its load / train / answer phases (blank for a run from
+    before the job recorded them), peak memory allocated and reserved ("CPU" without an accelerator), rewards."""
     s, scores = run.summary, read_scores(run)
     base = _mean([r["base_score"] for r in scores])
     trained = _mean([r["trained_score"] for r in scores])
+    phases = phase_seconds(s)
+    allocated, reserved = peak_cells(s)
     return {"method": str(run.config.get("method", "")).upper(), "run": run.run_id, "status": run.label(),
-            "wall s": s.get("wall_s"), "s/step": s.get("seconds_per_step"),
-            "peak GB": s.get("peak_allocated_gb", s.get("peak_rss_gb")), "final loss": s.get("final_loss"),
+            "wall s": s.get("wall_s"), "load s": phases["load"], "train s": phases["train"],
+            "answer s": phases["answer"], "s/step": s.get("seconds_per_step"), "peak allocated GiB": allocated,
+            "peak reserved GiB": reserved, "final loss": s.get("final_loss"),
             "answers changed": changed_answers(run), "base reward": base, "trained reward": trained,
             "margin over base": None if base is None or trained is None else trained - base}
 

@@ -50,24 +50,29 @@ def train(cfg: AlignConfig, recorder: RunRecorder, resume: bool = False) -> dict
     trainer = make_trainer(cfg, policy, dataset, trainer_args(cfg, recorder.run_dir, policy, plan, max_steps, optim),
                            [meter, recorder_callback(recorder), rank_record_callback(recorder)])
     counter.collate, trainer.data_collator = trainer.data_collator, counter
+    recorder.lap("load")  # data, model, batch plan and trainer: the launch's seconds before the first step
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - started
     steps = trainer.state.global_step
     if recorder.pause_requested(steps) and steps < max_steps and not recorder.stop_requested():
+        recorder.lap("train")
         return {"status": "paused", "reason": f"paused after step {steps} of {max_steps}", "steps_done": steps}
     tokens = summed_over_processes(counter.tokens, trainer.args.device)
     if recorder.writes:  # under accelerate launch rank 0 saves and answers; the other processes are done
-        save_results(cfg, trainer.model, policy, subset, recorder.run_dir)
+        save_results(cfg, trainer.model, policy, subset, recorder)
     return figures(trainer, recorder, meter, max_steps, train_seconds, tokens)
 
 
-def save_results(cfg: AlignConfig, model, policy: Policy, subset, run_dir: Path) -> None:
-    """adapter/, then answers.json: the base model's and the trained adapter's answers to a few prompts."""
-    save_adapter(model, policy.tokenizer, run_dir / ADAPTER_DIR)
+def save_results(cfg: AlignConfig, model, policy: Policy, subset, recorder: RunRecorder) -> None:
+    """adapter/ (the end of the train phase), then answers.json: the base model's and the trained adapter's answers
+    to a few prompts (the answer phase)."""
+    save_adapter(model, policy.tokenizer, recorder.run_dir / ADAPTER_DIR)
+    recorder.lap("train")
     answers = compare_answers(model, policy.tokenizer, pick_prompts(cfg, subset), cfg, policy.device,
                               unsloth=policy.backend == "unsloth")
-    write_json(run_dir / "answers.json", answers)
+    write_json(recorder.run_dir / "answers.json", answers)
+    recorder.lap("answer")
 
 
 def fit_to_length(dataset, subset, tokenizer, max_length: int):

@@ -71,6 +71,14 @@ def extract_answer(text: str | None, mode: str = "flexible") -> str | None:
     return _last(NUMBER_RE.finditer(text))
 
 
+def numbers_in(text: str | None) -> set[str]:
+    """Every number written in the text, normalized (the "18" of "$18.00"): what a question gives, or what a
+    reasoning computed along the way."""
+    if not text:
+        return set()
+    return {format_number(v) for v in map(_value, NUMBER_RE.finditer(_clean(text))) if v is not None}
+
+
 def parse_number(text: str | None) -> Fraction | None:
     """The value of a number written on its own ("1,234", "$18.00", "-3", "3/4"); None if it is not one."""
     if text is None:
@@ -92,6 +100,13 @@ def gold_answer(answer: str) -> str:
     if value is None:
         raise ValueError(f"gold answer {tail[:40]!r} is not a number: GSM8K answers end with '#### N'")
     return format_number(value)
+
+
+def agreement(answers: list[str | None]) -> float | None:
+    """Self-consistency's agreement: the share of the k sampled answers equal to their majority (a path with no
+    number disagrees); None when no path gave a number."""
+    voted = majority(answers)
+    return None if voted is None else sum(same_number(a, voted) for a in answers) / len(answers)
 
 
 def majority(answers: list[str | None]) -> str | None:

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.icl.answers import extract_answer, majority, same_number
+from core.icl.answers import agreement, extract_answer, majority, numbers_in, same_number
 from core.icl.strategies import STRATEGIES, prompt_text
 from core.runs import write_json
 from core.stats import wilson_interval
@@ -17,7 +17,8 @@ MODES = ("strict", "flexible")
 
 
 def make_row(index: int, question: str, gold: str | None, name: str, stages: list[dict], cached: bool) -> dict:
-    """Extracts both answers from the final stage (or votes over the sampled paths) and scores them."""
+    """Extracts both answers from the final stage (or votes over the sampled paths) and scores them; a voted row also
+    gets the paths' agreement with their majority (flexible answers)."""
     strategy = STRATEGIES[name]
     finals = stages[len(strategy.stages) - 1:] if strategy.voting else stages[-1:]
     texts = [strategy.answer_lead + s["output"] for s in finals]
@@ -25,31 +26,52 @@ def make_row(index: int, question: str, gold: str | None, name: str, stages: lis
     row = {"index": index, "strategy": name, "question": question, "gold": gold, **answers}
     for mode in MODES:
         row[f"correct_{mode}"] = None if gold is None else same_number(answers[mode], gold)
-    row["error"] = error_kind(row, finals)
+    row["error"] = error_kind(row, finals, strategy.answer_lead, stages[:len(stages) - len(finals)])
+    row["agreement"] = agreement([extract_answer(t) for t in texts]) if strategy.voting else None
     return {**row, "cached": cached, "stages": stages}
 
 
-ERROR_KINDS = ("cut off by the token limit", "no number found", "wrong number")
+# Why a flexible answer is wrong, each read from the outputs; the first that applies names the row (error_kind)
+ERROR_KINDS = {
+    "cut off mid-reasoning": "the token limit stopped the reasoning before an explicit answer",
+    "no number": "the output holds no number at all",
+    "finishing error": "the gold number is written in the reasoning (not in the question), but another is extracted",
+    "copied from the question": "the answer is one of the question's own numbers",
+    "other wrong number": "a number the reasoning arrived at, not the gold one",
+}
 
 
-def error_kind(row: dict, finals: list[dict]) -> str | None:
-    """Why a row's flexible answer is wrong, read from the outputs: an answer that ran into the token limit, one
-    with no number at all, or a wrong number. None when it is right or there is no gold."""
+def error_kind(row: dict, finals: list[dict], lead: str = "", earlier: list[dict] = ()) -> str | None:
+    """The kind (ERROR_KINDS) of a wrong flexible answer, None when it is right or there is no gold. `finals` are the
+    stages answered from (k paths when voted: cut off when most were), each text `lead` + its output; `earlier` the
+    stages before them (a CoT's reasoning that its last stage only reads the number from)."""
     if row["gold"] is None or row["correct_flexible"]:
         return None
-    if any(stage.get("cut") for stage in finals):
-        return ERROR_KINDS[0]
-    return ERROR_KINDS[1] if row["flexible"] is None else ERROR_KINDS[2]
+    kinds = list(ERROR_KINDS)
+    texts = [lead + stage.get("output", "") for stage in finals]
+    cut = [bool(stage.get("cut")) and extract_answer(text, "strict") is None for stage, text in zip(finals, texts)]
+    if 2 * sum(cut) > len(cut) or any(stage.get("cut") for stage in earlier):
+        return kinds[0]
+    if row["flexible"] is None:
+        return kinds[1]
+    given = numbers_in(row.get("question"))
+    reasoning = [stage.get("output", "") for stage in earlier] + texts
+    if row["gold"] not in given and any(row["gold"] in numbers_in(t) for t in reasoning):
+        return kinds[2]
+    return kinds[3] if row["flexible"] in given else kinds[4]
 
 
 def summarize(rows: list[dict], strategies: list[str]) -> list[dict]:
-    """Accuracy per strategy in both extraction modes, each with its 95% Wilson interval."""
+    """Accuracy per strategy in both extraction modes, each with its 95% Wilson interval; the error kinds counted;
+    a voted strategy's mean agreement of its paths with their majority (None for the others)."""
     summary = []
     for name in strategies:
         scored = [r for r in rows if r["strategy"] == name and r["gold"] is not None]
         errors = Counter(r["error"] for r in scored if r.get("error"))
+        agreements = [r["agreement"] for r in rows if r["strategy"] == name and r.get("agreement") is not None]
         entry = {"strategy": name, "label": STRATEGIES[name].label, "n": len(scored),
-                 "cached": sum(r["cached"] for r in scored), "errors": dict(errors.most_common())}
+                 "cached": sum(r["cached"] for r in scored), "errors": dict(errors.most_common()),
+                 "agreement": sum(agreements) / len(agreements) if agreements else None}
         for mode in MODES:
             correct = sum(bool(r[f"correct_{mode}"]) for r in scored)
             low, high = wilson_interval(correct, len(scored))
@@ -170,13 +192,24 @@ def stages_markdown(row: dict) -> str:
     return "\n\n".join(parts)
 
 
+AGREEMENT = "agreement with majority"
+COMPARISON_COLUMNS = ["model", "strategy", "n", "strict", "flexible", *ERROR_KINDS, AGREEMENT]
+
+
 def comparison_rows(labels: list[str], results: list[IclResult]) -> list[dict]:
-    """One row per model x strategy: accuracy in both modes and the most common error kinds."""
+    """One row per model x strategy (COMPARISON_COLUMNS): accuracy in both modes, how many answers went wrong in each
+    way, and for self-consistency how often the k paths agreed with their vote ("-" for a single-path strategy)."""
     rows = []
     for label, result in zip(labels, results):
         for e in result.summary:
-            errors = ", ".join(f"{kind} ({n})" for kind, n in list(e["errors"].items())[:2]) or "none"
+            agreed = e.get("agreement")
             rows.append({"model": label, "strategy": e["strategy"], "n": e["n"],
                          "strict": percent_with_interval(e, "strict"), "flexible": percent_with_interval(e, "flexible"),
-                         "common errors": errors})
+                         **{kind: e["errors"].get(kind, 0) for kind in ERROR_KINDS},
+                         AGREEMENT: "-" if agreed is None else f"{agreed:.0%}"})
     return rows
+
+
+def error_legend() -> str:
+    """Markdown: what each error kind of the comparison table means."""
+    return " · ".join(f"**{kind}**: {about}" for kind, about in ERROR_KINDS.items())
