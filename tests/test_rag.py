@@ -188,8 +188,9 @@ def test_a_chunked_index_builds_offline_with_its_own_folder_and_counts(no_tiktok
     assert chunked.nodes > 49 and chunked.counts == f"49 recipes -> {chunked.nodes} nodes (chunked as the notebook)"
     reloaded = rag_index.open_index(rows, RECIPES, tiny_bert_dir, tiny_embed, root=tmp_path, mode="chunked")
     assert not reloaded.built and reloaded.nodes == chunked.nodes
-    found = rag_index.retrieve(reloaded.index, "stir the pot for 100 minutes", 20)
-    assert "very long stew" in [s.name for s in found], "a chunk's source names its recipe"
+    found = rag_index.retrieve(reloaded.index, "stir the pot for 100 minutes", reloaded.nodes)  # every node (the tiny
+    # embedding is random: a top 20 may miss the stew's chunks)
+    assert [s.name for s in found].count("very long stew") > 1, "each chunk's source names its recipe"
     assert all(s.text in rag_index.recipe_text(next(r for r in rows if r["name"] == s.name)) for s in found)
     import llama_index.core
 
@@ -200,3 +201,25 @@ def test_a_chunked_index_builds_offline_with_its_own_folder_and_counts(no_tiktok
 def test_an_unknown_index_mode_lists_the_valid_ones(train_rows):
     with pytest.raises(ValueError, match="choose one of recipe, chunked"):
         rag_index.make_nodes(train_rows, "sentences")
+
+
+def test_the_rag_llm_runs_in_16_bit_only_where_its_weights_fit_with_room(monkeypatch):
+    """16-bit decodes 4.1x faster than the notebook's 8-bit (bench/RESULTS.md): "auto" takes it where 2 bytes a
+    parameter plus a quarter for answering fit the free memory, and not one byte less."""
+    import core.memory
+    from transformers import LlamaConfig
+
+    from core.rag import llm as rag_llm
+
+    config = LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, architectures=["LlamaForCausalLM"])
+    params = 2 * 100 * 16 + 2 * (4 * 16 * 16 + 3 * 16 * 32 + 2 * 16) + 16  # embeddings + head, layers, final norm
+    needed = 2 * params * 1.25
+    monkeypatch.setattr(core.memory, "free_accelerator_bytes", lambda: needed)
+    assert rag_llm.half_fits(config)
+    monkeypatch.setattr(core.memory, "free_accelerator_bytes", lambda: needed - 1)
+    assert not rag_llm.half_fits(config)
+    monkeypatch.setattr(core.memory, "free_accelerator_bytes", lambda: None)
+    assert not rag_llm.half_fits(config), "no accelerator: nothing to fit"
+    with pytest.raises(ValueError, match="choose one of auto, 8bit, 16bit"):
+        rag_llm.load_rag_lm("any", "4bit")

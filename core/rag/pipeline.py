@@ -141,7 +141,7 @@ def open_bundle_index(bundle: rag_llm.RagBundle, cfg: RagConfig, answer: RagAnsw
 def _start(bundle: rag_llm.RagBundle, cfg: RagConfig, question: str, control: RunControl) -> tuple:
     """The bundle's index for cfg and an answer to fill, carrying what happened to the index and the question
     (cut to cfg.question_tokens)."""
-    answer = RagAnswer(question)
+    answer = RagAnswer(question, notes=[rag_llm.precision_label(bundle.lm)])
     opened = open_bundle_index(bundle, cfg, answer, control)
     text, n = rag_llm.truncate_tokens(bundle.tokenizer, question, cfg.question_tokens)
     if text != question:
