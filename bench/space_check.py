@@ -20,6 +20,22 @@ PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(36, 4, -1)] + [
     "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
 
 
+ZEROGPU_TORCH = ((2, 8), (2, 11))  # the PyTorch versions ZeroGPU runs (hub-docs spaces-zerogpu.md, 2026-08)
+
+
+def zerogpu_torch(requirements: list[Requirement]) -> str | None:
+    """None when the torch pin is one ZeroGPU runs, else what to change for a ZeroGPU Space."""
+    torch = next((r for r in requirements if canonicalize_name(r.name) == "torch"), None)
+    version = str(torch.specifier).removeprefix("==") if torch else ""
+    major_minor = tuple(int(p) for p in version.split(".")[:2]) if version else None
+    low, high = ZEROGPU_TORCH
+    if major_minor is None or low <= major_minor <= high:
+        return None
+    return (f"torch=={version} is outside ZeroGPU's PyTorch {low[0]}.{low[1]}-{high[0]}.{high[1]}: fine on dedicated "
+            f"GPU hardware; for ZeroGPU pin torch==2.11.0 and torchvision==0.26.0 (the GPU machine's torch, where the "
+            f"GPU tests pass with these other pins)")
+
+
 def space_tags(python: tuple[int, int]) -> set:
     return set(cpython_tags(python, platforms=PLATFORMS)) | set(compatible_tags(python, platforms=PLATFORMS))
 
@@ -56,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index-url", default=os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple"))
     parser.add_argument("--python", default="3.12", help="the Space's python_version")
     parser.add_argument("--requirements", type=Path, default=ROOT / "requirements.txt")
+    parser.add_argument("--zerogpu", action="store_true", help="also fail on a torch pin ZeroGPU does not run")
     args = parser.parse_args(argv)
     tags, missing = space_tags(tuple(int(p) for p in args.python.split("."))), []
     print(f"index {args.index_url}, CPython {args.python}, manylinux x86-64 (glibc <= 2.36) or pure Python")
@@ -64,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{requirement}: {line}")
         if not line.startswith("ok"):
             missing.append(str(requirement))
+    torch_note = zerogpu_torch(pins(args.requirements))
+    if torch_note:
+        print(f"ZeroGPU: {torch_note}")
+        if args.zerogpu:
+            missing.append("torch (ZeroGPU)")
     if missing:
         print(f"{len(missing)} pin(s) without a cp{args.python.replace('.', '')} wheel: {', '.join(missing)}")
         return 1

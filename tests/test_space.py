@@ -92,3 +92,26 @@ def test_space_check_finds_a_wheel_for_the_spaces_python_only(pin, files, start,
     from bench.space_check import space_tags, verdict
 
     assert verdict(Requirement(pin), files, space_tags((3, 12))).startswith(start), why
+
+
+@pytest.mark.parametrize("pin, outside, why", [
+    ("torch==2.14.1", True, "today's pin: newer than ZeroGPU's 2.11"),
+    ("torch==2.11.0", False, "the newest ZeroGPU runs"),
+    ("torch==2.8.0", False, "the oldest ZeroGPU runs"),
+    ("torch==2.7.1", True, "older than ZeroGPU's 2.8"),
+])
+def test_space_check_says_when_the_torch_pin_is_not_one_zerogpu_runs(pin, outside, why):
+    from packaging.requirements import Requirement
+
+    from bench.space_check import zerogpu_torch
+
+    note = zerogpu_torch([Requirement("gradio==6.31.0"), Requirement(pin)])
+    assert (note is not None) == outside, why
+    assert note is None or "torch==2.11.0" in note
+
+
+def test_the_pinned_torch_is_named_in_the_readme_as_one_zerogpu_does_not_run():
+    from bench.space_check import pins, zerogpu_torch
+
+    note = zerogpu_torch(pins(ROOT / "requirements.txt"))
+    assert note is None or "torch==2.11.0" in (ROOT / "README.md").read_text(), "the ZeroGPU section says what to pin"
