@@ -28,7 +28,7 @@ ALIGN_CHARTS = (
     Chart("ORPO rewards (β · mean token log p of the answer; no reference model)",
           ("rewards/chosen", "rewards/rejected", "rewards/margins"),
           "Both are below 0 (log-probabilities); the margin should grow as chosen answers become likelier than "
-          "rejected ones.", method="orpo"),
+          "rejected ones (lite's 3 quick steps move the NLL first: the margin had not grown yet).", method="orpo"),
     Chart("Preference accuracy", ("rewards/accuracies",),
           "The share of pairs whose chosen answer out-scores the rejected one; 0.5 is a coin flip."),
     Chart("ORPO terms", ("nll_loss", "log_odds_ratio", "log_odds_chosen"),
