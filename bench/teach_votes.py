@@ -11,6 +11,9 @@ from bench.teach_figures import mean_band, verdict
 VOTERS = 5  # a small class: 4 vote for the voted style, 1 against it, on every pair
 AGAINST = 1
 TRAIN_PROMPTS, HELDOUT_PROMPTS = 10, 6  # core.feedback.MAX_PROMPTS is 10 per session
+# Answers per pair on a CPU: the tab's 128 tokens took over 14 minutes for 10 prompts on the loaded 2-core machine
+# without finishing one session; on CUDA the tab's default.
+CPU_ANSWER_TOKENS = 48
 
 
 def prompts(dataset: str) -> list[str]:
@@ -24,13 +27,14 @@ def prompts(dataset: str) -> list[str]:
     return seen
 
 
-def voted_session(name: str, texts: list[str], profile) -> str:
+def voted_session(name: str, texts: list[str], profile, cuda: bool) -> str:
     """A session of `texts` answered twice (cool and hot sample), VOTERS votes per pair with the majority for the
     cool sample; returns the exported preferences.jsonl."""
     from core import feedback
 
+    length = {} if cuda else {"max_new_tokens": CPU_ANSWER_TOKENS}
     cfg = feedback.SessionConfig(name=name, prompts=tuple(texts), requester="teacher", generator=profile.generator,
-                                 no_repeat_ngram_size=profile.no_repeat_ngram_size)
+                                 no_repeat_ngram_size=profile.no_repeat_ngram_size, **length)
     session = feedback.create_session(cfg)
     cool = feedback.SAMPLINGS[0]
     for pair in session.pairs:
@@ -78,8 +82,9 @@ def run_votes(claim, profile, args, work: Path, run_align) -> dict:
     if len(texts) < TRAIN_PROMPTS + HELDOUT_PROMPTS:
         raise ValueError(f"{profile.preferences} has {len(texts)} usable prompts, the votes flow needs "
                          f"{TRAIN_PROMPTS + HELDOUT_PROMPTS}")
-    train_path = voted_session("teach-train", texts[:TRAIN_PROMPTS], profile)
-    heldout_path = voted_session("teach-heldout", texts[TRAIN_PROMPTS:TRAIN_PROMPTS + HELDOUT_PROMPTS], profile)
+    cuda = args.device == "cuda"
+    train_path = voted_session("teach-train", texts[:TRAIN_PROMPTS], profile, cuda)
+    heldout_path = voted_session("teach-heldout", texts[TRAIN_PROMPTS:TRAIN_PROMPTS + HELDOUT_PROMPTS], profile, cuda)
     trained = run_align(claim, profile, args, work, dataset=train_path)
     heldout = [json.loads(line) for line in Path(heldout_path).read_text().splitlines() if line.strip()]
     margins = implicit_margins(trained["cfg"], Path(trained["run_dir"]) / "adapter", heldout)

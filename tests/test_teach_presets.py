@@ -4,11 +4,15 @@ On a 16-wide model the lite LoRA adapter moves too little in a few steps for the
 every weight trains here (as in test_ppo_trainer); a rising reward takes more steps than a test may (test_ppo_trainer
 shows it in 30). The real-weights figures are `python -m bench teach`'s (bench/RESULTS.md)."""
 import dataclasses
+import math
+from pathlib import Path
 
 import pytest
 
+from bench.teach import CLAIMS, parse, run_align
 from bench.teach_figures import align_figures, rl_figures
-from core import align, profiles, rl
+from bench.teach_votes import run_votes
+from core import align, feedback, profiles, rl
 from core.rl.ppo_trainer import PpoTrainer
 from core.runfolder import RunRecorder, read_lines
 from tests.align_tiny import pair, write_pairs
@@ -63,3 +67,19 @@ def test_the_quick_preset_moves_the_reward_margin(method, tiny_lm_dir, tmp_path)
     align.train(cfg, RunRecorder(tmp_path / "run"))
     f = align_figures(read_lines(tmp_path / "run" / "metrics.jsonl"), [])
     assert f["margin_last"] > f["margin_first"], f
+
+
+def test_the_votes_flow_trains_on_the_majority_and_measures_held_out_pairs(tiny_lm_dir, tmp_path, monkeypatch):
+    """Two sessions answered by the tiny generator, 4 of 5 votes for the cool sample, the export trained with the
+    quick preset through `python -m core align` for one step, then the implicit margin of every held-out pair."""
+    monkeypatch.setenv("ALAB_RUNS", str(tmp_path / "runs"))
+    pairs = write_pairs(tmp_path / "pairs.jsonl", [pair(i) for i in range(20)])
+    profile = dataclasses.replace(profiles.LITE, generator=str(tiny_lm_dir), preferences=str(pairs))
+    result = run_votes(CLAIMS["votes"], profile, parse(["--max-steps", "1"]), tmp_path / "work", run_align)
+    exported = read_lines(tmp_path / "runs" / "feedback" / "teach-train" / "preferences.jsonl")
+    session = feedback.load_session("teach-train")
+    cool = {p.prompt: (p.a if tuple(p.a_from) == feedback.SAMPLINGS[0] else p.b) for p in session.pairs}
+    assert [row["chosen"][1]["content"] for row in exported] == [cool[row["prompt"]] for row in exported]
+    assert result["train_pairs"] == len(exported) and result["heldout_pairs"] >= 1
+    assert math.isfinite(result["margin_heldout"]) and result["verdict"] in ("holds", "does not hold")
+    assert read_lines(Path(result["run_dir"]) / "metrics.jsonl")[0]["step"] == 1
