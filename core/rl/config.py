@@ -115,10 +115,11 @@ PRESETS = {
                             "a heavy fixed KL penalty outweighs ROUGE: the reward falls (the notebook's plot B); in "
                             "lite, 20 steps leave the reward flat within its noise, no fall yet",
                             dict(kl="fixed", init_kl_coef=2.0), departs=f"a fixed KL coefficient of 2.0; {FAST_PATH}"),
-    # bench teach, lite, 20 steps (bench/RESULTS.md): reward slope -0.0025 [-0.0062, +0.0012] per step, KL final 0.55.
+    # bench teach, lite, 20 steps (bench/RESULTS.md): reward slope -0.0025 [-0.0062, +0.0012] per step, KL 0.55-1.36 over the
+    # last 6 steps (the healthy run's stayed below 0.62).
     "no-kl": Preset("No KL",
                     "beta 0: the reward rises while the text drifts away from fluent summaries (reward hacking); in "
-                    "lite, 20 steps leave the reward flat within its noise and the text unchanged",
+                    "lite, 20 steps leave the reward flat within its noise while the KL grows to about 1",
                     dict(kl="fixed", init_kl_coef=0.0), departs=f"no KL penalty; {FAST_PATH}"),
     # bench teach, lite, 4 steps (bench/RESULTS.md): the value loss's share of the shared loss 0.50 here, 0.10 in the
     # healthy run (vf_coef 0.1) on the same articles: it grows fivefold but only matches the policy loss.
