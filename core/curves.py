@@ -28,7 +28,7 @@ ALIGN_CHARTS = (
     Chart("ORPO rewards (β · mean token log p of the answer; no reference model)",
           ("rewards/chosen", "rewards/rejected", "rewards/margins"),
           "Both are below 0 (log-probabilities); the margin should grow as chosen answers become likelier than "
-          "rejected ones.", method="orpo"),
+          "rejected ones (lite's 3 quick steps move the NLL first: the margin had not grown yet).", method="orpo"),
     Chart("Preference accuracy", ("rewards/accuracies",),
           "The share of pairs whose chosen answer out-scores the rejected one; 0.5 is a coin flip."),
     Chart("ORPO terms", ("nll_loss", "log_odds_ratio", "log_odds_chosen"),
@@ -46,7 +46,8 @@ RL_CHARTS = (
     Chart("KL to the reference", ("kl",), "How far the policy has moved from where it started. Without a KL penalty it "
           "keeps growing: the model drifts to whatever ROUGE rewards, readable or not."),
     Chart("Losses", ("policy_loss", "value_loss", "loss"),
-          "A value loss that dwarfs the policy loss (high vf_coef) means updates mostly fit the critic."),
+          "A value loss that dwarfs the policy loss means updates mostly fit the critic; high vf_coef raises its share "
+          "(lite: from a tenth to about half of the shared loss)."),
     Chart("Clipping and entropy", ("clipfrac", "clip_ratio/region_mean", "entropy"),
           "A clip fraction near 0 means tiny updates, well above 0.2 too large ones; falling entropy means the "
           "policy is becoming sure of itself."),

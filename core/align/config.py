@@ -118,7 +118,12 @@ _QUICK = dict(learning_rate=2e-4, warmup_ratio=0.0, max_new_tokens=128)
 NOTEBOOK = dict(pairs=1600, similarity=0.6, word_limit=1000, drop_toxic=False, seed=42, max_length=2048,
                 effective_batch=8, micro_batch=2, gradient_checkpointing="on", epochs=1, lora_r=64, lora_alpha=64)
 PRESETS = {  # overrides: on a GPU (profile "full"); lite: on a CPU laptop (profile "lite", SmolLM2-135M)
-    "quick": Preset("Quick demo", "curves and answers that move within a few steps (a large step, no warmup)",
+    # bench teach on SmolLM2 (lite, bench/RESULTS.md): DPO margin 0 -> 0.21 and accuracy 0 -> 1 in 3 steps, both answers
+    # changed; ORPO's NLL fell 3.13 -> 2.53 but its margin 0.095 -> 0.036; the lite judge scored 2 trained answers
+    # below the base ones, inside a band that holds 0. The line says what lite shows, not more.
+    "quick": Preset("Quick demo", "curves and answers that move within a few steps (a large step, no warmup): DPO's "
+                    "margin and accuracy rise, the answers change; in lite ORPO's 3 steps lower its NLL, not yet its "
+                    "margin, and the 1-5 judge cannot tell 2 answers apart from the base ones",
                     overrides=dict(_QUICK, pairs=48, save_steps=2),  # 6 steps: about a minute on a GPU
                     lite=dict(_QUICK, learning_rate=1e-3, pairs=24, lora_r=16, lora_alpha=16, max_length=512,
                               max_new_tokens=64, save_steps=1),  # 3 steps of 8 pairs: about 2 minutes on 2 cores
