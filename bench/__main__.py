@@ -11,8 +11,8 @@ BENCHES = {
     "rag-answer": "bench.rag_answer",  # RAG LLM 8-bit vs 16-bit decode, the tab's ask and dish comparison (GPU)
     "align": "bench.align",  # DPO/ORPO: the project's trainer vs plain transformers+bnb+peft+trl (GPU); --smoke, --lite
     "rl": "bench.rl",  # our PPO (default path vs the notebook's) and trl GRPO: s/step
-    "load": "bench.load",
-    "teach": "bench.teach",  # every RL and trainer preset on real weights (lite): the figure that decides its claim  # the model slot under a class of 30: FIFO vs model affinity, simulated switch costs
+    "load": "bench.load",  # the model slot under a class of 30: FIFO vs model affinity, simulated switch costs
+    "teach": "bench.teach",  # every RL and trainer preset on real weights (lite): the figure that decides its claim
 }
 
 
