@@ -201,18 +201,25 @@ class JobManager:
         def wait():
             if process is not None:
                 code = process.wait()
-                if (folder / CANCEL).exists() and not (folder / "summary.json").exists():
-                    write_json(folder / "summary.json", {"status": "cancelled", "reason": CANCELLED})
-                elif code not in (0, -signal.SIGKILL) and not (folder / "summary.json").exists():
-                    tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-3:]
-                    write_json(folder / "summary.json", {"status": "failed", "reason": f"the job exited with code "
-                                                         f"{code}: " + " | ".join(tail)})
-                    mirror.sync(folder)
+                with self._lock:  # a resume of this folder reserved since: its marks are not this exit's to write
+                    if self._generation == generation and not (self._starting and self._active == folder):
+                        self._record_exit(folder, code)
             else:
                 while process_alive(folder):
                     time.sleep(1.0)
             self._ended(folder, generation)
         threading.Thread(target=wait, daemon=True, name=f"job-{folder.name}").start()
+
+    @staticmethod
+    def _record_exit(folder: Path, code: int) -> None:
+        """An exit without a summary: cancelled when Cancel was pressed, failed on an error code."""
+        if (folder / CANCEL).exists() and not (folder / "summary.json").exists():
+            write_json(folder / "summary.json", {"status": "cancelled", "reason": CANCELLED})
+        elif code not in (0, -signal.SIGKILL) and not (folder / "summary.json").exists():
+            tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-3:]
+            write_json(folder / "summary.json", {"status": "failed", "reason": f"the job exited with code {code}: "
+                                                 + " | ".join(tail)})
+            mirror.sync(folder)
 
     def _ended(self, folder: Path, generation: int) -> None:
         """The job of `folder` is over: the slot is free again (unless a newer job holds it), the sequence goes on."""

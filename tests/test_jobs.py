@@ -250,3 +250,30 @@ def test_a_start_that_waits_for_the_model_in_use_blocks_no_poll_and_refusals_nam
         starting.join(10)
         jm.cancel("align", "waiting-run")
     wait_for(lambda: jm.active() is None and slot.status()["held_by"] is None, "the slot back after the cancel", 20)
+
+
+@pytest.mark.parametrize("resumed_meanwhile, written", [
+    (False, "failed"),  # no newer launch: the exit without a summary is this watcher's to record
+    (True, None),  # a resume of the folder reserved before this watcher woke: the run is no longer this exit's
+])
+def test_a_late_watcher_does_not_mark_a_run_resumed_since(manager, resumed_meanwhile, written):
+    """Seen in CI under load: the cancelled process's watcher woke after Resume had cleared the folder's marks and
+    wrote "failed" into the resumed run, so the manager saw no running job while the resumed one trained."""
+    import subprocess
+    import sys
+
+    jm, _slot = manager
+    folder = runs_dir() / "align" / f"late-watcher-{resumed_meanwhile}"
+    folder.mkdir(parents=True)
+    (folder / "log.txt").write_text("ended\n")
+    with jm._lock:
+        jm._active, jm._starting = folder, resumed_meanwhile
+        generation = jm._generation
+    ended = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    jm._watch(ended, folder, generation)
+    wait_for(lambda: ended.poll() is not None and jm._active is None or resumed_meanwhile, "the watcher", 30)
+    time.sleep(0.5)
+    summary = folder / "summary.json"
+    assert (json.loads(summary.read_text())["status"] if summary.exists() else None) == written
+    with jm._lock:
+        jm._active, jm._starting = None, False
