@@ -15,6 +15,7 @@ API_NAMES = ["align_answers", "align_score", "align_compare", "align_push"]
 # header -> share of the table's width; the keys of answers.json / scores.json each shows
 ANSWER_COLUMNS = {"prompt": 3, "base answer": 4, "trained answer": 4, "base score": 1.1, "trained score": 1.1}
 ANSWER_KEYS = ["prompt", "base", "trained", "base_score", "trained_score"]
+TIME_LABEL, OUTCOME_LABEL = "DPO vs ORPO: time and memory (Question 9)", "DPO vs ORPO: what training changed"
 COMPARISON_WIDTHS = {"method": 1, "run": 1.8, "status": 1.5}  # the other columns: 1.05 each (fits "trained")
 
 
@@ -51,10 +52,12 @@ def on_selection(selected):
         return pd.DataFrame(columns=list(ANSWER_COLUMNS))
 
 
-def comparison_frames(runs: list[runfolder.RunInfo]) -> tuple[pd.DataFrame, object]:
-    """The comparison table and its grouped bars (a matplotlib figure, None before any run is scored)."""
+def comparison_frames(runs: list[runfolder.RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame, object]:
+    """The time-and-memory table, the outcome table and the grouped bars (a matplotlib figure, None before any run
+    is scored)."""
     rows = [align.comparison_row(r) for r in runs]
-    return pd.DataFrame(rows, columns=align.COMPARISON_COLUMNS).round(3), align.reward_bars(rows)
+    return (pd.DataFrame(rows, columns=align.TIME_COLUMNS).round(3),
+            pd.DataFrame(rows, columns=align.OUTCOME_COLUMNS).round(3), align.reward_bars(rows))
 
 
 def score_handler(profile):
@@ -102,7 +105,8 @@ def build(profile, selected: gr.Dropdown) -> None:
     with gr.Row():
         score_button = gr.Button("Score answers with the reward model", variant="primary")
         compare_button = gr.Button("Compare DPO and ORPO")
-    table = text_table({c: COMPARISON_WIDTHS.get(c, 1.05) for c in align.COMPARISON_COLUMNS}, "DPO vs ORPO")
+    times = text_table({c: COMPARISON_WIDTHS.get(c, 1.05) for c in align.TIME_COLUMNS}, TIME_LABEL)
+    table = text_table({c: COMPARISON_WIDTHS.get(c, 1.05) for c in align.OUTCOME_COLUMNS}, OUTCOME_LABEL)
     bars = gr.Plot(label="Mean reward of the answers: base model vs trained adapter", show_label=False)
     gr.Markdown("<small>What to look for: ORPO needs no reference model, so it often uses less time per step; the "
                 "margin over base says which alignment the reward model prefers (with two prompts, a hint, not a "
@@ -113,6 +117,7 @@ def build(profile, selected: gr.Dropdown) -> None:
         push_button = gr.Button("Push adapter to the Hub", scale=1)
     pushed = gr.Markdown()
     selected.change(on_selection, selected, answers, api_name="align_answers", **POLL_EVENT)
-    score_button.click(score_handler(profile), selected, [answers, table, bars], api_name="align_score", **GPU_EVENT)
-    compare_button.click(on_compare_click, selected, [table, bars], api_name="align_compare", **POLL_EVENT)
+    score_button.click(score_handler(profile), selected, [answers, times, table, bars], api_name="align_score",
+                       **GPU_EVENT)
+    compare_button.click(on_compare_click, selected, [times, table, bars], api_name="align_compare", **POLL_EVENT)
     push_button.click(on_push_click, [selected, repo], pushed, api_name="align_push")

@@ -69,10 +69,11 @@ def test_a_run_from_the_page_trains_draws_curves_and_is_scored(served):
     assert {row[2] for row in rewards["data"]} == {"rewards/chosen", "rewards/rejected", "rewards/margins"}
     assert orpo is None and orpo_rewards is None, "a DPO run logs no ORPO terms, and its rewards go on DPO's chart"
     assert [row[0] for row in table["data"]] == [run_id] and table["data"][0][3] == "3/3"
-    answers, comparison, bars = client.predict([run_id], api_name="/align_score")
+    answers, times, comparison, bars = client.predict([run_id], api_name="/align_score")
     assert [r[0] for r in answers["data"]][-1] == "What is a pencil made of?", "the free prompt is answered too"
     assert all(isinstance(r[3], float) and isinstance(r[4], float) for r in answers["data"])
     row = dict(zip(comparison["headers"], comparison["data"][0]))
+    assert times["headers"][:3] == ["method", "run", "wall s"] and times["data"][0][1] == run_id
     assert row["method"] == "DPO" and row["run"] == run_id and row["margin over base"] == pytest.approx(
         row["trained reward"] - row["base reward"], abs=1e-3)
     assert bars["type"] == "matplotlib" and bars["plot"].startswith("data:image/"), "the grouped bars, drawn"
@@ -117,11 +118,12 @@ def test_compare_without_a_pick_takes_the_newest_scored_run_of_each_method(serve
     finished_run("1-quick-dpo", "dpo", now - 30, answers("a DPO answer", "the base answer"), [(2.2, 2.5), (2.0, 2.0)])
     finished_run("2-quick-orpo", "orpo", now - 20, answers("an ORPO answer", "another"), [(2.2, 2.1), (2.0, 1.9)])
     finished_run("3-class-vote-dpo", "dpo", now - 10, answers("a class answer", "x"))  # newer, never scored
-    table, bars = served.predict([], api_name="/align_compare")
+    times, table, bars = served.predict([], api_name="/align_compare")
     rows = [dict(zip(table["headers"], r)) for r in table["data"]]
     assert [(r["method"], r["run"]) for r in rows] == [("DPO", "1-quick-dpo"), ("ORPO", "2-quick-orpo")], \
         "the class-vote run has no scores: its reward cells would be blank"
     assert [r["answers changed"] for r in rows] == ["1 of 2", "2 of 2"]
+    assert [r[:2] for r in times["data"]] == [["DPO", "1-quick-dpo"], ["ORPO", "2-quick-orpo"]], "the same runs"
     assert rows[0]["trained reward"] == pytest.approx(2.25) and rows[1]["margin over base"] == pytest.approx(-0.1)
 
 
@@ -162,4 +164,4 @@ def test_the_comparison_row_shows_the_phases_and_both_peaks(extra, expected, why
     row = align.comparison_row(runfolder.read_run(folder))
     columns = ("load s", "train s", "answer s", "peak allocated GiB", "peak reserved GiB")
     assert tuple(row[c] for c in columns) == expected, why
-    assert list(row) == align.COMPARISON_COLUMNS, "the row fills the table's columns in order"
+    assert set(row) == set(align.TIME_COLUMNS) | set(align.OUTCOME_COLUMNS), "the row fills both tables' columns"

@@ -146,7 +146,8 @@ def test_answers_and_before_after_tables_fit_the_page_with_every_column_in_view(
         timeout=30000)
     page.get_by_text("These runs wrote the very same answers").first.wait_for(timeout=10000)
     fits = {"answers of the picked run": table_fit(panel, "answers of the picked run"),
-            "DPO vs ORPO": table_fit(panel, "DPO vs ORPO")}
+            "DPO vs ORPO: time and memory (Question 9)": table_fit(panel, "DPO vs ORPO: time and memory (Question 9)"),
+            "DPO vs ORPO: what training changed": table_fit(panel, "DPO vs ORPO: what training changed")}
     page.screenshot(path="/tmp/test_browser_answers_table.png")
     page.get_by_role("tab", name="RL summarizer").click()
     panel = visible_panel(page)

@@ -87,8 +87,8 @@ def test_a_short_run_keeps_whole_step_ticks_and_a_long_one_scales():
 
 
 def test_the_mean_reward_bars_of_runs_not_scored_yet_clear_the_plot():
-    table, bars = align_after.comparison_frames([])
-    assert table.empty and bars is None
+    times, table, bars = align_after.comparison_frames([])
+    assert times.empty and table.empty and bars is None
 
 
 def test_the_mean_reward_bars_stand_side_by_side_with_their_values():

@@ -189,7 +189,7 @@ def test_after_training_the_gsm8k_comparison_and_the_scores_run_in_a_worker(zero
     one_call("ICL compare")
     finished_run("zero-run", "dpo", 1.0, [{"prompt": "Say hi.", "base": "hi", "trained": "hello there"}])
     zerogpu_worker.CALLS.clear()
-    answers, scores, _bars = zero_app.predict(["zero-run"], api_name="/align_score")
+    answers, _times, scores, _bars = zero_app.predict(["zero-run"], api_name="/align_score")
     assert len(scores["data"]) >= 1
     one_call("align score")
 

@@ -7,8 +7,8 @@ run through core.runfolder.run_job, for training; after training, a run's answer
 pushed to the Hub (compare.py), the compared mean rewards as grouped bars (plots.py). Importing this package loads
 no transformers, peft, trl or matplotlib.
 """
-from core.align.compare import (COMPARISON_COLUMNS, comparison_row, latest_per_method, push_adapter, read_answers,
-                                read_scores, same_trained_answers, score_run)
+from core.align.compare import (COMPARISON_COLUMNS, OUTCOME_COLUMNS, TIME_COLUMNS, comparison_row, latest_per_method,
+                                push_adapter, read_answers, read_scores, same_trained_answers, score_run)
 from core.align.config import METHODS, PRESETS, TARGET_MODULES, AlignConfig, data_config, preset_config
 from core.align.data import (RULES, PreferenceDataConfig, PreferenceDataResult, filter_pairs, format_for_training,
                              format_pair, prepare, removal_reason, select_subset)
@@ -17,7 +17,8 @@ from core.align.plan import CHECKPOINTING_CHOICES, BatchPlan, ModelShape, choose
 from core.align.plots import reward_bars
 from core.data import TOXIC_SOURCE
 
-__all__ = ["CHECKPOINTING_CHOICES", "COMPARISON_COLUMNS", "METHODS", "PRESETS", "TARGET_MODULES", "TOXIC_SOURCE",
+__all__ = ["CHECKPOINTING_CHOICES", "COMPARISON_COLUMNS", "METHODS", "OUTCOME_COLUMNS", "PRESETS", "TARGET_MODULES",
+           "TIME_COLUMNS", "TOXIC_SOURCE",
            "AlignConfig", "BatchPlan", "ModelShape", "PreferenceDataConfig", "PreferenceDataResult", "RULES",
            "choose_micro_batch", "comparison_row", "data_config", "filter_pairs", "format_for_training",
            "format_pair", "latest_per_method", "prepare", "preset_config", "push_adapter", "read_answers",

@@ -13,9 +13,12 @@ from core.runs import RunControl, write_json
 
 NO_ANSWER = "(no answer)"  # an empty generation still gets a score: the reward model's view of saying nothing
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-COMPARISON_COLUMNS = ["method", "run", "status", "wall s", "load s", "train s", "answer s", "s/step",
-                      "peak allocated GiB", "peak reserved GiB", "final loss", "answers changed", "base reward",
-                      "trained reward", "margin over base"]
+# Two tables, each narrow enough to read in a page: the notebook's Question 9 (time and memory), then the outcome.
+TIME_COLUMNS = ["method", "run", "wall s", "load s", "train s", "answer s", "s/step", "peak allocated GiB",
+                "peak reserved GiB"]
+OUTCOME_COLUMNS = ["method", "run", "status", "final loss", "answers changed", "base reward", "trained reward",
+                   "margin over base"]
+COMPARISON_COLUMNS = TIME_COLUMNS + [c for c in OUTCOME_COLUMNS if c not in TIME_COLUMNS]  # comparison_row's keys
 
 
 def read_answers(run: RunInfo) -> list[dict]:
