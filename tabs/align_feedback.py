@@ -107,6 +107,20 @@ def on_vote_click(name, pair_id, choice, request: gr.Request):
     return (note, *pair_view(session, upcoming, request))
 
 
+def pair_vote_widgets(pair_label: str) -> tuple[list, gr.Button]:
+    """The pair picker, the pair's prompt, answers A and B and the vote radio (the view pair_view fills, in that
+    order), and the Vote button; the trainer's class votes and the RAG tab's vote share them."""
+    pair_pick = gr.Dropdown([], label=pair_label, allow_custom_value=True)  # core says which pairs exist
+    pair_prompt = gr.Markdown()
+    with gr.Row():
+        answer_a = gr.Textbox(label="A", lines=8, interactive=False)
+        answer_b = gr.Textbox(label="B", lines=8, interactive=False)
+    with gr.Row():
+        vote_radio = gr.Radio(VOTES, label="your vote (change it any time: your latest one counts)", scale=3)
+        vote_button = gr.Button("Vote", variant="primary", scale=1)
+    return [pair_pick, pair_prompt, answer_a, answer_b, vote_radio], vote_button
+
+
 def build(profile) -> None:
     """The panel, in an accordion of the trainer tab."""
     with gr.Accordion("Your class as the humans in RLHF: vote on answer pairs, then train on the votes", open=False):
@@ -130,19 +144,12 @@ def build(profile) -> None:
             new_name_box = gr.Textbox(label="new session name", scale=3)
             rename_button = gr.Button("Rename session", scale=1)
         session_note = gr.Markdown()
-        pair_pick = gr.Dropdown([], label="pair", allow_custom_value=True)  # core says which pairs exist
-        pair_prompt = gr.Markdown()
-        with gr.Row():
-            answer_a = gr.Textbox(label="A", lines=8, interactive=False)
-            answer_b = gr.Textbox(label="B", lines=8, interactive=False)
-        with gr.Row():
-            vote_radio = gr.Radio(VOTES, label="your vote (change it any time: your latest one counts)", scale=3)
-            vote_button = gr.Button("Vote", variant="primary", scale=1)
+        view, vote_button = pair_vote_widgets("pair")
+        pair_pick, vote_radio = view[0], view[-1]
         vote_note = gr.Markdown()
         align_feedback_tally.build(profile, session_box, pair_pick)
 
     on_create_click, on_edit_click = session_handlers(profile)
-    view = [pair_pick, pair_prompt, answer_a, answer_b, vote_radio]
     create_button.click(on_create_click, [session_box, prompts_box, length_number], [prompts_box, session_note, *view],
                         api_name="feedback_create", **GPU_EVENT)
     edit_button.click(on_edit_click, [session_box, prompts_box, length_number], [prompts_box, session_note, *view],

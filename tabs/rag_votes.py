@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from core import feedback, rag
-from tabs.align_feedback import VOTES, on_pair_pick, on_vote_click, pair_view
+from tabs.align_feedback import on_pair_pick, on_vote_click, pair_view, pair_vote_widgets
 from tabs.align_feedback_tally import FILE_EVENT
 from tabs.common import POLL_EVENT, user_errors
 
@@ -74,14 +74,8 @@ def vote_panel(compared) -> None:
             start_button = gr.Button("Start a vote on the last comparison", variant="primary", scale=1)
             join_button = gr.Button("Join", scale=1)
         vote_note = gr.Markdown()
-        pair_pick = gr.Dropdown([], label="dish", allow_custom_value=True)  # core says which pairs exist
-        pair_prompt = gr.Markdown()
-        with gr.Row():
-            answer_a = gr.Textbox(label="A", lines=8, interactive=False)
-            answer_b = gr.Textbox(label="B", lines=8, interactive=False)
-        with gr.Row():
-            vote_radio = gr.Radio(VOTES, label="your vote (change it any time: your latest one counts)", scale=3)
-            vote_button = gr.Button("Vote", variant="primary", scale=1)
+        view, vote_button = pair_vote_widgets("dish")
+        pair_pick, vote_radio = view[0], view[-1]
         voted_note = gr.Markdown()
         gr.Markdown("#### The class's tally (updates every 2 s)")
         vote_summary = gr.Markdown()
@@ -90,7 +84,6 @@ def vote_panel(compared) -> None:
                     "of votes it spans most of 0-100%. Dishes where the class picks plain: did retrieval miss "
                     "the dish?</small>")
     seen = gr.State(None)
-    view = [pair_pick, pair_prompt, answer_a, answer_b, vote_radio]
     start_button.click(on_start_click, [vote_name, compared], [vote_note, *view], api_name="rag_vote_start",
                        **FILE_EVENT)
     join_button.click(on_join_click, vote_name, [vote_note, *view], api_name="rag_vote_join", **FILE_EVENT)
