@@ -24,6 +24,22 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
     return tiny.save_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
+@pytest.fixture(scope="module")
+def qrm_dir(tmp_path_factory) -> Path:
+    """A QRM-shaped reward model (testing/qrm_like.py) with the tiny tokenizer."""
+    from testing.qrm_like import save_qrm_like
+
+    return save_qrm_like(tmp_path_factory.mktemp("qrm-like"), tiny.tiny_tokenizer())
+
+
+@pytest.fixture(scope="module")
+def rm(qrm_dir):
+    """qrm_dir loaded through the project's sequence reward-model loader."""
+    from core.reward import sequence_rm
+
+    return sequence_rm.load_reward_model(str(qrm_dir))
+
+
 @pytest.fixture(autouse=True)
 def _files_in_tmp(tmp_path, monkeypatch):
     """Run folders and caches (answers, indexes) go to the test's tmp dir, never into the checkout or ~/.cache."""

@@ -18,15 +18,6 @@ from testing.qrm_like import save_qrm_like
 LIMIT = 512
 
 
-@pytest.fixture(scope="module")
-def qrm_dir(tmp_path_factory):
-    return save_qrm_like(tmp_path_factory.mktemp("qrm-like"), tiny.tiny_tokenizer())
-
-
-@pytest.fixture(scope="module")
-def rm(qrm_dir):
-    return sequence_rm.load_reward_model(str(qrm_dir))
-
 
 def press(i: int, max_tokens: int = LIMIT) -> merged.ScoreRequest:
     """Student i's own pair: prompts and answers of different lengths, so the merged pass pads them."""

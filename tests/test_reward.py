@@ -14,20 +14,10 @@ from core.reward import sequence_rm
 from core.models import MODELS, ModelLoadError
 from testing import tiny
 from tests.conftest import SHARED_DATA
-from testing.qrm_like import save_qrm_like
 
 PROMPT = "Do wooden pencils contain lead as their core?"
 ANSWERS = ("No, graphite.", "Yes, lead. It is lead!", "Let's think step by step. The answer is 42 and #### 18.")
 
-
-@pytest.fixture(scope="module")
-def qrm_dir(tmp_path_factory):
-    return save_qrm_like(tmp_path_factory.mktemp("qrm-like"), tiny.tiny_tokenizer())
-
-
-@pytest.fixture(scope="module")
-def rm(qrm_dir):
-    return sequence_rm.load_reward_model(str(qrm_dir))
 
 
 def run(qrm_dir, responses=ANSWERS[:2], prompt=PROMPT, **kw):

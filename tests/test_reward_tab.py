@@ -5,14 +5,7 @@ import dataclasses
 import pytest
 
 from core import profiles, reward
-from testing import tiny
-from testing.qrm_like import save_qrm_like
 from tests.served import served_app
-
-
-@pytest.fixture(scope="module")
-def qrm_dir(tmp_path_factory):
-    return save_qrm_like(tmp_path_factory.mktemp("qrm-like-tab"), tiny.tiny_tokenizer())
 
 
 @pytest.fixture(scope="module")
