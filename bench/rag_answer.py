@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import header, table
+from bench.common import header, table, timed
 from bench.icl import bpe_tokenizer
 from bench.rag import BGE_SMALL, save_random_bert, synthetic_recipes
 
@@ -36,8 +36,8 @@ def save_random_phi3(folder: Path) -> Path:
     return folder
 
 
-def write_recipes(folder: Path, n: int) -> Path:
-    rows = synthetic_recipes(n)
+def write_recipes(folder: Path, rows: list[dict]) -> Path:
+    n = len(rows)
     folder.mkdir(parents=True, exist_ok=True)
     for split, part in (("train", rows[: n - 200]), ("test", rows[n - 200:])):
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
@@ -63,26 +63,17 @@ def decode_rows(llm_dir: Path, recipes: list[dict], precisions: list[str]) -> li
         prompt = rag.qa_prompt(lm.tokenizer, question, [rag.recipe_text(r) for r in recipes[:3]], 1024 - NEW_TOKENS)
         cfg = GenerationConfig(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, temperature=0.7, batch_size=2)
         generate(lm, [prompt], cfg)  # warm-up
-        one = [timed_s(lambda: generate(lm, [prompt], cfg)) for _ in range(3)]
-        both = timed_s(lambda: generate(lm, [prompt, question], cfg))
+        one = [timed(lambda: generate(lm, [prompt], cfg))[0] for _ in range(3)]
+        both, _ = timed(lambda: generate(lm, [prompt, question], cfg))
         rows.append({"precision": precision, "backend": lm.backend, "load s": load_s,
                      "RAG answer, batch 1 (s)": statistics.median(one),
                      "tok/s at batch 1": NEW_TOKENS / statistics.median(one),
-                     "RAG + plain, one batch of 2 (s)": both, "two answers one after the other (s)": 2 * statistics.median(one),
+                     "RAG + plain, one batch of 2 (s)": both,
+                     "two answers one after the other (s)": 2 * statistics.median(one),
                      "peak GiB": torch.cuda.max_memory_allocated() / 2**30})
         print(f"measured: {rows[-1]}", flush=True)
         del lm
     return rows
-
-
-def timed_s(fn) -> float:
-    import torch
-
-    torch.cuda.synchronize()
-    began = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    return time.perf_counter() - began
 
 
 def app_rows(llm_dir: Path, embed_dir: Path, recipes_dir: Path, dishes: int) -> list[dict]:
@@ -116,6 +107,8 @@ def app_rows(llm_dir: Path, embed_dir: Path, recipes_dir: Path, dishes: int) -> 
 def main(argv: list[str]) -> int:
     import torch
 
+    from core import rag
+
     parser = argparse.ArgumentParser(prog="python -m bench rag-answer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dishes", type=int, default=8)
@@ -127,16 +120,10 @@ def main(argv: list[str]) -> int:
     print(header())
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        recipes_dir = write_recipes(root / "recipes", args.recipes)
         recipes = synthetic_recipes(args.recipes)
+        recipes_dir = write_recipes(root / "recipes", recipes)
         llm_dir = save_random_phi3(root / "phi3")
         print(table(decode_rows(llm_dir, recipes, args.precisions.split(","))), flush=True)
-        embed_dir = save_random_bert(root / "bge", BGE_SMALL, [rag_text(r) for r in recipes[:2000]])
+        embed_dir = save_random_bert(root / "bge", BGE_SMALL, [rag.recipe_text(r) for r in recipes[:2000]])
         print(table(app_rows(llm_dir, embed_dir, recipes_dir, args.dishes)))
     return 0
-
-
-def rag_text(row: dict) -> str:
-    from core import rag
-
-    return rag.recipe_text(row)
